@@ -1,0 +1,102 @@
+"""`murauer-dist`: the command line. It only dispatches; every command lives in its own module.
+
+Overrides are positional `section.key=value` strings (typed by the config, not by fire).
+"""
+from __future__ import annotations
+
+import sys
+
+import fire
+
+
+def print_config(preset: str = "", *overrides: str) -> None:
+    """Print the resolved config of PRESET (a name in configs/ or a YAML path) with overrides."""
+    from murauer_dist.config import dumps, load_config
+    print(dumps(load_config(preset or None, overrides)), end="")
+
+
+def synth_data(out: str, frames_train: int = 4000, frames_test: int = 800, seed: int = 0,
+               workers: int = 2, overwrite: bool = False) -> None:
+    """Write the procedural NYU-layout dataset (real and synthetic domains, 3 cameras) to OUT."""
+    from murauer_dist.data.procedural.generate import synth_data as run
+    run(out, frames_train=frames_train, frames_test=frames_test, seed=seed, workers=workers, overwrite=overwrite)
+
+
+def make_shards(root: str = "", out: str = "", split: str = "all", shard_size: int = 0, workers: int = 2,
+                preset: str = "", verify: str = "", *overrides: str) -> None:
+    """Crop an NYU-layout ROOT into WebDataset shards under OUT; `--verify OUT` re-checks a shard set."""
+    from murauer_dist.data.shards.cli import make_shards_command
+    make_shards_command(root=root, out=out, split=split, shard_size=shard_size, workers=workers,
+                        preset=preset, verify=verify, overrides=overrides)
+
+
+def train(preset: str, *overrides: str, local_rank: int | None = None) -> None:
+    """Train PRESET: stage 1 (synthetic pre-training) then stage 2 (MURAUER or a baseline)."""
+    from murauer_dist.train.entry import train_command
+    train_command(preset, overrides)
+
+
+def evaluate(checkpoint: str, test_shards: str = "", out: str = "", batch: int = 0) -> None:
+    """Evaluate CHECKPOINT on the test shards: result files, metrics.json, table, plots."""
+    from murauer_dist.eval.evaluate import evaluate_command
+    evaluate_command(checkpoint, test_shards=test_shards, out=out, batch=batch)
+
+
+def score(*predictions: str, ground_truth: str = "", format: str = "auto", out: str = "") -> None:
+    """Score result files (uvd or xyz, 8252x42 community layout) against GROUND_TRUTH."""
+    from murauer_dist.eval.score import score_command
+    score_command(list(predictions), ground_truth=ground_truth, fmt=format, out=out)
+
+
+def bench(what: str, *args: str, **kwargs) -> None:
+    """Benchmarks: `bench synth-data`, `bench shards`, `bench loader`, `bench train`, `bench dist`."""
+    from murauer_dist.bench import bench_command
+    bench_command(what, *args, **kwargs)
+
+
+def sweep(sweep_file: str, *overrides: str, max_runs: int = 0, preset: str = "demo-cpu", out: str = "") -> None:
+    """Run a wandb sweep file locally (no server): grid/random/bayes, each run logged offline."""
+    from murauer_dist.sweep import sweep_command
+    sweep_command(sweep_file, overrides=overrides, max_runs=max_runs, preset=preset, out=out)
+
+
+def demo(out: str = "runs/demo", preset: str = "demo-cpu", *overrides: str) -> None:
+    """The main job on the embedded dataset: data, shards, pre-training, MURAUER, evaluation."""
+    from murauer_dist.demo import demo_command
+    demo_command(out=out, preset=preset, overrides=overrides)
+
+
+def experiment(name: str = "label-efficiency", preset: str = "demo-cpu", out: str = "runs/label-efficiency",
+               *overrides: str) -> None:
+    """Label-efficiency experiment: synthetic only vs real&synth vs MURAUER for n in {10,100,1000}."""
+    from murauer_dist.experiment import experiment_command
+    experiment_command(name, preset=preset, out=out, overrides=overrides)
+
+
+COMMANDS = {
+    "print-config": print_config,
+    "synth-data": synth_data,
+    "make-shards": make_shards,
+    "train": train,
+    "evaluate": evaluate,
+    "score": score,
+    "bench": bench,
+    "sweep": sweep,
+    "demo": demo,
+    "experiment": experiment,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    # The deepspeed launcher appends --local_rank=N; LOCAL_RANK in the environment says the same.
+    argv = [arg for arg in argv if not arg.startswith("--local_rank")]
+    from murauer_dist.config import ConfigError
+    try:
+        fire.Fire(COMMANDS, command=argv, name="murauer-dist")
+    except ConfigError as err:
+        sys.exit(f"murauer-dist: config error: {err}")
+
+
+if __name__ == "__main__":
+    main()
