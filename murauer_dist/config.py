@@ -35,6 +35,8 @@ class DataConfig:
     crop_margin: float = 1.625           # stored crop covers margin x the cube (room for rotation + jitter)
     shard_size: int = 500                # frames per tar shard
     encoding: str = "png"                # stored crops: "png" (16-bit) or "raw" (little-endian uint16)
+    view_camera: int = 3                 # target view of view prediction (camera slot)
+    swap_side_cameras_before: int = 0    # NYU: train frames < 29116 have cameras 2 and 3 swapped
     val_fraction: float = 0.05           # tail of the train frames held out for validation (never trained on)
     n_labeled: int = 100                 # labeled real frames (first n of the seeded permutation)
     label_seed: int = 123456789          # the original code's global seed; picks the labeled subset
