@@ -22,9 +22,12 @@ def synth_data(out: str, frames_train: int = 4000, frames_test: int = 800, seed:
     run(out, frames_train=frames_train, frames_test=frames_test, seed=seed, workers=workers, overwrite=overwrite)
 
 
-def make_shards(root: str = "", out: str = "", split: str = "all", shard_size: int = 0, workers: int = 2,
-                preset: str = "", verify: str = "", *overrides: str) -> None:
-    """Crop an NYU-layout ROOT into WebDataset shards under OUT; `--verify OUT` re-checks a shard set."""
+def make_shards(root: str = "", out: str = "", *overrides: str, split: str = "all", shard_size: int = 0,
+                workers: int = 2, preset: str = "", verify: str = "") -> None:
+    """Crop an NYU-layout ROOT into WebDataset shards under OUT; `--verify OUT` re-checks a shard set.
+
+    Options are flags (`--split train --workers 8`) so that positional `section.key=value` overrides
+    after ROOT OUT are not taken for them."""
     from murauer_dist.data.shards.cli import make_shards_command
     make_shards_command(root=root, out=out, split=split, shard_size=shard_size, workers=workers,
                         preset=preset, verify=verify, overrides=overrides)
@@ -54,20 +57,21 @@ def bench(what: str, *args: str, **kwargs) -> None:
     bench_command(what, *args, **kwargs)
 
 
-def sweep(sweep_file: str, *overrides: str, max_runs: int = 0, preset: str = "demo-cpu", out: str = "") -> None:
+def sweep(sweep_file: str, *overrides: str, max_runs: int = 0, preset: str = "demo-cpu", out: str = "",
+          seed: int = 0) -> None:
     """Run a wandb sweep file locally (no server): grid/random/bayes, each run logged offline."""
     from murauer_dist.sweep import sweep_command
-    sweep_command(sweep_file, overrides=overrides, max_runs=max_runs, preset=preset, out=out)
+    sweep_command(sweep_file, overrides=overrides, max_runs=max_runs, preset=preset, out=out, seed=seed)
 
 
-def demo(out: str = "runs/demo", preset: str = "demo-cpu", *overrides: str) -> None:
+def demo(*overrides: str, out: str = "runs/demo", preset: str = "demo-cpu") -> None:
     """The main job on the embedded dataset: data, shards, pre-training, MURAUER, evaluation."""
     from murauer_dist.demo import demo_command
     demo_command(out=out, preset=preset, overrides=overrides)
 
 
-def experiment(name: str = "label-efficiency", preset: str = "demo-cpu", out: str = "runs/label-efficiency",
-               *overrides: str) -> None:
+def experiment(name: str = "label-efficiency", *overrides: str, preset: str = "demo-cpu",
+               out: str = "runs/label-efficiency") -> None:
     """Label-efficiency experiment: synthetic only vs real&synth vs MURAUER for n in {10,100,1000}."""
     from murauer_dist.experiment import experiment_command
     experiment_command(name, preset=preset, out=out, overrides=overrides)

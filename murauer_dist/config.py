@@ -40,6 +40,9 @@ class DataConfig:
     val_fraction: float = 0.05           # tail of the train frames held out for validation (never trained on)
     n_labeled: int = 100                 # labeled real frames (first n of the seeded permutation)
     label_seed: int = 123456789          # the original code's global seed; picks the labeled subset
+    synth_frames_train: int = 4000       # procedural dataset size (demo / experiment make it if missing)
+    synth_frames_test: int = 800
+    synth_seed: int = 0
 
 
 @dataclass
@@ -62,6 +65,8 @@ class LoaderConfig:
     unlabeled_real: int = 11
     unlabeled_synth: int = 11
     eval_batch: int = 64
+    shuffle_buffer: int = 512            # samples a reader shuffles among (per rank and stream)
+    bad_samples: str = "skip"            # sample missing a member: "skip" (counted) or "error"
 
 
 @dataclass
@@ -122,6 +127,7 @@ class LoggingConfig:
     group: str = ""
     name: str = ""
     progress: bool = True
+    console_every: int = 10              # not a terminal: one progress line per N logged steps (0: none)
 
 
 @dataclass
@@ -143,6 +149,7 @@ CHOICES = {
     "data.encoding": ("png", "raw"),
     "loader.backend": ("dali", "reference"),
     "loader.device": ("auto", "gpu", "cpu"),
+    "loader.bad_samples": ("skip", "error"),
     "optim.lr_scaling": ("none", "linear", "sqrt"),
     "train.method": ("murauer", "real_synth", "synth_only", "real_only"),
     "train.engine": ("ddp", "deepspeed"),

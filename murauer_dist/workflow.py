@@ -1,0 +1,70 @@
+"""Steps shared by `demo` and `experiment`: make what is missing, train in a child process, evaluate.
+
+Training runs as `python -m murauer_dist.cli train ...` in a child process because a training
+process ends with os._exit (the clean-exit rule for process groups), and because that is exactly
+the command a user or a cluster job would run.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from murauer_dist.config import Config
+
+
+def _done(path: Path) -> bool:
+    return path.is_file()
+
+
+def ensure_dataset(cfg: Config, workers: int = 2) -> None:
+    """The procedural NYU-layout dataset at cfg.data.root, generated once."""
+    root = Path(cfg.data.root)
+    if all(_done(root / split / "joint_data.mat") for split in ("train", "test")):
+        print(f"[data] using the dataset in {root}")
+        return
+    from murauer_dist.data.procedural.generate import synth_data
+    print(f"[data] generating {cfg.data.synth_frames_train} + {cfg.data.synth_frames_test} procedural frames in {root}")
+    start = time.perf_counter()
+    synth_data(str(root), frames_train=cfg.data.synth_frames_train, frames_test=cfg.data.synth_frames_test,
+               seed=cfg.data.synth_seed, workers=workers, overwrite=root.exists())
+    print(f"[data] done in {time.perf_counter() - start:.0f} s")
+
+
+def ensure_shards(cfg: Config, preset: str, overrides, workers: int = 2) -> None:
+    """Train/val/test shards at cfg.data.shards, written once (the writer itself resumes)."""
+    shards = Path(cfg.data.shards)
+    if all(_done(shards / split / "manifest.json") for split in ("train", "val", "test")):
+        print(f"[shards] using the shards in {shards}")
+        return
+    from murauer_dist.data.shards.cli import make_shards_command
+    print(f"[shards] cropping {cfg.data.root} into {shards}")
+    start = time.perf_counter()
+    make_shards_command(root=cfg.data.root, out=str(shards), split="all", shard_size=0, workers=workers,
+                        preset=preset, verify="", overrides=tuple(overrides))
+    print(f"[shards] done in {time.perf_counter() - start:.0f} s")
+
+
+def run_training(preset: str, overrides, log_file: Path | None = None) -> None:
+    """`murauer-dist train PRESET overrides` in a child process; raises with its exit code."""
+    command = [sys.executable, "-m", "murauer_dist.cli", "train", preset, *overrides]
+    print("[train] " + " ".join(command[2:]), flush=True)
+    start = time.perf_counter()
+    if log_file is None:
+        result = subprocess.run(command, env=os.environ.copy())
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "w") as handle:
+            result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy())
+    if result.returncode != 0:
+        where = f"; its log: {log_file}" if log_file else ""
+        raise SystemExit(f"training failed with exit code {result.returncode}: {' '.join(command[2:])}{where}")
+    print(f"[train] done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def evaluate_run(run_dir: Path, out: Path | None = None) -> dict:
+    """Evaluate the final model of a run on the test shards; returns metrics.json's content."""
+    from murauer_dist.eval.evaluate import evaluate_command
+    return evaluate_command(str(run_dir), out=str(out or Path(run_dir) / "eval"))
