@@ -1,0 +1,132 @@
+"""`murauer-dist score`: score community result files against ground truth, as one comparison table.
+
+    murauer-dist score PRED.txt [PRED2.txt ...] GROUND_TRUTH.txt [--format uvd|xyz|auto] [--out DIR]
+    murauer-dist score PRED.txt --ground-truth GT.txt
+
+Without --ground-truth the last file is the ground truth. Every prediction file must have one line
+per ground-truth frame; its units are checked against the data and, since a file read in the wrong
+units scores hundreds of mm off, against the ground truth as well.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from murauer_dist.config import atomic_write_text
+from murauer_dist.eval.metrics import MAX_THRESHOLD_MM, NYU_SUBJECT_SPLIT, REPORT_THRESHOLDS_MM, compute_metrics
+from murauer_dist.eval.result_files import (FORMATS, ResultFile, ResultFormatError, plausible_formats,
+                                            read_result_file)
+
+NYU_TEST_FRAMES = 8252
+# Declared units are rejected when they score this far off while the other units fit the ground truth.
+WRONG_UNITS_MIN_ERROR_MM = 50.0
+WRONG_UNITS_RATIO = 3.0
+
+
+def default_subject_split(frames: int) -> int | None:
+    """NYU's two test subjects split at frame 2440; other test sets have no such split."""
+    return NYU_SUBJECT_SPLIT if frames == NYU_TEST_FRAMES else None
+
+
+def _mean_error(values_xyz: np.ndarray, gt_xyz: np.ndarray) -> float:
+    return float(np.linalg.norm(values_xyz - gt_xyz, axis=-1).mean())
+
+
+def _check_row_count(pred: ResultFile, gt: ResultFile) -> None:
+    found, expected = len(pred.values), len(gt.values)
+    if found == expected:
+        return
+    if found < expected:
+        missing = f"line {expected} is" if expected - found == 1 else f"lines {found + 1} to {expected} are"
+        detail = (f"the file ends after line {found}, so {missing} missing "
+                  f"(a line dropped earlier shifts every later frame)")
+    else:
+        detail = f"lines {expected + 1} to {found} are extra"
+    message = f"{pred.path}: expected {expected} lines (one per frame of {gt.path}), found {found}: {detail}"
+    raise ResultFormatError(message)
+
+
+def load_predictions(path: str, gt: ResultFile, fmt: str = "auto") -> ResultFile:
+    """Read a prediction file, check its length and its units against the ground truth."""
+    pred = read_result_file(path, fmt)
+    _check_row_count(pred, gt)
+    candidates = plausible_formats(pred.values) if fmt == "auto" else list(FORMATS)
+    errors = {f: _mean_error(ResultFile(path, f, pred.values).xyz, gt.xyz) for f in candidates}
+    if fmt == "auto":
+        return ResultFile(path, min(errors, key=errors.get), pred.values)
+    other = next(f for f in FORMATS if f != fmt)
+    if errors[fmt] > WRONG_UNITS_MIN_ERROR_MM and errors[other] * WRONG_UNITS_RATIO < errors[fmt]:
+        raise ResultFormatError(f"{path}: declared {fmt}, but read as {fmt} the mean error is {errors[fmt]:.1f} mm "
+                                f"and read as {other} {errors[other]:.1f} mm: the file holds {other} values "
+                                f"(pass --format {other} or auto)")
+    return pred
+
+
+def _method_names(paths: list[str]) -> list[str]:
+    names = [Path(p).stem for p in paths]
+    return [name if names.count(name) == 1 else f"{name}[{i}]" for i, name in enumerate(names)]
+
+
+def score_files(predictions: list[str], ground_truth: str, fmt: str = "auto",
+                subject_split: int | None | str = "auto") -> dict[str, dict]:
+    """{method name: metrics dict (+ file, format)} for every prediction file."""
+    gt = read_result_file(ground_truth, "auto")
+    split = default_subject_split(len(gt.values)) if subject_split == "auto" else subject_split
+    results = {}
+    for name, path in zip(_method_names(predictions), predictions):
+        pred = load_predictions(path, gt, fmt)
+        results[name] = {"file": path, "format": pred.fmt, **compute_metrics(pred.xyz, gt.xyz, split)}
+    return results
+
+
+def _cell(value, scale: float = 1.0, digits: int = 2) -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+def format_table(results: dict[str, dict], max_threshold: int = MAX_THRESHOLD_MM) -> str:
+    """One comparison table: ME, median, % of frames within 10..80 mm, MD80, JS80, per-subject ME."""
+    within = [t for t in REPORT_THRESHOLDS_MM if t <= max_threshold]
+    header = (["method", "frames", "ME mm", "median"] + [f"<={t}mm %" for t in within]
+              + [f"MD{max_threshold}", f"JS{max_threshold}", "S1 ME", "S2 ME"])
+    rows = [header]
+    for name, m in results.items():
+        rows.append([name, str(m["frames"]), _cell(m["mean_error_mm"], digits=3), _cell(m["median_error_mm"])]
+                    + [_cell(m["frames_within_mm"][str(t)], 100.0, 1) for t in within]
+                    + [_cell(m[f"md{max_threshold}"], digits=3), _cell(m[f"js{max_threshold}"], digits=3),
+                       _cell(m["subject1_mean_error_mm"]), _cell(m["subject2_mean_error_mm"])])
+    widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def write_scores(out_dir: str | Path, results: dict[str, dict], ground_truth: str) -> dict[str, Path]:
+    """scores.json (all metrics of every method) and success_rate.png (the curves overlaid)."""
+    from murauer_dist.eval.plots import plot_success_curves
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "scores.json"
+    atomic_write_text(json_path, json.dumps({"ground_truth": ground_truth, "methods": results}, indent=1) + "\n")
+    return {"json": json_path, "plot": plot_success_curves(results, out_dir / "success_rate.png")}
+
+
+def score_command(predictions: list[str], ground_truth: str = "", fmt: str = "auto", out: str = "") -> dict:
+    """Score PREDICTIONS against GROUND_TRUTH (or the last positional file); print the table."""
+    predictions = [str(p) for p in predictions]
+    if not ground_truth:
+        if len(predictions) < 2:
+            raise SystemExit("murauer-dist score: give PREDICTIONS... GROUND_TRUTH "
+                             "(or --ground-truth FILE); e.g. score results_uvd.txt nyu_test_groundtruth_label.txt")
+        predictions, ground_truth = predictions[:-1], predictions[-1]
+    try:
+        results = score_files(predictions, str(ground_truth), fmt)
+    except ResultFormatError as err:
+        raise SystemExit(f"murauer-dist score: {err}") from None
+    print(format_table(results))
+    if out:
+        written = write_scores(out, results, str(ground_truth))
+        print(f"wrote {written['json']} and {written['plot']}")
+    return results
