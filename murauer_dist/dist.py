@@ -1,0 +1,111 @@
+"""Rank information and collective helpers; every function also works in a single process.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (+ MASTER_ADDR/PORT): then the process group is
+initialised (nccl on GPU, gloo on CPU). Without them the run is a single process and the
+collectives below are identities.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Initialise the process group from torchrun's environment (or stay a single process)."""
+    rank, world_size = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "gpu"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("loader/device 'gpu' requested but CUDA is not available")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        torch_device = torch.device("cuda", local_rank)
+    else:
+        torch_device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+    return DistInfo(rank, world_size, local_rank, torch_device)
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (in place, returned for chaining)."""
+    if is_dist():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    return all_reduce_sum(tensor).div_(world_size())
+
+
+def all_true(flag: bool | torch.Tensor, device: torch.device | str = "cpu") -> bool:
+    """True on every rank only if `flag` holds on every rank (agreement before a collective step)."""
+    value = flag.to(torch.float32) if isinstance(flag, torch.Tensor) else torch.tensor(float(flag))
+    value = value.reshape(1).to(device)
+    if is_dist():
+        dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item() > 0.5)
+
+
+def any_true(flag: bool, device: torch.device | str = "cpu") -> bool:
+    return not all_true(not flag, device)
+
+
+def clean_exit(code: int = 0) -> None:
+    """End the process: barrier, destroy the group, flush, os._exit (avoids the gloo exit abort)."""
+    if is_dist():
+        try:
+            if code == 0:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

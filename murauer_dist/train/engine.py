@@ -1,0 +1,135 @@
+"""Engines: one object per trained network that hides how it is wrapped and optimised.
+
+The protocol (PlainEngine, DdpEngine and the DeepSpeed engine all implement it):
+    .module            the bare nn.Module (state_dict, eval, frozen calls)
+    engine(*a, **k)    forward, through the wrapper (DDP/DeepSpeed) so gradients get reduced
+    .backward(loss)    backward pass
+    .step()            optimizer step, then zero the gradients
+    .lr_scale(mult)    learning rate = base lr * mult (the per-epoch schedule)
+    .state_dict() / .load_state_dict(state)   optimizer + schedule state for checkpoints
+The training step only talks to this protocol, so it is the same for every engine.
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from murauer_dist.train.schedule import base_lr
+
+
+def make_adam(cfg, module: nn.Module, lr: float) -> torch.optim.Adam:
+    """Adam with coupled L2 weight decay, as the original (not AdamW)."""
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=tuple(cfg.optim.betas),
+                            weight_decay=cfg.optim.weight_decay)
+
+
+class PlainEngine:
+    """Single process: the module itself and its optimizer."""
+
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, lr: float):
+        self.module = module
+        self.optimizer = optimizer
+        self.base_lr = lr
+        self.multiplier = 1.0
+        self.lr_scale(1.0)
+
+    def _forward(self):
+        return self.module
+
+    def __call__(self, *args, **kwargs):
+        return self._forward()(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def lr_scale(self, multiplier: float) -> None:
+        self.multiplier = float(multiplier)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.base_lr * self.multiplier
+
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.multiplier
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "base_lr": self.base_lr, "multiplier": self.multiplier}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.base_lr = float(state["base_lr"])
+        self.lr_scale(state["multiplier"])
+
+
+class DdpEngine(PlainEngine):
+    """torch DDP: gradients are all-reduced during backward; forward must go through __call__.
+
+    find_unused_parameters: stage 1 never touches m and g, and the released affine blocks leave
+    fc1 dead, so some parameters legitimately get no gradient.
+    """
+
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, lr: float, device: torch.device):
+        super().__init__(module, optimizer, lr)
+        device_ids = [device.index] if device.type == "cuda" else None
+        self.wrapped = DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=True)
+
+    def _forward(self):
+        return self.wrapped
+
+
+def _deepspeed_engines(cfg, model, disc, rank: int, world_size: int, device) -> dict:
+    try:
+        deepspeed_engine = importlib.import_module("murauer_dist.train.deepspeed_engine")
+    except ImportError as err:
+        raise RuntimeError(f"train.engine=deepspeed needs murauer_dist.train.deepspeed_engine and deepspeed: {err}") from err
+    return deepspeed_engine.build_deepspeed_engines(cfg, model, disc, rank, world_size, device,
+                                                    lr=base_lr(cfg, world_size))
+
+
+def current_lr(engine) -> float:
+    return float(engine.optimizer.param_groups[0]["lr"])
+
+
+def engine_state(engine) -> dict:
+    """Optimizer + schedule state of an engine for a checkpoint."""
+    if hasattr(engine, "state_dict"):
+        return engine.state_dict()
+    if isinstance(engine.optimizer, torch.optim.Optimizer):
+        return {"optimizer": engine.optimizer.state_dict()}
+    raise NotImplementedError(f"{type(engine).__name__} has no state_dict(): its optimizer state cannot be checkpointed")
+
+
+def load_engine_state(engine, state: dict) -> None:
+    if hasattr(engine, "load_state_dict"):
+        engine.load_state_dict(state)
+    else:
+        engine.optimizer.load_state_dict(state["optimizer"])
+
+
+def build_engines(cfg, model: nn.Module, disc: nn.Module, rank: int, world_size: int,
+                  device: torch.device | str) -> dict:
+    """{"model": engine, "disc": engine} with fresh optimizers (call once per stage).
+
+    The modules must already be on `device`. DeepSpeed is imported only when asked for.
+    """
+    device = torch.device(device)
+    if cfg.train.engine == "deepspeed":
+        return _deepspeed_engines(cfg, model, disc, rank, world_size, device)
+    if cfg.train.engine != "ddp":
+        raise ValueError(f"train.engine must be 'ddp' or 'deepspeed', got {cfg.train.engine!r}")
+    lr = base_lr(cfg, world_size)
+    engines = {}
+    for name, module in (("model", model), ("disc", disc)):
+        optimizer = make_adam(cfg, module, lr)
+        engines[name] = (DdpEngine(module, optimizer, lr, device) if world_size > 1
+                         else PlainEngine(module, optimizer, lr))
+    return engines
