@@ -1,0 +1,223 @@
+"""DALI pipelines: read shard tars, decode 16-bit crops, draw the augmentation and warp, per stream.
+
+One switch for where it runs: device "gpu" -> device_id=local rank, the mixed decoder and .gpu()
+image ops; "cpu" -> device_id=None and the same graph on the CPU (what CI runs; ../shared/stack-notes.md
+§2). The output of every pipeline is the *raw* stream dict of streams.py (crops in mm, warped and
+noisy; random draws; stored labels), turned into the batch contract by streams.finish in torch.
+
+The warp matrix is built in the graph from crop.f32 and the draws with the formula of augment.py
+(affine_node); warp_affine samples nearest with pixel centres at +0.5 and fills 0 outside. The
+per-pixel depth noise is drawn in torch on the output device (dali_reader): DALI's CPU normal
+generator cost more than decoding and warping together (measured: 2.2x fewer samples per CPU-second).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from nvidia.dali import fn, pipeline_def, types
+import nvidia.dali.math as dmath
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+from murauer_dist.data.augment import SCALE, U_C, V_C, X_C, Y_C, Z_C
+from murauer_dist.data.streams import needed_members
+from murauer_dist.geometry import FX, FY, UX, UY
+
+SOURCE_INFO_BYTES = 1024       # "shard.tar:offset:key.member", zero-padded to one width for the iterator
+READER = "reader"
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if device not in ("gpu", "cpu"):
+        raise ValueError(f"loader device must be auto, gpu or cpu, got {device!r}")
+    return device
+
+
+def _read(tars, members: dict, part: tuple[int, int], shuffle: bool, seed: int, buffer: int, name: str) -> dict:
+    """webdataset reader over `tars`; one node per raw field (images as bytes, labels as float)."""
+    fields, exts = list(members), [members[f] for f in members]
+    dtypes = [types.FLOAT if e.endswith(".f32") else types.UINT16 if e.endswith(".u16") else types.UINT8
+              for e in exts]
+    nodes = fn.readers.webdataset(paths=list(tars), ext=exts, dtypes=dtypes, name=name,
+                                  missing_component_behavior="skip", shard_id=part[0], num_shards=part[1],
+                                  stick_to_shard=True, random_shuffle=shuffle, initial_fill=buffer, seed=seed,
+                                  pad_last_batch=not shuffle)
+    nodes = nodes if isinstance(nodes, (list, tuple)) else [nodes]
+    out = dict(zip(fields, nodes))
+    if "crop" in out:
+        out["crop"] = fn.reshape(out["crop"], shape=[3, 8])
+    if "joints" in out:
+        out["joints"] = fn.reshape(out["joints"], shape=[3, 2, 14, 3])
+    out["info"] = fn.pad(fn.get_property(nodes[0], key="source_info"), axes=[0], shape=[SOURCE_INFO_BYTES])
+    return out
+
+
+def _decode(node, encoding: str, stored: int, device: str):
+    """Encoded crop -> (S,S,1) float32 mm on the pipeline's image device."""
+    if encoding == "png":
+        image = fn.decoders.image(node, device="mixed" if device == "gpu" else "cpu",
+                                  output_type=types.ANY_DATA, dtype=types.UINT16)
+    else:
+        image = fn.reshape(node, shape=[stored, stored, 1], layout="HWC")
+        image = image.gpu() if device == "gpu" else image
+    return fn.cast(image, dtype=types.FLOAT)
+
+
+def affine_node(crop_row, theta, jitter, crop_size: int, stored_size: int):
+    """(2,3) network -> stored pixel matrix, the graph twin of augment.affine_matrix (CPU nodes)."""
+    x, y = crop_row[X_C] + jitter[0], crop_row[Y_C] + jitter[1]
+    z = crop_row[Z_C] + jitter[2]
+    du = UX + FX * x / z - crop_row[U_C]
+    dv = UY - FY * y / z - crop_row[V_C]
+    cos, sin = dmath.cos(theta), dmath.sin(theta)
+    k = crop_row[Z_C] / z
+    scale = crop_row[SCALE]
+    half_out, half_stored = crop_size / 2.0, stored_size / 2.0
+    tx = half_stored + scale * (cos * du + sin * dv) - k * (cos + sin) * half_out
+    ty = half_stored + scale * (cos * dv - sin * du) - k * (cos - sin) * half_out
+    return fn.stack(fn.stack(k * cos, k * sin, tx), fn.stack(-(k * sin), k * cos, ty))
+
+
+def _warp(image, matrix, crop_size: int):
+    return fn.warp_affine(image, matrix=matrix, size=[crop_size, crop_size], interp_type=types.INTERP_NN,
+                          fill_value=0.0, inverse_map=True)
+
+
+def _chw(image):
+    return fn.transpose(image, perm=[2, 0, 1])
+
+
+class StreamGraph:
+    """Settings shared by the graph builders of one pipeline."""
+
+    def __init__(self, cfg, device: str, seed: int, part: tuple[int, int]):
+        self.cfg, self.device, self.seed, self.part = cfg, device, seed, part
+        self.crop_size = cfg.data.crop_size
+        from murauer_dist.geometry import stored_size
+        self.stored_size = stored_size(cfg.data.crop_size, cfg.data.crop_margin)
+        aug = cfg.augment
+        on = bool(aug.enabled)
+        self.rotation = math.radians(aug.rotation_deg) if on else 0.0
+        self.jitter_mm = aug.center_jitter_mm if on else 0.0
+        self.cond_mm = aug.cond_noise_mm if on else 0.0
+
+    def draws(self, rotate: bool = True) -> dict:
+        theta = fn.random.uniform(range=[-1.0, 1.0]) * (self.rotation if rotate else 0.0)
+        jitter = fn.random.normal(shape=[3]) * self.jitter_mm
+        return {"theta": theta, "jitter": jitter}
+
+    def image(self, encoded, matrix):
+        """Decode, warp, CHW: (1,C,C) float mm (depth noise is added in torch, see dali_reader)."""
+        warped = _warp(_decode(encoded, self.cfg.data.encoding, self.stored_size, self.device), matrix, self.crop_size)
+        return _chw(warped)
+
+    def central(self, encoded):
+        """Un-augmented central slice (no jitter, no noise)."""
+        offset = (self.stored_size - self.crop_size) / 2.0
+        matrix = np.array([[1.0, 0.0, offset], [0.0, 1.0, offset]], dtype=np.float32)
+        return self.image(encoded, matrix)
+
+    def read(self, tars, stream: str, shuffle: bool, name: str = READER, seed_offset: int = 0, part=None) -> dict:
+        members = needed_members(stream, self.cfg.data.encoding, self.cfg.data.view_camera)
+        return _read(tars, members, part or self.part, shuffle, self.seed + seed_offset,
+                     self.cfg.loader.shuffle_buffer, name)
+
+
+def _labeled_stream(graph: StreamGraph, sample: dict, image_fields: dict, crop_row) -> dict:
+    draws = graph.draws()
+    matrix = affine_node(crop_row, draws["theta"], draws["jitter"], graph.crop_size, graph.stored_size)
+    out = {field: graph.image(sample[member], matrix) for field, member in image_fields.items()}
+    return {**out, "crop": sample["crop"], "joints": sample["joints"], **draws, "matrix": matrix,
+            "info": sample["info"]}
+
+
+def pairs_graph(graph: StreamGraph, tars) -> dict:
+    sample = graph.read(tars, "pairs", shuffle=True)
+    return _labeled_stream(graph, sample, {"real": "real", "synth": "synth"}, sample["crop"][0])
+
+
+def synth_graph(graph: StreamGraph, tars) -> dict:
+    """Independent synthetic crops; camera slot drawn per sample, only that crop decoded."""
+    sample = graph.read(tars, "synth", shuffle=True)
+    cam = fn.random.uniform(values=[0, 1, 2], dtype=types.INT32)
+    crop = sample["crop"]
+    if cam == 0:
+        encoded, row = sample["synth1"], crop[0]
+    elif cam == 1:
+        encoded, row = sample["synth2"], crop[1]
+    else:
+        encoded, row = sample["synth3"], crop[2]
+    out = _labeled_stream(graph, {**sample, "depth": encoded}, {"depth": "depth"}, row)
+    return {**out, "cam": cam}
+
+
+def views_graph(graph: StreamGraph, labeled_tars, train_tars, labeled_probability: float, labeled_part) -> dict:
+    """Camera-1 input (jitter + noise, no rotation) and the target view; labeled with probability p."""
+    labeled = graph.read(labeled_tars, "views", shuffle=True, name=READER, part=labeled_part)
+    anyframe = graph.read(train_tars, "views", shuffle=True, name=READER + "_all", seed_offset=7919)
+    from_labeled = fn.random.coin_flip(probability=labeled_probability, dtype=types.BOOL)
+    if from_labeled:        # split/merge: only the chosen reader's crops are decoded
+        real, synth, real_view, synth_view = (labeled[k] for k in ("real", "synth", "real_view", "synth_view"))
+        crop, joints, info = labeled["crop"], labeled["joints"], labeled["info"]
+    else:
+        real, synth, real_view, synth_view = (anyframe[k] for k in ("real", "synth", "real_view", "synth_view"))
+        crop, joints, info = anyframe["crop"], anyframe["joints"], anyframe["info"]
+    draws = graph.draws(rotate=False)
+    matrix = affine_node(crop[0], draws["theta"], draws["jitter"], graph.crop_size, graph.stored_size)
+    return {"real": graph.image(real, matrix), "synth": graph.image(synth, matrix),
+            "real_view": graph.central(real_view), "synth_view": graph.central(synth_view),
+            "cond_real": fn.random.normal(shape=[3]) * graph.cond_mm,
+            "cond_synth": fn.random.normal(shape=[3]) * graph.cond_mm,
+            "from_labeled": from_labeled, "crop": crop, "joints": joints, **draws, "matrix": matrix, "info": info}
+
+
+def unlabeled_graph(graph: StreamGraph, tars, stream: str) -> dict:
+    sample = graph.read(tars, stream, shuffle=True)
+    draws = graph.draws()
+    matrix = affine_node(sample["crop"][0], draws["theta"], draws["jitter"], graph.crop_size, graph.stored_size)
+    return {"depth": graph.image(sample["depth"], matrix), "crop": sample["crop"], **draws,
+            "matrix": matrix, "info": sample["info"]}
+
+
+def eval_graph(graph: StreamGraph, tars) -> dict:
+    sample = graph.read(tars, "eval", shuffle=False)
+    return {"depth": graph.central(sample["depth"]), "crop": sample["crop"], "joints": sample["joints"],
+            "info": sample["info"]}
+
+
+def build_iterator(builder, graph: StreamGraph, batch_size: int, device_id, threads: int, finite: bool,
+                   *args) -> tuple[DALIGenericIterator, list[str]]:
+    """Build one pipeline from `builder(graph, *args)` and wrap it in a DALIGenericIterator."""
+    names: list[str] = []
+
+    @pipeline_def(enable_conditionals=True)
+    def pipe():
+        outputs = builder(graph, *args)
+        names.extend(outputs)
+        return tuple(outputs.values())
+
+    pipeline = pipe(batch_size=batch_size, num_threads=threads, device_id=device_id, seed=graph.seed,
+                    prefetch_queue_depth=2)
+    pipeline.build()
+    if finite:
+        iterator = DALIGenericIterator([pipeline], names, reader_name=READER,
+                                       last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=False)
+    else:
+        iterator = DALIGenericIterator([pipeline], names, size=-1)
+    return iterator, names
+
+
+def frames_from_info(info) -> np.ndarray:
+    """Padded source_info bytes (B, L) -> frame indices (B,), from the sample key f<frame:07d>."""
+    rows = np.asarray(info.cpu().numpy(), dtype=np.uint8)
+    frames = np.empty(len(rows), dtype=np.int64)
+    for i, row in enumerate(rows):
+        text = row.tobytes().rstrip(b"\0").decode()
+        key = text.rsplit(":", 1)[-1].rsplit("/", 1)[-1].split(".", 1)[0]
+        if not (key.startswith("f") and key[1:].isdigit()):
+            raise ValueError(f"sample {text!r}: key {key!r} is not f<frame:07d>")
+        frames[i] = int(key[1:])
+    return frames

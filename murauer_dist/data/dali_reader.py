@@ -1,0 +1,83 @@
+"""DALI readers behind the loader API: one pipeline per stream, raw stream dicts as torch tensors."""
+from __future__ import annotations
+
+import torch
+
+from murauer_dist.data import augment
+from murauer_dist.data import dali_pipeline as dp
+
+
+def _device_id(dali_device: str, device: torch.device):
+    if dali_device == "cpu":
+        return None
+    if device.type == "cuda" and device.index is not None:
+        return device.index
+    from murauer_dist.data.loaders import local_rank
+    return local_rank()
+
+
+def _raw(output: dict) -> dict:
+    """Iterator output -> raw dict: frame ids from the padded source_info, integer types widened."""
+    raw = dict(output)
+    raw["frame"] = torch.from_numpy(dp.frames_from_info(raw.pop("info")))
+    if "cam" in raw:
+        raw["cam"] = raw["cam"].long()
+    if "from_labeled" in raw:
+        raw["from_labeled"] = raw["from_labeled"].bool()
+    return raw
+
+
+# Images of a raw stream dict that get depth noise, one field per draw (pair and view twins share it).
+NOISY_FIELDS = {"pairs": ("real", "synth"), "synth": ("depth",), "views": ("real", "synth"),
+                "unlabeled_real": ("depth",), "unlabeled_synth": ("depth",)}
+
+
+def add_noise(raw: dict, stream: str, generator: torch.Generator, sigma_mm: float) -> dict:
+    """One N(0, sigma^2) field per sample, shared by the stream's twin images, on valid pixels only."""
+    fields = NOISY_FIELDS.get(stream, ())
+    if not fields or sigma_mm <= 0:
+        return raw
+    first = raw[fields[0]]
+    noise = torch.randn(first.shape, generator=generator, device=first.device).mul_(sigma_mm)
+    return {**raw, **{f: augment.add_depth_noise(raw[f], noise) for f in fields}}
+
+
+class DaliStreamReader:
+    """One stream's DALI pipeline (endless); next_raw() gives the next raw batch."""
+
+    def __init__(self, cfg, stream: str, batch_size: int, sources, parts: dict, seed: int,
+                 labeled_probability: float, device: torch.device):
+        dali_device = dp.resolve_device(cfg.loader.device)
+        graph = dp.StreamGraph(cfg, dali_device, seed, parts["main"])
+        if stream == "pairs":
+            builder, args = dp.pairs_graph, (sources.labeled_tars,)
+        elif stream == "synth":
+            builder, args = dp.synth_graph, (sources.train_tars,)
+        elif stream == "views":
+            builder, args = dp.views_graph, (sources.labeled_tars, sources.train_tars, labeled_probability,
+                                             parts["labeled"])
+        else:
+            builder, args = dp.unlabeled_graph, (sources.train_tars, stream)
+        device_id = _device_id(dali_device, device)
+        self.iterator, _ = dp.build_iterator(builder, graph, batch_size, device_id, cfg.loader.num_threads, False,
+                                             *args)
+        noise_device = f"cuda:{device_id}" if dali_device == "gpu" else "cpu"
+        self.generator = torch.Generator(device=noise_device).manual_seed(seed)
+        self.stream = stream
+        self.noise_mm = cfg.augment.depth_noise_mm if cfg.augment.enabled else 0.0
+
+    def next_raw(self) -> dict:
+        return add_noise(_raw(next(self.iterator)[0]), self.stream, self.generator, self.noise_mm)
+
+    def close(self) -> None:
+        self.iterator = None
+
+
+def dali_eval_raw(cfg, tars: list[str], part: tuple[int, int], device: torch.device):
+    """Raw eval batches of this rank's contiguous part, in shard order, the last one partial."""
+    dali_device = dp.resolve_device(cfg.loader.device)
+    graph = dp.StreamGraph(cfg, dali_device, 0, part)
+    iterator, _ = dp.build_iterator(dp.eval_graph, graph, cfg.loader.eval_batch, _device_id(dali_device, device),
+                                    cfg.loader.num_threads, True, tars)
+    for output in iterator:
+        yield _raw(output[0])

@@ -1,0 +1,33 @@
+"""Reference (webdataset + DataLoader) readers behind the loader API: raw stream dicts."""
+from __future__ import annotations
+
+from murauer_dist.data import shard_files
+from murauer_dist.data.torch_loader import RawBatches, raw_loader
+
+
+def _take(samples: list, part: tuple[int, int]) -> list:
+    return [samples[i] for i in shard_files.partition(len(samples), *part)]
+
+
+class ReferenceStreamReader:
+    """One stream's DataLoader over this rank's samples (endless); next_raw() gives the next raw batch."""
+
+    def __init__(self, cfg, stream: str, batch_size: int, samples: dict, parts: dict, seed: int,
+                 labeled_probability: float, stored: int):
+        mine = {which: _take(s, parts[which]) for which, s in samples.items()}
+        workers = min(cfg.loader.num_threads, min(len(s) for s in mine.values()))
+        dataset = RawBatches(cfg, stream, batch_size, mine, stored, seed, repeat=True,
+                             labeled_probability=labeled_probability)
+        self.loader = raw_loader(dataset, workers)
+        self.iterator = iter(self.loader)
+
+    def next_raw(self) -> dict:
+        return next(self.iterator)
+
+    def close(self) -> None:
+        self.iterator = None
+
+
+def reference_eval_raw(cfg, samples: list, stored: int):
+    dataset = RawBatches(cfg, "eval", cfg.loader.eval_batch, {"main": samples}, stored, seed=0, repeat=False)
+    yield from raw_loader(dataset, 0)

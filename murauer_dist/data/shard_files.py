@@ -1,0 +1,154 @@
+"""Finding and checking shard tars for the loaders (schema in ../shared/design.md and batch.py).
+
+A header-only scan of each tar (no payload read) gives the sample keys and members; it serves the
+sample counts, the rank partitions of the reference loader, the labeled-frame set and the checks:
+an empty or missing shard folder is one error naming it; a sample without a member the stream needs
+is skipped and counted (loader.bad_samples="skip") or an error naming shard and key ("error").
+"""
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+SCHEMA = 1
+MAKE_HINT = "make them with `murauer-dist make-shards --root ROOT --out SHARDS`"
+
+
+class ShardError(FileNotFoundError):
+    """A shard folder or tar that cannot serve the loader."""
+
+
+@dataclass(frozen=True)
+class TarIndex:
+    path: str
+    keys: tuple[str, ...]                       # sample keys in tar order
+    members: dict                               # key -> frozenset of member suffixes ("real1.png", ...)
+
+
+def split_tars(shards_dir: str | Path, split: str) -> list[str]:
+    """Tars of SHARDS/{split}/ (or of a folder given directly): the manifest's shard list when it
+    has one (a full labeled subset points at the train shards), else the sorted shard-*.tar."""
+    folder = Path(shards_dir) / split if split else Path(shards_dir)
+    manifest = folder / "manifest.json"
+    tars: list[str] = []
+    if manifest.is_file():
+        try:
+            entries = json.loads(manifest.read_text()).get("shards", [])
+        except json.JSONDecodeError as err:
+            raise ShardError(f"{manifest}: unreadable manifest ({err}); {MAKE_HINT}") from err
+        tars = [str(Path(os.path.normpath(folder / e["name"]))) for e in entries if isinstance(e, dict) and "name" in e]
+    if not tars:
+        tars = sorted(str(p) for p in folder.glob("shard-*.tar"))
+    if not tars:
+        state = "does not exist" if not folder.exists() else "holds no shard-*.tar"
+        raise ShardError(f"no shards: {folder}/shard-*.tar {state}; {MAKE_HINT}")
+    missing = [t for t in tars if not Path(t).is_file()]
+    if missing:
+        raise ShardError(f"{manifest}: lists {missing[0]}, which does not exist ({len(missing)} missing); {MAKE_HINT}")
+    return tars
+
+
+def labeled_folder(shards_dir: str | Path, n: int, seed: int) -> Path:
+    """SHARDS/labeled/seed{S}-n{N}; made (idempotently) by the shard writer when it is not there yet."""
+    folder = Path(shards_dir) / "labeled" / f"seed{seed}-n{n}"
+    if folder.is_dir():
+        return folder
+    try:
+        from murauer_dist.data.shards.labeled import ensure_labeled_shards
+    except ImportError:
+        split_tars(folder, "")          # raises, naming the folder
+        return folder
+    return Path(ensure_labeled_shards(shards_dir, n, seed))
+
+
+@lru_cache(maxsize=256)
+def _scan(path: str, mtime_ns: int) -> TarIndex:
+    keys: list[str] = []
+    members: dict[str, set] = {}
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                name = info.name.rsplit("/", 1)[-1]
+                key, _, suffix = name.partition(".")
+                if key not in members:
+                    keys.append(key)
+                    members[key] = set()
+                members[key].add(suffix)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise ShardError(f"shard {path}: unreadable tar ({err}); re-make it with make-shards") from err
+    return TarIndex(path, tuple(keys), {k: frozenset(v) for k, v in members.items()})
+
+
+def scan_tar(path: str) -> TarIndex:
+    return _scan(str(path), Path(path).stat().st_mtime_ns)
+
+
+def frame_of_key(key: str, where: str = "?") -> int:
+    if not (key.startswith("f") and key[1:].isdigit()):
+        raise ShardError(f"{where}: sample key {key!r} is not f<frame:07d>")
+    return int(key[1:])
+
+
+def complete_samples(tars: list[str], needed: list[str], policy: str) -> list[tuple[str, str]]:
+    """(tar, key) of every sample holding all `needed` members, in order; the rest skipped or an error."""
+    samples, skipped = [], []
+    for path in tars:
+        index = scan_tar(path)
+        for key in index.keys:
+            missing = [m for m in needed if m not in index.members[key]]
+            if not missing:
+                samples.append((path, key))
+            elif policy == "error":
+                raise ShardError(f"shard {path}, sample {key}: missing {', '.join(missing)}")
+            else:
+                skipped.append(f"{Path(path).name}:{key}")
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} incomplete samples (first: {', '.join(skipped[:3])})", stacklevel=2)
+    if not samples:
+        raise ShardError(f"no complete samples with {needed} in {tars[0]} ... ({len(tars)} tars)")
+    return samples
+
+
+def count_skipped(tars: list[str], needed: list[str]) -> int:
+    total = 0
+    for path in tars:
+        index = scan_tar(path)
+        total += sum(1 for key in index.keys if any(m not in index.members[key] for m in needed))
+    return total
+
+
+def frames_in(tars: list[str]) -> list[int]:
+    return [frame_of_key(key, path) for path in tars for key in scan_tar(path).keys]
+
+
+def first_meta(tars: list[str]) -> dict:
+    """meta.json of the first sample; checks the schema version."""
+    with tarfile.open(tars[0], "r:") as tar:
+        for info in tar:
+            if info.name.endswith(".meta.json"):
+                meta = json.loads(tar.extractfile(info).read())
+                if meta.get("schema") != SCHEMA:
+                    raise ShardError(f"shard {tars[0]}: schema {meta.get('schema')!r}, this loader reads {SCHEMA}")
+                return meta
+    raise ShardError(f"shard {tars[0]}: no meta.json member")
+
+
+def check_geometry(tars: list[str], crop_size: int, stored_size: int, encoding: str) -> None:
+    meta = first_meta(tars)
+    got = (meta.get("crop_size"), meta.get("stored_size"), meta.get("encoding"))
+    if got != (crop_size, stored_size, encoding):
+        raise ShardError(f"shard {tars[0]}: crop_size/stored_size/encoding {got}, the config expects "
+                         f"{(crop_size, stored_size, encoding)}; re-make the shards or set data.crop_size, "
+                         f"data.crop_margin and data.encoding to match")
+
+
+def partition(count: int, part: int, parts: int) -> range:
+    """The contiguous index range of `part` of `parts` (DALI's reader split: count*i//parts)."""
+    return range(count * part // parts, count * (part + 1) // parts)

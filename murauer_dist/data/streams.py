@@ -1,0 +1,88 @@
+"""The streams of a MURAUER step: which shard members each reads, and raw -> contract batch.
+
+Both loaders (DALI and reference) produce the same *raw* stream dicts: warped, noisy crops in mm
+(B,1,C,C) float32, plus the random draws and the stored labels. The functions here turn them into
+the batch contract of batch.py with the same torch code (augment.py), on the output device, so the
+two backends can only differ in decoding, reading and warping.
+
+Raw fields: crop (B,3,8), joints (B,3,2,14,3), theta (B,), jitter (B,3), frame (B,) int64, and per
+stream: pairs real/synth; synth depth/cam (0-based); views real/synth (camera 1 input),
+real_view/synth_view (target camera, no jitter, no noise), cond_real/cond_synth (B,3) mm noise,
+from_labeled (B,) bool; unlabeled_* depth; eval depth.
+"""
+from __future__ import annotations
+
+import torch
+
+from murauer_dist.data import augment
+from murauer_dist.data.augment import CUBE, Z_C
+
+
+def image_ext(encoding: str) -> str:
+    return {"png": "png", "raw": "u16"}[encoding]
+
+
+def needed_members(stream: str, encoding: str, view_camera: int = 3) -> dict[str, str]:
+    """Raw field -> shard member the stream reads (the images plus labels and crop geometry)."""
+    ext = image_ext(encoding)
+    labels = {"joints": "joints.f32", "crop": "crop.f32"}
+    if stream == "pairs":
+        return {"real": f"real1.{ext}", "synth": f"synth1.{ext}", **labels}
+    if stream == "synth":
+        return {f"synth{cam}": f"synth{cam}.{ext}" for cam in (1, 2, 3)} | labels
+    if stream == "views":
+        return {"real": f"real1.{ext}", "synth": f"synth1.{ext}", "real_view": f"real{view_camera}.{ext}",
+                "synth_view": f"synth{view_camera}.{ext}", **labels}
+    if stream == "unlabeled_real":
+        return {"depth": f"real1.{ext}", "crop": "crop.f32"}
+    if stream == "unlabeled_synth":
+        return {"depth": f"synth1.{ext}", "crop": "crop.f32"}
+    if stream == "eval":
+        return {"depth": f"real1.{ext}", **labels}
+    raise ValueError(f"unknown stream {stream!r}")
+
+
+def _camera(tensor: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
+    """tensor[b, cam[b]] for a (B,3,...) tensor."""
+    return tensor[torch.arange(tensor.shape[0], device=tensor.device), cam]
+
+
+def _labeled_sample(raw: dict, cam: torch.Tensor) -> dict:
+    crop, joints = _camera(raw["crop"], cam), _camera(raw["joints"], cam)
+    out = augment.transform_joints(joints[:, 0], joints[:, 1], crop, raw["theta"], raw["jitter"])
+    out["center_z"] = crop[:, Z_C].double() + raw["jitter"][:, 2].double()
+    out["cube_mm"] = crop[:, CUBE].float()
+    return out
+
+
+def finish(stream: str, raw: dict, labeled_frames: torch.Tensor | None = None, view_camera: int = 3) -> dict:
+    """Raw stream dict -> the contract's named tensors (same device as `raw`)."""
+    batch = raw["frame"].shape[0]
+    cam1 = torch.zeros(batch, dtype=torch.long, device=raw["frame"].device)
+    if stream in ("unlabeled_real", "unlabeled_synth"):
+        z = raw["crop"][:, 0, Z_C].double() + raw["jitter"][:, 2].double()
+        return {"depth": augment.normalize_depth(raw["depth"], z, raw["crop"][:, 0, CUBE]), "frame": raw["frame"]}
+    cam = raw["cam"].long() if stream == "synth" else cam1
+    sample = _labeled_sample(raw, cam)
+    labels = {"target": sample["target"], "center_xyz": sample["center_xyz"], "cube_mm": sample["cube_mm"],
+              "frame": raw["frame"]}
+
+    def norm(images):
+        return augment.normalize_depth(images, sample["center_z"], sample["cube_mm"])
+
+    if stream == "pairs":
+        return {"real_depth": norm(raw["real"]), "synth_depth": norm(raw["synth"]), **labels}
+    if stream in ("synth", "eval"):
+        return {"depth": norm(raw["depth"]), **labels}
+    if stream == "views":
+        view_crop = raw["crop"][:, view_camera - 1]
+        labeled = raw["from_labeled"].bool()
+        if labeled_frames is not None and labeled_frames.numel():
+            labeled = labeled | torch.isin(raw["frame"], labeled_frames.to(raw["frame"].device))
+        return {"real_depth": norm(raw["real"]), "synth_depth": norm(raw["synth"]),
+                "real_view": augment.normalize_depth(raw["real_view"], view_crop[:, Z_C], view_crop[:, CUBE]),
+                "synth_view": augment.normalize_depth(raw["synth_view"], view_crop[:, Z_C], view_crop[:, CUBE]),
+                "real_cond": augment.condition(sample["center_xyz"], raw["cond_real"]),
+                "synth_cond": augment.condition(sample["center_xyz"], raw["cond_synth"]),
+                "target": sample["target"], "labeled": labeled, "frame": raw["frame"]}
+    raise ValueError(f"unknown stream {stream!r}")
