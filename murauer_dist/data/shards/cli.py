@@ -1,0 +1,64 @@
+"""`murauer-dist make-shards ROOT OUT [--split all|train|test] [--shard-size N] [--workers K] [--preset P]
+[section.key=value ...]` and `murauer-dist make-shards --verify OUT`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from murauer_dist.config import load_config
+from murauer_dist.data import nyu
+from murauer_dist.data.shards.build import build_split
+from murauer_dist.data.shards.manifest import ShardSetError
+from murauer_dist.data.shards.plan import SPLIT_CHOICES, plan_splits
+from murauer_dist.data.shards.verify import verify_shard_set
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def open_splits(root: str | Path, nyu_names: set[str]) -> dict[str, nyu.NyuSplit]:
+    """NyuSplits with joint_data.mat loaded and at least one depth PNG per domain, else one clear LayoutError."""
+    splits = {}
+    for name in sorted(nyu_names):
+        split = nyu.NyuSplit(root, name)
+        len(split)                                      # loads and shape-checks joint_data.mat now
+        for domain, prefix in nyu.DOMAINS.items():
+            if next(split.folder.glob(f"{prefix}_1_*.png"), None) is None:
+                raise nyu.LayoutError(f"{split.folder} holds no {domain} depth images (expected files like "
+                                      f"{split.depth_path(0, 1, domain).name}); {nyu.MAKE_HINT}")
+        splits[name] = split
+    return splits
+
+
+def make_shard_set(root: str, out: str, split: str = "all", shard_size: int = 0, workers: int = 2,
+                   preset: str = "", overrides=(), log=_log) -> dict[str, dict]:
+    """Write SHARDS/{train,val,test} for `split`; returns {split: manifest}. Resumes finished shards."""
+    cfg = load_config(preset or None, list(overrides))
+    root, out = root or cfg.data.root, out or cfg.data.shards
+    if split not in SPLIT_CHOICES:
+        raise ValueError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
+    nyu_names = {"test" if name == "test" else "train" for name in SPLIT_CHOICES[split]}
+    splits = open_splits(root, nyu_names)
+    plans = plan_splits(cfg, {name: len(s) for name, s in splits.items()}, split, shard_size)
+    config = {"preset": preset, "overrides": [str(o) for o in overrides], "data": cfg.to_dict()["data"]}
+    manifests, started = {}, time.perf_counter()
+    for plan in plans:
+        manifests[plan.split] = build_split(splits[plan.nyu_split], plan, Path(out), config, workers=workers, log=log)
+    frames = sum(plan.num_frames for plan in plans)
+    log(f"done: {frames} frames in {time.perf_counter() - started:.1f} s -> {out}")
+    return manifests
+
+
+def make_shards_command(root: str = "", out: str = "", split: str = "all", shard_size: int = 0, workers: int = 2,
+                        preset: str = "", verify: str = "", overrides=()) -> None:
+    """The `make-shards` command; a bad dataset or a bad shard set exits with one clear message."""
+    try:
+        if verify:
+            counts = verify_shard_set(verify, log=_log)
+            _log(f"verified {sum(counts.values())} samples in {len(counts)} split folder(s) of {verify}: all ok")
+            return
+        make_shard_set(root, out, split=split, shard_size=shard_size, workers=workers, preset=preset,
+                       overrides=overrides)
+    except (ShardSetError, nyu.LayoutError) as err:
+        raise SystemExit(f"make-shards: {err}") from err

@@ -1,0 +1,118 @@
+"""Per-split manifest (manifest.json) and per-shard sidecars; the shard list loaders read.
+
+manifest.json of a split folder:
+    {"schema": 1, "split": ..., "source_root": ..., "fingerprint": ..., "settings": {plan},
+     "config": {data section used}, "num_samples": int, "num_skipped": int,
+     "shards": [{"name", "index", "frames": [lo, hi), "samples", "bytes", "sha256", "sample_digests"}],
+     "skipped": [{"frame", "key", "reason"}]}
+Shard names are relative to the split folder (a full labeled subset points at ../../train/...).
+Sidecars (.parts/shard-NNNNNN.json) hold the same per-shard record; they make a run resumable.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from murauer_dist.config import atomic_write_text
+
+MANIFEST = "manifest.json"
+PARTS = ".parts"
+MAKE_HINT = "make it with `murauer-dist make-shards ROOT OUT` (or shards/make_shards.py)"
+
+
+class ShardSetError(RuntimeError):
+    """A shard set that is missing, incomplete, or was made with other settings."""
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.tar"
+
+
+def sidecar_path(folder: Path, name: str) -> Path:
+    return Path(folder) / PARTS / (Path(name).stem + ".json")
+
+
+def _write_readable(path: Path, text: str) -> None:
+    atomic_write_text(path, text)
+    os.chmod(path, 0o644)                       # temp files are created 0600; shard sets are shared
+
+
+def write_sidecar(folder: Path, record: dict) -> None:
+    _write_readable(sidecar_path(folder, record["name"]), json.dumps(record, sort_keys=True))
+
+
+def read_sidecar(folder: Path, name: str) -> dict | None:
+    path = sidecar_path(folder, name)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ShardSetError(f"{path}: unreadable shard record ({err}); delete it to rewrite that shard") from err
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_manifest(split: str, source_root: str, fingerprint: str, settings: dict, config: dict,
+                   records: list[dict]) -> dict:
+    records = sorted(records, key=lambda record: record["index"])
+    skipped = [item for record in records for item in record["skipped"]]
+    shards = [{key: value for key, value in record.items() if key not in ("skipped", "fingerprint")}
+              for record in records]
+    return {"schema": settings.get("schema", 1), "split": split, "source_root": source_root,
+            "fingerprint": fingerprint, "settings": settings, "config": config,
+            "num_samples": sum(record["samples"] for record in records), "num_skipped": len(skipped),
+            "shards": shards, "skipped": skipped}
+
+
+def write_manifest(folder: Path, manifest: dict) -> Path:
+    path = Path(folder) / MANIFEST
+    _write_readable(path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The manifest of a split folder (SHARDS/train, SHARDS/labeled/seed1-n100, ...)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise ShardSetError(f"{path} is missing: {Path(folder)} is not a finished shard split; {MAKE_HINT}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ShardSetError(f"{path}: not valid JSON ({err})") from err
+
+
+def shard_file(folder: str | os.PathLike, name: str) -> Path:
+    return Path(os.path.normpath(Path(folder) / name))
+
+
+def shard_paths(shards_dir: str | os.PathLike, split: str = "train") -> list[Path]:
+    """Tar files of SHARDS/{split} that hold samples, in order; split may be `labeled/seed1-n100`.
+
+    Shards whose frames were all skipped are left out (readers choke on empty tars).
+    """
+    return folder_shard_paths(Path(shards_dir) / split)
+
+
+def folder_shard_paths(folder: str | os.PathLike) -> list[Path]:
+    """shard_paths of one split folder, e.g. the Path that ensure_labeled_shards returns."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    paths = [shard_file(folder, shard["name"]) for shard in manifest["shards"] if shard["samples"] > 0]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise ShardSetError(f"{folder}: {len(missing)} shard(s) listed in {MANIFEST} are missing, first {missing[0]}; "
+                            f"rerun make-shards with the same arguments to rewrite them")
+    return paths
+
+
+def num_samples(shards_dir: str | os.PathLike, split: str = "train") -> int:
+    return int(read_manifest(Path(shards_dir) / split)["num_samples"])

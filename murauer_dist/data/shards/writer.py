@@ -1,0 +1,122 @@
+"""One frame -> one sample (6 stored crops, joints, crop transforms, meta); one shard -> one tar.
+
+Tars are deterministic (webdataset TarWriter with mtime 0, uid/gid 0, empty user/group names, USTAR,
+members sorted by name, samples in frame order), so a resumed run writes the same bytes as an
+uninterrupted one. A tar is written under a temporary name, then renamed, then its sidecar record
+(sample count, SHA-256, per-sample digests, skipped frames) is written: a shard counts as finished
+only when its sidecar exists and its hash matches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+
+from murauer_dist import geometry
+from murauer_dist.data import nyu
+from murauer_dist.data.shards.manifest import shard_name, write_sidecar
+from murauer_dist.data.shards.plan import SplitPlan
+from murauer_dist.data.shards.schema import (CAMERA_SLOTS, DOMAINS, SCHEMA_VERSION, crop_member, encode_crop,
+                                             sample_key)
+
+SKIPPABLE = (geometry.CropError, nyu.LayoutError)   # frame-level failures: skip and record, never crash
+TEMP_PREFIX = ".tmp-"
+
+
+def crop_slot(split: nyu.NyuSplit, plan: SplitPlan, frame: int, slot: int) -> dict:
+    """Both domains' stored crops of one camera slot, its eval joints and its crop record."""
+    camera = plan.physical_camera(frame, slot)
+    labels = split.labels(frame, camera)
+    center = labels.center_uvd
+    where = f"{plan.nyu_split}/{frame} camera {camera}"
+    if not (np.all(np.isfinite(center)) and center[2] > 0):
+        raise geometry.CropError(f"frame {where}: palm centre {np.round(center, 2).tolist()} has no valid depth")
+    cube = plan.cube_for(frame)
+    window = geometry.CropWindow.around(center, cube, plan.stored_size, margin=plan.margin)
+    crops = {}
+    for domain in DOMAINS:
+        stored = geometry.crop_depth(split.depth(frame, camera, domain), window, frame=f"{where} {domain}")
+        geometry.check_crop(geometry.center_crop(stored, plan.crop_size), center[2], cube, frame=f"{where} {domain}")
+        crops[domain] = stored
+    joints = np.stack([labels.eval_uvd, labels.eval_xyz])                       # (2, 14, 3)
+    record = np.array([*center, *labels.center_xyz, cube, window.scale], dtype=np.float64)
+    return {"camera": camera, "crops": crops, "joints": joints, "crop": record}
+
+
+def build_sample(split: nyu.NyuSplit, plan: SplitPlan, frame: int) -> dict[str, bytes]:
+    """The tar members of frame `frame` (raises a SKIPPABLE error when the frame cannot be cropped)."""
+    slots = {slot: crop_slot(split, plan, frame, slot) for slot in CAMERA_SLOTS}
+    sample = {"__key__": sample_key(frame)}
+    for slot, parts in slots.items():
+        for domain in DOMAINS:
+            sample[crop_member(domain, slot, plan.encoding)] = encode_crop(parts["crops"][domain], plan.encoding)
+    sample["joints.f32"] = np.stack([slots[s]["joints"] for s in CAMERA_SLOTS]).astype("<f4").tobytes()
+    sample["crop.f32"] = np.stack([slots[s]["crop"] for s in CAMERA_SLOTS]).astype("<f4").tobytes()
+    meta = {"schema": SCHEMA_VERSION, "frame": frame, "split": plan.split, "crop_size": plan.crop_size,
+            "stored_size": plan.stored_size, "margin": plan.margin, "encoding": plan.encoding,
+            "cameras": [slots[s]["camera"] for s in CAMERA_SLOTS]}
+    sample["meta.json"] = json.dumps(meta, sort_keys=True).encode()
+    return sample
+
+
+def sample_digest(sample: dict[str, bytes]) -> str:
+    """Digest over a sample's member names and bytes; lets --verify name the first bad sample."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name in sorted(k for k in sample if not k.startswith("__")):
+        digest.update(name.encode() + b"\0" + len(sample[name]).to_bytes(8, "little") + bytes(sample[name]))
+    return digest.hexdigest()
+
+
+class HashingFile:
+    """Write-through file wrapper that computes the SHA-256 of everything written."""
+
+    def __init__(self, handle):
+        self.handle, self.sha256, self.size = handle, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.handle.write(data)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def deterministic_tar_writer(handle) -> wds.TarWriter:
+    return wds.TarWriter(handle, user="", group="", mode=0o444, encoder=False, mtime=0.0)
+
+
+def write_shard(split: nyu.NyuSplit, plan: SplitPlan, folder: Path, index: int) -> dict:
+    """Write shard `index` of `plan` into `folder` (temp name, then rename) and its sidecar; return the record."""
+    final = folder / shard_name(index)
+    temp = folder / f"{TEMP_PREFIX}{final.name}.{os.getpid()}"
+    samples, skipped = [], []
+    try:
+        with open(temp, "wb") as raw:
+            hashing = HashingFile(raw)
+            with deterministic_tar_writer(hashing) as tar:
+                for frame in plan.shard_frames(index):
+                    try:
+                        sample = build_sample(split, plan, frame)
+                    except SKIPPABLE as err:
+                        skipped.append({"frame": frame, "key": sample_key(frame), "reason": str(err)})
+                        continue
+                    tar.write(sample)
+                    samples.append({"key": sample["__key__"], "digest": sample_digest(sample)})
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    frames = plan.shard_frames(index)
+    record = {"name": final.name, "index": index, "fingerprint": plan.fingerprint,
+              "frames": [frames.start, frames.stop], "samples": len(samples), "bytes": hashing.size,
+              "sha256": hashing.sha256.hexdigest(), "sample_digests": {s["key"]: s["digest"] for s in samples},
+              "skipped": skipped}
+    write_sidecar(folder, record)
+    return record
