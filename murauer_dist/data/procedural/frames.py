@@ -1,0 +1,86 @@
+"""One frame of the procedural dataset: labels and six depth images (real and synthetic, 3 cameras).
+
+"real" = the actor's hand (train or test actor) seen by the sensor model, with clutter;
+"synth" = the template hand at the same palm position, rotation and joint angles, rendered clean.
+Labels are the actor's joints (as NYU's, from the real hand); they lie inside the template hand too,
+because only bone lengths and thicknesses differ by a few per cent.
+Every random draw comes from (seed, split, frame) or (seed, split, segment): the output of a frame
+does not depend on which worker makes it or in which order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from murauer_dist import geometry
+from murauer_dist.data.procedural import hand, poses, render, sensor
+from murauer_dist.data.procedural.rig import Rig
+
+SPLIT_CODES = {"train": 0, "test": 1}
+ACTORS = {"train": hand.ACTOR_TRAIN, "test": hand.ACTOR_TEST}
+_POSES, _SCENE, _FRAME = 0, 1, 2                  # RNG stream tags
+
+
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """Everything that shapes the data besides seed and frame counts."""
+
+    sensor: sensor.SensorModel = field(default_factory=sensor.SensorModel)
+    motion: poses.MotionConfig = field(default_factory=poses.MotionConfig)
+    rig: Rig = field(default_factory=Rig.default)
+
+    @property
+    def reach_mm(self) -> float:
+        """Bounding-sphere radius used to keep every shape's hand inside camera 1 (plus a margin)."""
+        return max(s.reach_mm() for s in (hand.TEMPLATE, *ACTORS.values())) + 5.0
+
+
+def split_rng(seed: int, split: str, tag: int, index: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, SPLIT_CODES[split], tag, index])
+
+
+def make_split_sequence(seed: int, split: str, frames: int, settings: GeneratorSettings) -> dict[str, np.ndarray]:
+    """The pose sequence of a whole split, made once (in the parent process)."""
+    return poses.make_sequence(split_rng(seed, split, _POSES), frames, settings.rig, settings.reach_mm,
+                               settings.motion)
+
+
+class FrameRenderer:
+    """Renders frames of one split; holds the noise bank and the per-segment clutter scenes."""
+
+    def __init__(self, seed: int, split: str, sequence: dict[str, np.ndarray], settings: GeneratorSettings,
+                 bank: np.ndarray | None = None):
+        self.seed, self.split, self.sequence, self.settings = seed, split, sequence, settings
+        self.bank = sensor.noise_bank(seed, settings.sensor) if bank is None else bank
+        self._scenes: dict[int, dict] = {}
+
+    def scene(self, segment: int) -> dict:
+        if segment not in self._scenes:
+            in_segment = self.sequence["segment"] == segment
+            self._scenes[segment] = sensor.sample_scene(
+                split_rng(self.seed, self.split, _SCENE, segment), self.sequence["position"][in_segment],
+                self.settings.reach_mm, self.settings.sensor)
+        return self._scenes[segment]
+
+    def posed(self, index: int, shape: hand.HandShape) -> hand.HandModel:
+        seq = self.sequence
+        local = hand.pose_hand(shape, seq["angles"][index], seq["wrist"][index])
+        return hand.transform(local, seq["rotation"][index], seq["position"][index])
+
+    def render(self, index: int) -> dict[str, np.ndarray]:
+        """{'real': (3,480,640) uint16, 'synth': (3,480,640) uint16, 'uvd'/'xyz': (3,36,3)} for frame `index`."""
+        rig = self.settings.rig
+        actor, template = self.posed(index, ACTORS[self.split]), self.posed(index, hand.TEMPLATE)
+        models = (actor, template)
+        a = np.stack([rig.to_camera(m.capsules["a"], cam) for m in models for cam in (1, 2, 3)])
+        b = np.stack([rig.to_camera(m.capsules["b"], cam) for m in models for cam in (1, 2, 3)])
+        radius = np.stack([m.capsules["radius"] for m in models for _ in (1, 2, 3)])
+        clean = render.render_capsules(a, b, radius)
+        clutter = sensor.render_clutter(self.scene(int(self.sequence["segment"][index])), rig)
+        rng = split_rng(self.seed, self.split, _FRAME, index)
+        real = np.stack([sensor.apply_sensor(clean[cam], clutter[cam], rng, self.bank, self.settings.sensor)
+                         for cam in range(3)])
+        xyz = rig.all_cameras(actor.joints)
+        return {"real": real, "synth": np.round(clean[3:]).astype(np.uint16),
+                "xyz": xyz, "uvd": geometry.xyz_to_uvd(xyz)}
