@@ -91,15 +91,21 @@ COMMANDS = {
 }
 
 
+# Errors about the user's input: print the message (it names the file/key and what to do), no traceback.
+USER_ERRORS = {"ConfigError", "CropError", "ShardError", "SynthDataError", "LayoutError", "SchemaError",
+               "ShardSetError", "ResultFormatError"}
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     # The deepspeed launcher appends --local_rank=N; LOCAL_RANK in the environment says the same.
     argv = [arg for arg in argv if not arg.startswith("--local_rank")]
-    from murauer_dist.config import ConfigError
     try:
         fire.Fire(COMMANDS, command=argv, name="murauer-dist")
-    except ConfigError as err:
-        sys.exit(f"murauer-dist: config error: {err}")
+    except Exception as err:
+        if type(err).__name__ not in USER_ERRORS:
+            raise
+        sys.exit(f"murauer-dist: {err}")
 
 
 if __name__ == "__main__":
