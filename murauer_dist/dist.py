@@ -49,7 +49,12 @@ def init_distributed(device: str = "auto") -> DistInfo:
     else:
         torch_device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+        # After an elastic restart torchrun's store still holds the dead processes' addresses:
+        # each attempt gets its own key prefix so the new group never dials them.
+        store, _, _ = next(dist.rendezvous("env://", rank, world_size))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.PrefixStore(f"attempt-{attempt}", store),
+                                rank=rank, world_size=world_size)
     return DistInfo(rank, world_size, local_rank, torch_device)
 
 

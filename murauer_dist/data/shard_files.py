@@ -41,7 +41,9 @@ def split_tars(shards_dir: str | Path, split: str) -> list[str]:
             entries = json.loads(manifest.read_text()).get("shards", [])
         except json.JSONDecodeError as err:
             raise ShardError(f"{manifest}: unreadable manifest ({err}); {MAKE_HINT}") from err
-        tars = [str(Path(os.path.normpath(folder / e["name"]))) for e in entries if isinstance(e, dict) and "name" in e]
+        # shards whose frames were all skipped are empty tars: readers choke on them
+        tars = [str(Path(os.path.normpath(folder / e["name"]))) for e in entries
+                if isinstance(e, dict) and "name" in e and e.get("samples", 1) > 0]
     if not tars:
         tars = sorted(str(p) for p in folder.glob("shard-*.tar"))
     if not tars:
@@ -58,11 +60,7 @@ def labeled_folder(shards_dir: str | Path, n: int, seed: int) -> Path:
     folder = Path(shards_dir) / "labeled" / f"seed{seed}-n{n}"
     if folder.is_dir():
         return folder
-    try:
-        from murauer_dist.data.shards.labeled import ensure_labeled_shards
-    except ImportError:
-        split_tars(folder, "")          # raises, naming the folder
-        return folder
+    from murauer_dist.data.shards.labeled import ensure_labeled_shards
     return Path(ensure_labeled_shards(shards_dir, n, seed))
 
 

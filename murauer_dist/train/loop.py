@@ -19,6 +19,7 @@ from murauer_dist import dist
 from murauer_dist.data.batch import to_device
 from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train import checkpoint as ckpt
+from murauer_dist.train.fault import maybe_inject_fault
 from murauer_dist.train.engine import build_engines, current_lr, engine_state, load_engine_state
 from murauer_dist.train.schedule import lr_multiplier
 from murauer_dist.train.step import train_step
@@ -128,13 +129,15 @@ def write_checkpoint(run: Run, stage: str, engines: dict, stream, position: Posi
     """Collective (every rank contributes RNG and data state); rank 0 writes the file."""
     rng_states = _gather(ckpt.rng_state())
     data_states = _gather(ckpt.plain(stream.state_dict()))
+    # collective too: with ZeRO >= 1 the optimizer state is split across ranks
+    engine_states = {name: engine_state(engine) for name, engine in engines.items()}
     if not run.info.is_main:
         return
     state = {"format": 1, "stage": stage, "stage_done": done, "epoch": position.epoch,
              "iteration": position.iteration, "stage_step": position.stage_step,
              **run.counters.as_dict(), "world_size": run.info.world_size,
              "model": run.model.state_dict(), "disc": run.disc.state_dict(),
-             "model_engine": engine_state(engines["model"]), "disc_engine": engine_state(engines["disc"]),
+             "model_engine": engine_states["model"], "disc_engine": engine_states["disc"],
              "rng": rng_states, "data": data_states, "config": run.cfg.to_dict(),
              "eval_mapped": eval_uses_mapping(run.cfg, stage)}
     ckpt.save_checkpoint(run.run_dir, state, run.cfg.train.keep_checkpoints, final=done)
@@ -247,6 +250,7 @@ def run_stage(run: Run, stage: str, resume: dict | None) -> str:
                 write_checkpoint(run, stage, engines, stream, position, done=False)
             if stop:
                 return "stopped"
+            maybe_inject_fault(run.counters.global_step)
         if position.iteration >= iters:
             _validate_epoch(run, stage, position.epoch)
             position = Position(position.epoch + 1, 0, position.stage_step)
@@ -284,6 +288,11 @@ def train(cfg, info: dist.DistInfo | None = None, stream_factory=None, eval_fact
     torch.manual_seed(cfg.train.seed)                  # the same initial weights on every rank
     run.model = build_model(cfg).to(info.device)
     run.disc = build_discriminator(cfg).to(info.device)
+    if cfg.model.sync_bn and info.world_size > 1:
+        if info.device.type != "cuda":
+            raise ValueError("model.sync_bn=true needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
+                             "leave it false on CPU")
+        run.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(run.model)
     if cfg.model.channels_last:
         run.model.to(memory_format=torch.channels_last)
     torch.manual_seed(cfg.train.seed * 7919 + info.rank)
