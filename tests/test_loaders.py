@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -239,3 +240,20 @@ def test_reads_the_shard_writers_output(tmp_path):
                 np.testing.assert_allclose(batch["depth"][i, 0].numpy(), expected, atol=1e-6)
         batch = next(build_train_stream(cfg, "main", 0, 1, "cpu"))
         assert set(batch) == {"pairs", "synth", "views", "unlabeled_real", "unlabeled_synth"}
+
+
+def test_dali_index_files_made_once_and_remade_when_stale(tmp_path):
+    from murauer_dist.data.shard_files import dali_index_paths, split_tars
+    info = make_shard_set(tmp_path, n_train=6, n_test=2, crop_size=CROP, n_labeled=2, label_seed=3)
+    assert info
+    tars = split_tars(tmp_path, "train")
+    indexes = dali_index_paths(tars)
+    first = [open(p).read() for p in indexes]
+    assert all(text.startswith("v1.2 ") for text in first)
+    assert int(first[0].split()[1]) == sum(1 for _ in tarfile.open(tars[0]).getnames()) // 9
+    stamp = [Path(p).stat().st_mtime_ns for p in indexes]
+    assert [Path(p).stat().st_mtime_ns for p in dali_index_paths(tars)] == stamp     # not remade
+    Path(indexes[0]).write_text("stale")
+    import os
+    os.utime(indexes[0], ns=(0, 0))
+    assert open(dali_index_paths(tars)[0]).read() == first[0]                          # remade

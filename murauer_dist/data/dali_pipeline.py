@@ -20,6 +20,7 @@ import nvidia.dali.math as dmath
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from murauer_dist.data.augment import SCALE, U_C, V_C, X_C, Y_C, Z_C
+from murauer_dist.data.shard_files import dali_index_paths
 from murauer_dist.data.streams import needed_members
 from murauer_dist.geometry import FX, FY, UX, UY
 
@@ -41,7 +42,8 @@ def _read(tars, members: dict, part: tuple[int, int], shuffle: bool, seed: int, 
     fields, exts = list(members), [members[f] for f in members]
     dtypes = [types.FLOAT if e.endswith(".f32") else types.UINT16 if e.endswith(".u16") else types.UINT8
               for e in exts]
-    nodes = fn.readers.webdataset(paths=list(tars), ext=exts, dtypes=dtypes, name=name,
+    nodes = fn.readers.webdataset(paths=list(tars), index_paths=dali_index_paths(list(tars)), ext=exts,
+                                  dtypes=dtypes, name=name,
                                   missing_component_behavior="skip", shard_id=part[0], num_shards=part[1],
                                   stick_to_shard=True, random_shuffle=shuffle, initial_fill=buffer, seed=seed,
                                   pad_last_batch=not shuffle)

@@ -150,3 +150,24 @@ def check_geometry(tars: list[str], crop_size: int, stored_size: int, encoding: 
 def partition(count: int, part: int, parts: int) -> range:
     """The contiguous index range of `part` of `parts` (DALI's reader split: count*i//parts)."""
     return range(count * part // parts, count * (part + 1) // parts)
+
+
+def dali_index_paths(tars: list[str]) -> list[str]:
+    """DALI index files (`<tar>.idx`) for `tars`, made once with DALI's own wds2idx tool.
+
+    Without them DALI's reader scans every tar each time a pipeline is built (every epoch and
+    stream) and logs a warning for each. Written to a temp file and renamed, so ranks racing to
+    make the same index are harmless; an index older than its tar is made again.
+    """
+    from wds2idx import IndexCreator     # shipped with the DALI wheel
+
+    paths = []
+    for tar in tars:
+        index = Path(tar + ".idx")
+        if not index.is_file() or index.stat().st_mtime_ns < Path(tar).stat().st_mtime_ns:
+            tmp = index.with_name(f".{index.name}.{os.getpid()}")
+            with IndexCreator(tar, str(tmp), verbose=False) as creator:
+                creator.create_index()
+            os.replace(tmp, index)
+        paths.append(str(index))
+    return paths
