@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from murauer_dist.atomic import atomic_write_text  # noqa: F401  (re-exported)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -274,28 +275,6 @@ def config_from_dict(tree: dict) -> Config:
     for path, value in _flatten(tree).items():
         _set(cfg, path, value)
     return cfg
-
-
-def default_file_mode() -> int:
-    """0o666 less the process umask: what open() would give (mkstemp alone gives 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a whole file or nothing: temp file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, default_file_mode())
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from murauer_dist import workflow
-from murauer_dist.config import atomic_write_text, load_config
+from murauer_dist.atomic import atomic_write_text, save_figure
+from murauer_dist.config import load_config
 
 METHODS = ("synth_only", "real_synth", "murauer")
 LABELS = {"synth_only": "Synth only", "real_synth": "Real & Synth (baseline)", "murauer": "MURAUER (full)"}
@@ -57,10 +58,8 @@ def _plot(results: dict, ns: list[int], path: Path) -> None:
     ax.set_ylabel("mean joint error (mm), real test split")
     ax.grid(alpha=0.3)
     ax.legend()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def label_efficiency(preset: str, out: Path, overrides: list[str], ns=(10, 100, 1000)) -> dict:

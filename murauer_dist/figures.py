@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
+from murauer_dist.atomic import save_figure  # noqa: E402
+
 BOXES = {  # name: (x, y, w, h, label, colour)
     "x_r": (0.2, 4.3, 1.5, 0.9, "real depth\ncrop $x_r$", "#d9e8f5"),
     "x_s": (0.2, 1.2, 1.5, 0.9, "synthetic\ncrop $x_s$", "#f7e3d0"),
@@ -55,13 +57,9 @@ def architecture_figure(path: str | Path) -> Path:
                 arrowprops=dict(arrowstyle="<->", color="#2a7", ls="--"))
     ax.text(1.2, 3.1, "$\\ell_c$: $m(f(x_r)) \\approx f(x_s)$\n(labeled pairs)", fontsize=8, color="#2a7")
     ax.set_title("MURAUER: map real features onto synthetic ones; one pose head for both", fontsize=11)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 if __name__ == "__main__":

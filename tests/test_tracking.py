@@ -255,7 +255,7 @@ def test_bad_sweep_files_are_rejected_before_any_run(tmp_path):
 
 def test_cli_reports_an_unknown_parameter_as_a_config_error(tmp_path, capsys):
     path = write_sweep(tmp_path, GRID.replace("data.n_labeled", "loss.lamda_c"))
-    with pytest.raises(SystemExit, match=r"(?s)config error: .*unknown config key 'loss.lamda_c'"):
+    with pytest.raises(SystemExit, match=r"(?s)murauer-dist: .*unknown config key 'loss.lamda_c'"):
         cli_main(["sweep", str(path), "--preset", "tiny", "--out", str(tmp_path / "out"), "--max-runs", "1"])
     assert not (tmp_path / "out").exists()
 

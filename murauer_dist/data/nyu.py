@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +19,7 @@ import scipy.io
 from PIL import Image
 
 from murauer_dist import geometry
-from murauer_dist.config import default_file_mode
+from murauer_dist.atomic import atomic_write_bytes  # noqa: F401  (re-exported)
 
 SPLITS = ("train", "test")
 DOMAINS = {"real": "depth", "synth": "synthdepth"}
@@ -51,19 +50,6 @@ def encode_depth_png(depth_mm: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, default_file_mode())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def depth_filename(domain: str, cam: int, index: int) -> str:

@@ -4,13 +4,12 @@ Figures are built on a bare `Figure` (no pyplot state), rendered to bytes and wr
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from murauer_dist.data.nyu import atomic_write_bytes
+from murauer_dist.atomic import save_figure
 from murauer_dist.geometry import CropWindow, xyz_to_uvd
 
 # Bones of the 14 NYU joints (P1 P2 R1 R2 M1 M2 I1 I2 T1 T2 T3 W1 W2 C): finger tip -> middle -> palm.
@@ -20,12 +19,7 @@ DPI = 100
 
 
 def save_png(figure: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return save_figure(figure, path, dpi=DPI)
 
 
 def plot_success_curves(results: dict[str, dict], path: str | Path, max_key: str = "md80") -> Path:

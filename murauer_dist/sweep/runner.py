@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from murauer_dist.config import ConfigError, atomic_write_text
+from murauer_dist.atomic import atomic_write_text
+from murauer_dist.config import ConfigError
 from murauer_dist.sweep.spec import SweepSpec, format_value
 from murauer_dist.tracking.run_logger import read_metrics
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from murauer_dist.config import atomic_write_text
+from murauer_dist.atomic import atomic_write_text
 from murauer_dist.sweep.spec import SweepSpec, format_value
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from murauer_dist.atomic import atomic_open
 
 from murauer_dist.config import config_from_dict
 
@@ -95,14 +96,8 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, keep: int, final: b
     folder.mkdir(parents=True, exist_ok=True)
     name = f"final-{state['stage']}.pt" if final else f"ckpt-{int(state['global_step']):09d}.pt"
     path = folder / name
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(plain(state), handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as handle:
+        torch.save(plain(state), handle)
     if not final and keep > 0:
         for old in list_checkpoints(run_dir)[:-keep]:
             old.unlink()

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
+from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist.data import nyu
 from murauer_dist.data.procedural import hand
 from murauer_dist.data.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
@@ -146,7 +147,7 @@ def _render_chunk(task: tuple[str, int, int]):
         for cam in (1, 2, 3):
             for domain in ("real", "synth"):
                 path = folder / nyu.depth_filename(domain, cam, index)
-                nyu.atomic_write_bytes(path, nyu.encode_depth_png(frame[domain][cam - 1]))
+                atomic_write_bytes(path, nyu.encode_depth_png(frame[domain][cam - 1]))
         uvd.append(frame["uvd"])
         xyz.append(frame["xyz"])
     return split, start, np.stack(uvd, axis=1), np.stack(xyz, axis=1)
@@ -161,7 +162,7 @@ def _write_joints(path: Path, uvd: np.ndarray, xyz: np.ndarray) -> None:
     # The MAT 5 header's 116-byte text holds the creation time: fix it so same seed = same bytes.
     data = bytearray(buffer.getvalue())
     data[:116] = MAT_HEADER.ljust(116).encode("ascii")
-    nyu.atomic_write_bytes(path, bytes(data))
+    atomic_write_bytes(path, bytes(data))
 
 
 def _write_manifest(root: Path, seed: int, counts: dict, settings: GeneratorSettings) -> None:
@@ -171,4 +172,4 @@ def _write_manifest(root: Path, seed: int, counts: dict, settings: GeneratorSett
         "sensor": settings.sensor.to_dict(), "motion": asdict(settings.motion),
         "rig": {"rotations": settings.rig.rotations.tolist(), "centers_mm": settings.rig.centers.tolist()},
     }
-    nyu.atomic_write_bytes(root / "procedural.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    atomic_write_bytes(root / "procedural.json", (json.dumps(manifest, indent=2) + "\n").encode())

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist import geometry
 from murauer_dist.data import nyu
 
@@ -68,6 +69,6 @@ def make_nyu_layout(root: str | os.PathLike, frames_train: int = 6, frames_test:
             for frame in range(frames):
                 clean = render_blob(joints["joint_uvd"][cam - 1, frame])
                 for domain, depth in (("synth", clean), ("real", sensor_view(clean, rng))):
-                    nyu.atomic_write_bytes(folder / nyu.depth_filename(domain, cam, frame), nyu.encode_depth_png(depth))
+                    atomic_write_bytes(folder / nyu.depth_filename(domain, cam, frame), nyu.encode_depth_png(depth))
         scipy.io.savemat(folder / "joint_data.mat", joints)
     return root

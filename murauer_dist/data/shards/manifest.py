@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from murauer_dist.config import atomic_write_text
+from murauer_dist.atomic import atomic_write_text
 
 MANIFEST = "manifest.json"
 PARTS = ".parts"
