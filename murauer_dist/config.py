@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from murauer_dist.atomic import atomic_write_text  # noqa: F401  (re-exported)
+from murauer_dist.atomic import atomic_write_text
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 

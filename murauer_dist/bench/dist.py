@@ -118,7 +118,7 @@ def main(preset: str = "tiny", steps: int = 10, out: str = "", engine: str = "dd
     result = {"preset": preset, "steps": steps, "runs": runs, "scaling_efficiency_2proc": scaling,
               "cpu_count": os.cpu_count(), "allreduce": budget}
     if out:
-        from murauer_dist.config import atomic_write_text
+        from murauer_dist.atomic import atomic_write_text
         atomic_write_text(out, json.dumps(result, indent=2))
     return result
 

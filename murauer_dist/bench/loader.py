@@ -17,7 +17,8 @@ import time
 
 import psutil
 
-from murauer_dist.config import atomic_write_text, load_config
+from murauer_dist.atomic import atomic_write_text
+from murauer_dist.config import load_config
 
 
 def _cpu_seconds() -> float:

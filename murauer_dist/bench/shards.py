@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from murauer_dist.config import atomic_write_text, load_config
+from murauer_dist.atomic import atomic_write_text
+from murauer_dist.config import load_config
 from murauer_dist.data import nyu
 from murauer_dist.data.shards.build import build_split
 from murauer_dist.data.shards.manifest import shard_paths

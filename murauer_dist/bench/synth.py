@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from statistics import median
 
-from murauer_dist.data.nyu import atomic_write_bytes
+from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist.data.procedural.generate import CHUNK_FRAMES, synth_data
 
 

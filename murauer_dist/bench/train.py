@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from murauer_dist.config import atomic_write_text, load_config
+from murauer_dist.atomic import atomic_write_text
+from murauer_dist.config import load_config
 from murauer_dist.data.batch import stream_sizes, to_device
 from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train.engine import build_engines

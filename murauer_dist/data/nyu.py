@@ -19,7 +19,6 @@ import scipy.io
 from PIL import Image
 
 from murauer_dist import geometry
-from murauer_dist.atomic import atomic_write_bytes  # noqa: F401  (re-exported)
 
 SPLITS = ("train", "test")
 DOMAINS = {"real": "depth", "synth": "synthdepth"}

@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from murauer_dist.config import atomic_write_text
+from murauer_dist.atomic import atomic_write_text
 from murauer_dist.data.batch import to_device
 from murauer_dist.eval.metrics import NYU_SUBJECT_SPLIT, compute_metrics
 from murauer_dist.eval.result_files import write_result_file
 from murauer_dist.eval.score import format_table
 from murauer_dist.geometry import denormalize_joints
+from murauer_dist.tracking.progress import progress
 
 OVERLAY_COUNT = 8                  # qualitative examples, spread from the best to the worst frame
 
@@ -52,7 +53,7 @@ def predict(model: torch.nn.Module, batches, device: torch.device | str | None =
     model.eval()
     parts: dict[str, list[np.ndarray]] = {key: [] for key in
                                           ("pred_xyz", "gt_xyz", "frames", "center_xyz", "cube_mm", "depth")}
-    for batch in batches:
+    for batch in progress(batches, desc="evaluate"):
         batch = to_device(batch, device)
         pose = model.pose(model.embed(batch["depth"], mapped=mapped)["emb"])["pose"]
         center, cube = _as_numpy(batch["center_xyz"]).astype(np.float64), _as_numpy(batch["cube_mm"]).astype(np.float64)

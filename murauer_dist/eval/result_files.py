@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from murauer_dist.config import atomic_write_text
+from murauer_dist.atomic import atomic_write_text
 from murauer_dist.geometry import IMAGE_HEIGHT, IMAGE_WIDTH, uvd_to_xyz, xyz_to_uvd
 
 FORMATS = ("uvd", "xyz")

@@ -59,7 +59,7 @@ def resolve_wandb_mode(config_mode: str) -> str:
 
 def _run_id(run_dir: Path) -> str:
     """The wandb id of this run directory, created once, so a resumed run appends to the same run."""
-    from murauer_dist.config import atomic_write_text
+    from murauer_dist.atomic import atomic_write_text
     path = run_dir / RUN_ID_FILE
     if path.is_file() and path.read_text().strip():
         return path.read_text().strip()
