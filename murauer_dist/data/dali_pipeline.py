@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.pipeline import do_not_convert
 import nvidia.dali.math as dmath
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
@@ -42,7 +43,9 @@ def _read(tars, members: dict, part: tuple[int, int], shuffle: bool, seed: int, 
     fields, exts = list(members), [members[f] for f in members]
     dtypes = [types.FLOAT if e.endswith(".f32") else types.UINT16 if e.endswith(".u16") else types.UINT8
               for e in exts]
-    nodes = fn.readers.webdataset(paths=list(tars), index_paths=dali_index_paths(list(tars)), ext=exts,
+    # plain Python file work: keep the conditionals' AutoGraph from trying to convert it
+    index_paths = do_not_convert(dali_index_paths)(list(tars))
+    nodes = fn.readers.webdataset(paths=list(tars), index_paths=index_paths, ext=exts,
                                   dtypes=dtypes, name=name,
                                   missing_component_behavior="skip", shard_id=part[0], num_shards=part[1],
                                   stick_to_shard=True, random_shuffle=shuffle, initial_fill=buffer, seed=seed,
