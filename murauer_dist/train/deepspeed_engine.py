@@ -24,7 +24,7 @@ import torch.distributed as torch_dist
 
 from murauer_dist.config import CONFIG_DIR, ConfigError
 from murauer_dist.data.batch import stream_sizes
-from murauer_dist.train.engine import make_adam
+from murauer_dist.train.engine import ScheduledLr, make_adam
 
 
 def resolve_config_path(path: str) -> Path:
@@ -81,7 +81,7 @@ def _autocast_setting(cfg, path: Path, ds_config: dict) -> dict:
     return {**autocast, "enabled": wants_bf16, "dtype": "bfloat16"} if wants_bf16 else {"enabled": False}
 
 
-class DeepSpeedEngine:
+class DeepSpeedEngine(ScheduledLr):
     """One network behind `deepspeed.initialize`, with the trainer's engine protocol.
 
     `.module` is the bare network (use it to run the discriminator inside the model loss),
@@ -118,15 +118,6 @@ class DeepSpeedEngine:
 
     def zero_grad(self) -> None:
         self.engine.zero_grad()
-
-    def lr_scale(self, multiplier: float) -> None:
-        self.multiplier = float(multiplier)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.base_lr * self.multiplier
-
-    @property
-    def lr(self) -> float:
-        return self.base_lr * self.multiplier
 
     def state_dict(self) -> dict:
         """Optimizer + schedule state. With ZeRO >= 1 this gathers partitions: call it on EVERY rank."""

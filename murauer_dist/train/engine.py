@@ -26,7 +26,24 @@ def make_adam(cfg, module: nn.Module, lr: float) -> torch.optim.Adam:
                             weight_decay=cfg.optim.weight_decay)
 
 
-class PlainEngine:
+class ScheduledLr:
+    """The learning rate of an engine's optimizer: base rate x the schedule's multiplier."""
+
+    optimizer: torch.optim.Optimizer
+    base_lr: float
+    multiplier: float
+
+    def lr_scale(self, multiplier: float) -> None:
+        self.multiplier = float(multiplier)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.base_lr * self.multiplier
+
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.multiplier
+
+
+class PlainEngine(ScheduledLr):
     """Single process: the module itself and its optimizer."""
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, lr: float):
@@ -51,15 +68,6 @@ class PlainEngine:
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-
-    def lr_scale(self, multiplier: float) -> None:
-        self.multiplier = float(multiplier)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.base_lr * self.multiplier
-
-    @property
-    def lr(self) -> float:
-        return self.base_lr * self.multiplier
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "base_lr": self.base_lr, "multiplier": self.multiplier}
@@ -97,22 +105,6 @@ def _deepspeed_engines(cfg, model, disc, rank: int, world_size: int, device) -> 
 
 def current_lr(engine) -> float:
     return float(engine.optimizer.param_groups[0]["lr"])
-
-
-def engine_state(engine) -> dict:
-    """Optimizer + schedule state of an engine for a checkpoint."""
-    if hasattr(engine, "state_dict"):
-        return engine.state_dict()
-    if isinstance(engine.optimizer, torch.optim.Optimizer):
-        return {"optimizer": engine.optimizer.state_dict()}
-    raise NotImplementedError(f"{type(engine).__name__} has no state_dict(): its optimizer state cannot be checkpointed")
-
-
-def load_engine_state(engine, state: dict) -> None:
-    if hasattr(engine, "load_state_dict"):
-        engine.load_state_dict(state)
-    else:
-        engine.optimizer.load_state_dict(state["optimizer"])
 
 
 def build_engines(cfg, model: nn.Module, disc: nn.Module, rank: int, world_size: int,

@@ -20,7 +20,7 @@ from murauer_dist.data.batch import to_device
 from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train.fault import maybe_inject_fault
-from murauer_dist.train.engine import build_engines, current_lr, engine_state, load_engine_state
+from murauer_dist.train.engine import build_engines, current_lr
 from murauer_dist.train.schedule import lr_multiplier
 from murauer_dist.train.step import train_step
 from murauer_dist.train.validate import validate
@@ -130,7 +130,7 @@ def write_checkpoint(run: Run, stage: str, engines: dict, stream, position: Posi
     rng_states = _gather(ckpt.rng_state())
     data_states = _gather(ckpt.plain(stream.state_dict()))
     # collective too: with ZeRO >= 1 the optimizer state is split across ranks
-    engine_states = {name: engine_state(engine) for name, engine in engines.items()}
+    engine_states = {name: engine.state_dict() for name, engine in engines.items()}
     if not run.info.is_main:
         return
     state = {"format": 1, "stage": stage, "stage_done": done, "epoch": position.epoch,
@@ -145,8 +145,8 @@ def write_checkpoint(run: Run, stage: str, engines: dict, stream, position: Posi
 
 def restore_position(run: Run, state: dict, engines: dict) -> tuple[Position, object]:
     """Resume inside a stage: engines, counters, this rank's RNG; returns the position and data state."""
-    load_engine_state(engines["model"], state["model_engine"])
-    load_engine_state(engines["disc"], state["disc_engine"])
+    engines["model"].load_state_dict(state["model_engine"])
+    engines["disc"].load_state_dict(state["disc_engine"])
     run.counters = Counters(state["global_step"], state["skipped_total"], state["skipped_in_a_row"])
     same_world = state["world_size"] == run.info.world_size
     rank = run.info.rank
