@@ -13,19 +13,13 @@
 #   PY           python of the environment (default: active venv, else the repo's .venv, else python3)
 # Variables the remote nodes need go into ./.deepspeed_env (DeepSpeed launcher convention).
 set -euo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -z "${PY:-}" ]]; then
-  if [[ -n "${VIRTUAL_ENV:-}" ]]; then PY="$VIRTUAL_ENV/bin/python"
-  elif [[ -x "$REPO/.venv/bin/python" ]]; then PY="$REPO/.venv/bin/python"
-  else PY="$(command -v python3)"; fi
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 if [[ $# -lt 1 ]]; then
   echo "usage: launch/deepspeed.sh PRESET [section.key=value ...]" >&2
   exit 2
 fi
 PRESET="$1"; shift
 
-GPUS="$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)')"
 NUM_GPUS="${NUM_GPUS:-$(( GPUS > 0 ? GPUS : 2 ))}"
 MASTER_PORT="${MASTER_PORT:-$("$PY" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')}"
 CORES="$(nproc)"

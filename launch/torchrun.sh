@@ -15,22 +15,14 @@
 #                   resumes from the latest checkpoint in train.out, which the training loop finds itself
 #   PY              python of the environment (default: active venv, else the repo's .venv, else python3)
 set -euo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -z "${PY:-}" ]]; then
-  if [[ -n "${VIRTUAL_ENV:-}" ]]; then PY="$VIRTUAL_ENV/bin/python"
-  elif [[ -x "$REPO/.venv/bin/python" ]]; then PY="$REPO/.venv/bin/python"
-  else PY="$(command -v python3)"; fi
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 if [[ $# -lt 1 ]]; then
   echo "usage: launch/torchrun.sh PRESET [section.key=value ...]" >&2
   exit 2
 fi
 
 NNODES="${NNODES:-1}"
-if [[ -z "${NPROC_PER_NODE:-}" ]]; then
-  NPROC_PER_NODE="$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)')"
-  [[ "$NPROC_PER_NODE" -gt 0 ]] || NPROC_PER_NODE=2
-fi
+NPROC_PER_NODE="${NPROC_PER_NODE:-$(( GPUS > 0 ? GPUS : 2 ))}"
 MAX_RESTARTS="${MAX_RESTARTS:-0}"
 CORES="$(nproc)"
 # One process per core share: more intra-op threads than cores only makes the ranks fight.
