@@ -34,13 +34,8 @@ def sidecar_path(folder: Path, name: str) -> Path:
     return Path(folder) / PARTS / (Path(name).stem + ".json")
 
 
-def _write_readable(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-    os.chmod(path, 0o644)                       # temp files are created 0600; shard sets are shared
-
-
 def write_sidecar(folder: Path, record: dict) -> None:
-    _write_readable(sidecar_path(folder, record["name"]), json.dumps(record, sort_keys=True))
+    atomic_write_text(sidecar_path(folder, record["name"]), json.dumps(record, sort_keys=True))
 
 
 def read_sidecar(folder: Path, name: str) -> dict | None:
@@ -75,7 +70,7 @@ def build_manifest(split: str, source_root: str, fingerprint: str, settings: dic
 
 def write_manifest(folder: Path, manifest: dict) -> Path:
     path = Path(folder) / MANIFEST
-    _write_readable(path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return path
 
 
