@@ -39,10 +39,13 @@ def train(preset: str, *overrides: str, local_rank: int | None = None) -> None:
     train_command(preset, overrides)
 
 
-def evaluate(checkpoint: str, test_shards: str = "", out: str = "", batch: int = 0) -> None:
-    """Evaluate CHECKPOINT on the test shards: result files, metrics.json, table, plots."""
+def evaluate(checkpoint: str, test_shards: str = "", out: str = "", batch: int = 0, domain: str = "real") -> None:
+    """Evaluate CHECKPOINT on the test shards: result files, metrics.json, table, plots.
+
+    --domain synth scores the synthetic twins of the test frames instead (the error without domain gap).
+    """
     from murauer_dist.eval.evaluate import evaluate_command
-    evaluate_command(checkpoint, test_shards=test_shards, out=out, batch=batch)
+    evaluate_command(checkpoint, test_shards=test_shards, out=out, batch=batch, domain=domain)
 
 
 def score(*predictions: str, ground_truth: str = "", format: str = "auto", out: str = "") -> None:

@@ -4,8 +4,9 @@ On the same data and budget: synthetic only (stage 1, then stage 2 on synthetic 
 real & synthetic baseline (labeled real + synthetic, no unlabeled data, no view prediction, no
 adversarial term) and MURAUER, for n labeled real frames. All stage-2 runs start from the one
 stage-1 checkpoint. Writes OUT/results.json, OUT/results.md and OUT/label_efficiency.png (error vs n,
-one line per method, like the paper's Fig. 4). Every run is an ordinary `murauer-dist train` and
-`evaluate`, so finished runs are skipped when the experiment is started again.
+one line per method, like the paper's Fig. 4). Every model is also scored on the test frames'
+synthetic twins: real minus synthetic error is the domain gap a method has left. Every run is an
+ordinary `murauer-dist train` and `evaluate`, so finished runs are skipped when started again.
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ METHODS = ("synth_only", "real_synth", "murauer")
 LABELS = {"synth_only": "Synth only", "real_synth": "Real & Synth (baseline)", "murauer": "MURAUER (full)"}
 
 
-def _metrics_of(run_dir: Path) -> dict:
-    done = run_dir / "eval" / "metrics.json"
+def _metrics_of(run_dir: Path, domain: str = "real") -> dict:
+    done = run_dir / ("eval" if domain == "real" else f"eval-{domain}") / "metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
-    return workflow.evaluate_run(run_dir)
+    return workflow.evaluate_run(run_dir, domain=domain)
 
 
 def _train_once(preset: str, overrides: list[str], run_dir: Path) -> None:
@@ -35,31 +36,48 @@ def _train_once(preset: str, overrides: list[str], run_dir: Path) -> None:
     workflow.run_training(preset, [*overrides, f"train.out={run_dir}"], log_file=run_dir / "train.log")
 
 
+def _error(results: dict, method: str, n: int, domain: str = "real") -> float:
+    return results[method][str(n)][domain]["mean_error_mm"]
+
+
 def _table(results: dict, ns: list[int]) -> str:
-    lines = ["| method | " + " | ".join(f"n={n}" for n in ns) + " |", "|---" * (len(ns) + 1) + "|"]
+    """Real test error per method and n, the ratio to the baseline, and the domain gap still left."""
+    head = ["| method | " + " | ".join(f"n={n}" for n in ns) + " |", "|---" * (len(ns) + 1) + "|"]
+    lines = ["Mean joint error (mm) on the real test split:", "", *head]
     for method in METHODS:
-        row = [f"{results[method][str(n)]['mean_error_mm']:.2f}" for n in ns]
-        lines.append(f"| {LABELS[method]} | " + " | ".join(row) + " |")
-    ratio = [results["murauer"][str(n)]["mean_error_mm"] / results["real_synth"][str(n)]["mean_error_mm"] for n in ns]
+        lines.append(f"| {LABELS[method]} | " + " | ".join(f"{_error(results, method, n):.2f}" for n in ns) + " |")
+    ratio = [_error(results, "murauer", n) / _error(results, "real_synth", n) for n in ns]
     lines.append("| MURAUER / baseline | " + " | ".join(f"{r:.2f}x" for r in ratio) + " |")
+    lines += ["", "Domain gap left: real test error minus the error on the same frames' synthetic twins (mm):", "",
+              *head]
+    for method in METHODS:
+        gap = [_error(results, method, n) - _error(results, method, n, "synth") for n in ns]
+        lines.append(f"| {LABELS[method]} | " + " | ".join(f"{g:+.2f}" for g in gap) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _plot(results: dict, ns: list[int], path: Path) -> None:
+    """Error vs n (solid: real test frames, like the paper's Fig. 4; dotted: their synthetic twins)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for method, marker in zip(METHODS, "sod"):
-        ax.plot(ns, [results[method][str(n)]["mean_error_mm"] for n in ns], marker=marker, label=LABELS[method])
+        line, = ax.plot(ns, [_error(results, method, n) for n in ns], marker=marker, label=LABELS[method])
+        ax.plot(ns, [_error(results, method, n, "synth") for n in ns], marker=marker, linestyle=":",
+                color=line.get_color(), alpha=0.6, label=f"{LABELS[method]}, synthetic twins")
     ax.set_xscale("log")
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_xlabel("labeled real frames n")
-    ax.set_ylabel("mean joint error (mm), real test split")
+    ax.set_ylabel("mean joint error (mm), test split")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     save_figure(fig, path, dpi=120)
     plt.close(fig)
+
+
+def _evaluated(run_dir: Path) -> dict:
+    return {domain: _metrics_of(run_dir, domain) for domain in ("real", "synth")}
 
 
 def label_efficiency(preset: str, out: Path, overrides: list[str], ns=(10, 100, 1000)) -> dict:
@@ -70,19 +88,20 @@ def label_efficiency(preset: str, out: Path, overrides: list[str], ns=(10, 100, 
     synth_dir = out / "synth_only"
     _train_once(preset, [*overrides, "train.method=synth_only"], synth_dir)
     stage1 = synth_dir / "checkpoints" / "final-pretrain.pt"
-    results: dict = {"synth_only": {}}
-    synth_metrics = _metrics_of(synth_dir)
-    for n in ns:
-        results["synth_only"][str(n)] = synth_metrics    # no labeled real data: the same model at every n
+    synth_metrics = _evaluated(synth_dir)
+    # No labeled real data: the same model at every n.
+    results: dict = {"synth_only": {str(n): synth_metrics for n in ns}}
     for method in ("real_synth", "murauer"):
         results[method] = {}
         for n in ns:
             run_dir = out / f"{method}-n{n}"
             _train_once(preset, [*overrides, f"train.method={method}", f"data.n_labeled={n}",
                                  "train.pretrain_epochs=0", f"train.init_checkpoint={stage1}"], run_dir)
-            results[method][str(n)] = _metrics_of(run_dir)
+            results[method][str(n)] = _evaluated(run_dir)
     summary = {"preset": preset, "overrides": overrides, "n": list(ns), "minutes": (time.perf_counter() - start) / 60,
-               "mean_error_mm": {m: {str(n): results[m][str(n)]["mean_error_mm"] for n in ns} for m in METHODS}}
+               "mean_error_mm": {m: {str(n): _error(results, m, n) for n in ns} for m in METHODS},
+               "synthetic_twins_mean_error_mm": {m: {str(n): _error(results, m, n, "synth") for n in ns}
+                                                 for m in METHODS}}
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
     table = _table(results, list(ns))
     atomic_write_text(out / "results.md", table)

@@ -64,7 +64,11 @@ def run_training(preset: str, overrides, log_file: Path | None = None) -> None:
     print(f"[train] done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def evaluate_run(run_dir: Path, out: Path | None = None) -> dict:
-    """Evaluate the final model of a run on the test shards; returns metrics.json's content."""
+def evaluate_run(run_dir: Path, out: Path | None = None, domain: str = "real") -> dict:
+    """Evaluate the final model of a run on the test shards; returns metrics.json's content.
+
+    domain "synth": the test frames' synthetic twins, written to RUN/eval-synth by default.
+    """
     from murauer_dist.eval.evaluate import evaluate_command
-    return evaluate_command(str(run_dir), out=str(out or Path(run_dir) / "eval"))
+    default = Path(run_dir) / ("eval" if domain == "real" else f"eval-{domain}")
+    return evaluate_command(str(run_dir), out=str(out or default), domain=domain)

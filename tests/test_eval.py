@@ -294,9 +294,11 @@ def test_predict_runs_the_mapped_path_and_restores_frame_order(murauer_uvd, nyu_
     assert len(set(kept.tolist())) == 34
     expected_depth = geometry.normalize_joints(pred_xyz[kept], center[kept, 0], half[kept, 0, 0] * 2).reshape(34, 42)
     assert np.abs(result["examples"]["depth"].reshape(34, 64)[:, :42] - expected_depth).max() < 1e-6
+    forced = predict(model, _nyu_eval_batches(murauer_uvd[:100], nyu_gt_uvd[:100], batch=50), mapped=False)
     model.eval_mapped = False
     unmapped = predict(model, _nyu_eval_batches(murauer_uvd[:100], nyu_gt_uvd[:100], batch=50))
     assert np.abs(unmapped["pred_xyz"] - result["pred_xyz"][:100]).mean() > 50
+    np.testing.assert_array_equal(forced["pred_xyz"], unmapped["pred_xyz"])
 
 
 @pytest.mark.gpu
@@ -381,3 +383,10 @@ def test_evaluate_command_on_a_trained_checkpoint(tmp_path, capsys):
     rescored = score_files([str(out / "results_uvd.txt")], str(out / "groundtruth_uvd.txt"))["results_uvd"]
     assert rescored["mean_error_mm"] == pytest.approx(saved["mean_error_mm"], abs=1e-3)
     assert "wrote results_xyz.txt" in capsys.readouterr().out
+    # The synthetic twins of the same frames, through the unmapped path, into RUN/eval-synth.
+    twins = evaluate_command(str(run), str(shards / "test"), batch=8, domain="synth")
+    saved_twins = json.loads((run / "eval-synth" / "metrics.json").read_text())
+    assert saved_twins["domain"] == "synth" and saved_twins["mapped"] is False and saved["domain"] == "real"
+    assert twins["frames"] == metrics["frames"] and twins["mean_error_mm"] != pytest.approx(metrics["mean_error_mm"])
+    with pytest.raises(SystemExit, match="--domain must be one of"):
+        evaluate_command(str(run), domain="sim")

@@ -33,26 +33,30 @@ def make_cfg(shards_dir, backend="dali", *overrides):
                                 "loader.eval_batch=4", "loader.shuffle_buffer=8", *overrides])
 
 
-def expected_eval(frame: dict, crop_size: int, cube: float = 300.0) -> np.ndarray:
+def expected_eval(frame: dict, crop_size: int, cube: float = 300.0, domain: str = "real") -> np.ndarray:
     """Closed form: the central slice of the stored crop, normalised around the palm depth."""
     uvd = frame["uvd"][0]
     palm = uvd[geometry.EVAL_JOINTS[geometry.CENTER_JOINT]]
     stored = geometry.stored_size(crop_size, 1.625)
     window = geometry.CropWindow.around(palm, cube, stored, margin=1.625)
-    crop = geometry.center_crop(geometry.crop_depth(frame["depth"][("real", 1)], window), crop_size)
+    crop = geometry.center_crop(geometry.crop_depth(frame["depth"][(domain, 1)], window), crop_size)
     return geometry.normalize_depth(crop, palm[2], cube)
 
 
+@pytest.mark.parametrize("domain", ("real", "synth"))
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_eval_loader_every_frame_once_in_order_and_closed_form(shards, backend):
+def test_eval_loader_every_frame_once_in_order_and_closed_form(shards, backend, domain):
     cfg = make_cfg(shards["path"], backend)
     frames = []
     for rank in range(2):
-        for batch in build_eval_loader(cfg, "test", rank=rank, world_size=2):
+        for batch in build_eval_loader(cfg, "test", rank=rank, world_size=2, domain=domain):
             assert torch.isfinite(batch["depth"]).all() and batch["depth"].shape[1:] == (1, CROP, CROP)
             for i, frame in enumerate(batch["frame"].tolist()):
                 fixture = shards["frames"]["test"][frame]
-                np.testing.assert_allclose(batch["depth"][i, 0].numpy(), expected_eval(fixture, CROP), atol=1e-6)
+                other = expected_eval(fixture, CROP, domain="synth" if domain == "real" else "real")
+                assert not np.allclose(batch["depth"][i, 0].numpy(), other, atol=1e-3)
+                np.testing.assert_allclose(batch["depth"][i, 0].numpy(), expected_eval(fixture, CROP, domain=domain),
+                                           atol=1e-6)
                 xyz = fixture["xyz"][0][list(geometry.EVAL_JOINTS)]
                 target = geometry.normalize_joints(xyz, xyz[geometry.CENTER_JOINT], 300.0)
                 np.testing.assert_allclose(batch["target"][i].numpy(), target, atol=1e-5)

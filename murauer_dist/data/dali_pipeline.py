@@ -187,8 +187,8 @@ def unlabeled_graph(graph: StreamGraph, tars, stream: str) -> dict:
             "matrix": matrix, "info": sample["info"]}
 
 
-def eval_graph(graph: StreamGraph, tars) -> dict:
-    sample = graph.read(tars, "eval", shuffle=False)
+def eval_graph(graph: StreamGraph, tars, stream: str = "eval") -> dict:
+    sample = graph.read(tars, stream, shuffle=False)
     return {"depth": graph.central(sample["depth"]), "crop": sample["crop"], "joints": sample["joints"],
             "info": sample["info"]}
 

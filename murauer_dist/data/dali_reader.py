@@ -73,11 +73,11 @@ class DaliStreamReader:
         self.iterator = None
 
 
-def dali_eval_raw(cfg, tars: list[str], part: tuple[int, int], device: torch.device):
+def dali_eval_raw(cfg, tars: list[str], part: tuple[int, int], device: torch.device, stream: str = "eval"):
     """Raw eval batches of this rank's contiguous part, in shard order, the last one partial."""
     dali_device = dp.resolve_device(cfg.loader.device)
     graph = dp.StreamGraph(cfg, dali_device, 0, part)
     iterator, _ = dp.build_iterator(dp.eval_graph, graph, cfg.loader.eval_batch, _device_id(dali_device, device),
-                                    cfg.loader.num_threads, True, tars)
+                                    cfg.loader.num_threads, True, tars, stream)
     for output in iterator:
         yield _raw(output[0])

@@ -167,16 +167,22 @@ def build_train_stream(cfg, stage: str, rank: int, world_size: int, device) -> T
 
 
 class EvalLoader:
-    """Eval batches of one split (camera-1 real crops, no augmentation), this rank's part, frame order."""
+    """Eval batches of one split (camera-1 crops, no augmentation), this rank's part, frame order.
 
-    def __init__(self, cfg, split: str, rank: int, world_size: int, device):
+    domain "real" is the test protocol; "synth" reads the same frames' synthetic twins instead.
+    """
+
+    def __init__(self, cfg, split: str, rank: int, world_size: int, device, domain: str = "real"):
         if split not in ("val", "test"):
             raise ValueError(f"eval split must be 'val' or 'test', got {split!r}")
+        if domain not in streams.EVAL_STREAMS:
+            raise ValueError(f"eval domain must be one of {sorted(streams.EVAL_STREAMS)}, got {domain!r}")
+        self.stream = streams.EVAL_STREAMS[domain]
         self.cfg, self.rank, self.world, self.device = cfg, rank, world_size, torch.device(device)
         self.stored = geometry.stored_size(cfg.data.crop_size, cfg.data.crop_margin)
         self.tars = shard_files.split_tars(cfg.data.shards, split)
         shard_files.check_geometry(self.tars, cfg.data.crop_size, self.stored, cfg.data.encoding)
-        members = list(streams.needed_members("eval", cfg.data.encoding).values())
+        members = list(streams.needed_members(self.stream, cfg.data.encoding).values())
         self.samples = shard_files.complete_samples(self.tars, members, cfg.loader.bad_samples)
         self.part = shard_files.partition(len(self.samples), rank, world_size)
 
@@ -188,20 +194,21 @@ class EvalLoader:
             return
         if self.cfg.loader.backend == "dali":
             from murauer_dist.data.dali_reader import dali_eval_raw
-            raws = dali_eval_raw(self.cfg, self.tars, (self.rank, self.world), self.device)
+            raws = dali_eval_raw(self.cfg, self.tars, (self.rank, self.world), self.device, self.stream)
         else:
             from murauer_dist.data.reference_reader import reference_eval_raw
-            raws = reference_eval_raw(self.cfg, [self.samples[i] for i in self.part], self.stored)
+            raws = reference_eval_raw(self.cfg, [self.samples[i] for i in self.part], self.stored, self.stream)
         for raw in raws:
             raw = {key: value.to(self.device, non_blocking=True) for key, value in raw.items()}
             with single_torch_thread(self.device):
-                out = streams.finish("eval", {**raw, "theta": torch.zeros(len(raw["frame"]), device=self.device),
+                out = streams.finish(self.stream, {**raw, "theta": torch.zeros(len(raw["frame"]), device=self.device),
                                             "jitter": torch.zeros(len(raw["frame"]), 3, device=self.device)})
             yield out
 
 
-def build_eval_loader(cfg, split: str, rank: int = 0, world_size: int = 1, device="cpu") -> EvalLoader:
-    return EvalLoader(cfg, split, rank, world_size, device)
+def build_eval_loader(cfg, split: str, rank: int = 0, world_size: int = 1, device="cpu",
+                      domain: str = "real") -> EvalLoader:
+    return EvalLoader(cfg, split, rank, world_size, device, domain)
 
 
 def local_rank() -> int:

@@ -28,6 +28,6 @@ class ReferenceStreamReader:
         self.iterator = None
 
 
-def reference_eval_raw(cfg, samples: list, stored: int):
-    dataset = RawBatches(cfg, "eval", cfg.loader.eval_batch, {"main": samples}, stored, seed=0, repeat=False)
+def reference_eval_raw(cfg, samples: list, stored: int, stream: str = "eval"):
+    dataset = RawBatches(cfg, stream, cfg.loader.eval_batch, {"main": samples}, stored, seed=0, repeat=False)
     yield from raw_loader(dataset, 0)

@@ -22,6 +22,11 @@ def image_ext(encoding: str) -> str:
     return {"png": "png", "raw": "u16"}[encoding]
 
 
+# Evaluation reads camera-1 crops of one domain: real (the protocol) or their synthetic twins (to
+# measure how much of the real error is domain gap rather than pose error).
+EVAL_STREAMS = {"real": "eval", "synth": "eval_synth"}
+
+
 def needed_members(stream: str, encoding: str, view_camera: int = 3) -> dict[str, str]:
     """Raw field -> shard member the stream reads (the images plus labels and crop geometry)."""
     ext = image_ext(encoding)
@@ -37,8 +42,9 @@ def needed_members(stream: str, encoding: str, view_camera: int = 3) -> dict[str
         return {"depth": f"real1.{ext}", "crop": "crop.f32"}
     if stream == "unlabeled_synth":
         return {"depth": f"synth1.{ext}", "crop": "crop.f32"}
-    if stream == "eval":
-        return {"depth": f"real1.{ext}", **labels}
+    if stream in EVAL_STREAMS.values():       # camera-1 crops of one domain, with their labels
+        domain = next(d for d, s in EVAL_STREAMS.items() if s == stream)
+        return {"depth": f"{domain}1.{ext}", **labels}
     raise ValueError(f"unknown stream {stream!r}")
 
 
@@ -72,7 +78,7 @@ def finish(stream: str, raw: dict, labeled_frames: torch.Tensor | None = None, v
 
     if stream == "pairs":
         return {"real_depth": norm(raw["real"]), "synth_depth": norm(raw["synth"]), **labels}
-    if stream in ("synth", "eval"):
+    if stream in ("synth", *EVAL_STREAMS.values()):
         return {"depth": norm(raw["depth"]), **labels}
     if stream == "views":
         view_crop = raw["crop"][:, view_camera - 1]

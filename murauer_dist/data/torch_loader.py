@@ -188,7 +188,7 @@ class RawBatches(torch.utils.data.IterableDataset):
             return
         source = iter(self._source("main", worker, workers))
         build = {"pairs": pairs_batch, "synth": synth_batch, "unlabeled_real": unlabeled_batch,
-                 "unlabeled_synth": unlabeled_batch, "eval": eval_batch}[self.stream]
+                 "unlabeled_synth": unlabeled_batch, "eval": eval_batch, "eval_synth": eval_batch}[self.stream]
         while True:
             records = [r for _, r in zip(range(self.batch_size), source)]
             if not records:

@@ -1,10 +1,13 @@
 """`murauer-dist evaluate`: run a checkpoint on every test frame and write the standard outputs.
 
-    murauer-dist evaluate CHECKPOINT [SHARDS] [--out DIR] [--batch B]
+    murauer-dist evaluate CHECKPOINT [SHARDS] [--out DIR] [--batch B] [--domain real|synth]
 
 Test protocol (../shared/method.md §6.1): real camera-1 crops around the ground-truth palm centre,
 no augmentation, the mapped real path (real -> f -> m -> p; a baseline that never trained m runs
 unmapped, see MurauerModel.eval_mapped), predictions de-normalised to camera mm.
+`--domain synth` runs the same frames' synthetic twins through the unmapped path (f -> p) into
+DIR = RUN/eval-synth: the error that is left without any domain gap, so real minus synth error is
+the domain gap a model still has.
 
 DIR gets results_xyz.txt and results_uvd.txt (community layout, one line per evaluated test frame
 in frame order), groundtruth_uvd.txt (the same frames' ground truth, so `score` can re-check any
@@ -20,6 +23,7 @@ import torch
 
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.data.batch import to_device
+from murauer_dist.data.streams import EVAL_STREAMS
 from murauer_dist.eval.metrics import NYU_SUBJECT_SPLIT, compute_metrics
 from murauer_dist.eval.result_files import write_result_file
 from murauer_dist.eval.score import format_table
@@ -39,16 +43,18 @@ def _example_slice(batch_size: int) -> slice:
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, batches, device: torch.device | str | None = None) -> dict:
+def predict(model: torch.nn.Module, batches, device: torch.device | str | None = None,
+            mapped: bool | None = None) -> dict:
     """Run `model` over evaluation batches (contract: data/batch.py); everything in frame order.
 
     Returns pred_xyz, gt_xyz (N, J, 3) camera mm; frames (N,); center_xyz (N, 3); cube_mm (N,);
     examples: {depth (K, H, W), frame, center_xyz, cube_mm}, two crops of every batch, kept for the
-    qualitative overlays.
+    qualitative overlays. mapped: run real inputs through m (default: the model's eval_mapped).
     """
     if device is None:
         device = next(model.parameters(), torch.empty(0)).device
-    mapped = bool(getattr(model, "eval_mapped", True))
+    if mapped is None:
+        mapped = bool(getattr(model, "eval_mapped", True))
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {key: [] for key in
@@ -143,10 +149,16 @@ def _shards_root(test_shards: str) -> str:
     return str(path.parent) if path.name == "test" and (path / "manifest.json").is_file() else str(path)
 
 
-def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batch: int = 0) -> dict:
-    """Evaluate CHECKPOINT (file or run folder) on the test split of TEST_SHARDS (default: its config's)."""
+def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batch: int = 0,
+                     domain: str = "real") -> dict:
+    """Evaluate CHECKPOINT (file or run folder) on the test split of TEST_SHARDS (default: its config's).
+
+    domain: "real" (the protocol) or "synth" (the synthetic twins, unmapped path).
+    """
     from murauer_dist.data.loaders import build_eval_loader
     from murauer_dist.train.checkpoint import load_for_inference
+    if domain not in EVAL_STREAMS:
+        raise SystemExit(f"murauer-dist evaluate: --domain must be one of {sorted(EVAL_STREAMS)}, got {domain!r}")
     if not Path(checkpoint).exists():
         raise SystemExit(f"murauer-dist evaluate: checkpoint {checkpoint} not found "
                          f"(a checkpoint file or a run folder; train writes them under train.out)")
@@ -156,14 +168,15 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
         cfg.data.shards = _shards_root(test_shards)
     if batch:
         cfg.loader.eval_batch = int(batch)
-    loader = build_eval_loader(cfg, "test", rank=0, world_size=1, device=device)
-    prediction = predict(model, loader, device)
+    loader = build_eval_loader(cfg, "test", rank=0, world_size=1, device=device, domain=domain)
+    mapped = bool(getattr(model, "eval_mapped", True)) and domain == "real"   # synthetic inputs never pass m
+    prediction = predict(model, loader, device, mapped=mapped)
     run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
-    out_dir = Path(out) if out else run_dir / "eval"
+    out_dir = Path(out) if out else run_dir / ("eval" if domain == "real" else f"eval-{domain}")
     # NYU's test set shows two people; the smaller second-actor cube marks a two-subject test set.
     split = NYU_SUBJECT_SPLIT if cfg.data.second_actor_from >= 0 else None
     info = {"checkpoint": str(checkpoint), "shards": cfg.data.shards, "method": cfg.train.method,
-            "mapped": bool(getattr(model, "eval_mapped", True))}
+            "domain": domain, "mapped": mapped}
     metrics = write_evaluation(out_dir, prediction["pred_xyz"], prediction["gt_xyz"], prediction["examples"],
                                frames=prediction["frames"], subject_split=split, name=Path(checkpoint).stem, info=info)
     print(f"wrote results_xyz.txt, results_uvd.txt, metrics.json and plots to {out_dir}")
