@@ -73,7 +73,7 @@ def demo(*overrides: str, out: str = "runs/demo", preset: str = "demo-cpu") -> N
     demo_command(out=out, preset=preset, overrides=overrides)
 
 
-def experiment(name: str = "label-efficiency", *overrides: str, preset: str = "demo-cpu",
+def experiment(name: str = "label-efficiency", *overrides: str, preset: str = "label-efficiency",
                out: str = "runs/label-efficiency") -> None:
     """Label-efficiency experiment: synthetic only vs real&synth vs MURAUER for n in {10,100,1000}."""
     from murauer_dist.experiment import experiment_command

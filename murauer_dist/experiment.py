@@ -111,7 +111,8 @@ def label_efficiency(preset: str, out: Path, overrides: list[str], ns=(10, 100, 
     return summary
 
 
-def experiment_command(name: str, preset: str = "demo-cpu", out: str = "runs/label-efficiency", overrides=()) -> dict:
+def experiment_command(name: str, preset: str = "label-efficiency", out: str = "runs/label-efficiency",
+                       overrides=()) -> dict:
     if name != "label-efficiency":
         raise SystemExit(f"unknown experiment {name!r}; available: label-efficiency")
     return label_efficiency(preset, Path(out), list(overrides))

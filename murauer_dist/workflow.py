@@ -6,6 +6,7 @@ the command a user or a cluster job would run.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,10 +20,26 @@ def _done(path: Path) -> bool:
     return path.is_file()
 
 
+def _check_procedural_record(root: Path, cfg: Config) -> None:
+    """A procedural dataset made with other frame counts or seed is not silently reused."""
+    record = root / "procedural.json"
+    if not record.is_file():
+        return                                    # a real NYU download or a hand-made layout
+    made = json.loads(record.read_text())
+    wanted = {"frames": {"train": cfg.data.synth_frames_train, "test": cfg.data.synth_frames_test},
+              "seed": cfg.data.synth_seed}
+    if {key: made.get(key) for key in wanted} != wanted:
+        raise SystemExit(f"{record}: this dataset was made with frames={made.get('frames')}, seed={made.get('seed')}, "
+                         f"but the config asks for frames={wanted['frames']}, seed={wanted['seed']} "
+                         f"(data.synth_frames_train/test, data.synth_seed); set data.root (and data.shards) to "
+                         f"another folder, or delete {root} to make it again")
+
+
 def ensure_dataset(cfg: Config, workers: int = 2) -> None:
     """The procedural NYU-layout dataset at cfg.data.root, generated once."""
     root = Path(cfg.data.root)
     if all(_done(root / split / "joint_data.mat") for split in ("train", "test")):
+        _check_procedural_record(root, cfg)
         print(f"[data] using the dataset in {root}")
         return
     from murauer_dist.data.procedural.generate import synth_data

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -189,3 +190,17 @@ def test_unusable_output_folders(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["file", "full", "keep.txt"]
     synth_data(full, frames_train=1, frames_test=1, overwrite=True, progress=False)
     assert (full / "keep.txt").read_text() == "user data" and len(NyuSplit(full, "test")) == 1
+
+
+def test_workflow_refuses_a_dataset_made_with_other_frame_counts(dataset, capsys):
+    from murauer_dist.config import load_config
+    from murauer_dist.workflow import ensure_dataset
+    made = json.loads((dataset / "procedural.json").read_text())["frames"]
+    same = load_config("demo-cpu", [f"data.root={dataset}", f"data.synth_frames_train={made['train']}",
+                                    f"data.synth_frames_test={made['test']}", "data.synth_seed=7"])
+    ensure_dataset(same)                                             # reused, nothing generated
+    assert "using the dataset" in capsys.readouterr().out
+    other = load_config("demo-cpu", [f"data.root={dataset}", f"data.synth_frames_train={made['train'] + 1}",
+                                     f"data.synth_frames_test={made['test']}", "data.synth_seed=7"])
+    with pytest.raises(SystemExit, match=r"procedural\.json.*data\.synth_frames_train"):
+        ensure_dataset(other)

@@ -35,12 +35,12 @@ class MotionConfig:
 
     depth_mm: tuple = (520.0, 980.0)         # palm distance from camera 1
     roll_deg: tuple = (-70.0, 70.0)          # in-plane rotation
-    yaw_deg: tuple = (-65.0, 65.0)           # palm turning left/right
-    pitch_deg: tuple = (-45.0, 35.0)         # fingers tilting towards/away from the camera
+    yaw_deg: tuple = (-45.0, 45.0)           # palm turning left/right
+    pitch_deg: tuple = (-35.0, 25.0)         # fingers tilting towards/away from the camera
     max_forearm_towards_camera: float = 0.35 # forearm direction's -z component (it leaves the frame)
     segment_frames: tuple = (6, 20)          # frames between two keys
-    posture_probability: float = 0.65        # a named posture plus noise, else uniform random angles
-    posture_noise_deg: float = 12.0
+    posture_probability: float = 0.8        # a named posture plus noise, else uniform random angles
+    posture_noise_deg: float = 10.0
     side_palm_margin_mm: float = 70.0        # palm sphere radius that must project inside cameras 2 and 3
 
 
