@@ -17,13 +17,14 @@ from pathlib import Path
 from murauer_dist import workflow
 from murauer_dist.atomic import atomic_write_text, save_figure
 from murauer_dist.config import load_config
+from murauer_dist.eval.evaluate import eval_dir
 
 METHODS = ("synth_only", "real_synth", "murauer")
 LABELS = {"synth_only": "Synth only", "real_synth": "Real & Synth (baseline)", "murauer": "MURAUER (full)"}
 
 
 def _metrics_of(run_dir: Path, domain: str = "real") -> dict:
-    done = run_dir / ("eval" if domain == "real" else f"eval-{domain}") / "metrics.json"
+    done = eval_dir(run_dir, domain) / "metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
     return workflow.evaluate_run(run_dir, domain=domain)

@@ -25,6 +25,7 @@ def image_ext(encoding: str) -> str:
 # Evaluation reads camera-1 crops of one domain: real (the protocol) or their synthetic twins (to
 # measure how much of the real error is domain gap rather than pose error).
 EVAL_STREAMS = {"real": "eval", "synth": "eval_synth"}
+_EVAL_DOMAIN = {stream: domain for domain, stream in EVAL_STREAMS.items()}
 
 
 def needed_members(stream: str, encoding: str, view_camera: int = 3) -> dict[str, str]:
@@ -42,9 +43,8 @@ def needed_members(stream: str, encoding: str, view_camera: int = 3) -> dict[str
         return {"depth": f"real1.{ext}", "crop": "crop.f32"}
     if stream == "unlabeled_synth":
         return {"depth": f"synth1.{ext}", "crop": "crop.f32"}
-    if stream in EVAL_STREAMS.values():       # camera-1 crops of one domain, with their labels
-        domain = next(d for d, s in EVAL_STREAMS.items() if s == stream)
-        return {"depth": f"{domain}1.{ext}", **labels}
+    if stream in _EVAL_DOMAIN:                 # camera-1 crops of one domain, with their labels
+        return {"depth": f"{_EVAL_DOMAIN[stream]}1.{ext}", **labels}
     raise ValueError(f"unknown stream {stream!r}")
 
 
@@ -78,7 +78,7 @@ def finish(stream: str, raw: dict, labeled_frames: torch.Tensor | None = None, v
 
     if stream == "pairs":
         return {"real_depth": norm(raw["real"]), "synth_depth": norm(raw["synth"]), **labels}
-    if stream in ("synth", *EVAL_STREAMS.values()):
+    if stream == "synth" or stream in _EVAL_DOMAIN:
         return {"depth": norm(raw["depth"]), **labels}
     if stream == "views":
         view_crop = raw["crop"][:, view_camera - 1]

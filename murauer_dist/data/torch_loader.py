@@ -20,7 +20,7 @@ from PIL import Image
 
 from murauer_dist.data import augment
 from murauer_dist.data.shard_files import ShardError, frame_of_key
-from murauer_dist.data.streams import needed_members
+from murauer_dist.data.streams import EVAL_STREAMS, needed_members
 
 
 def decode_member(name: str, data: bytes, stored: int, where: str) -> np.ndarray:
@@ -188,7 +188,7 @@ class RawBatches(torch.utils.data.IterableDataset):
             return
         source = iter(self._source("main", worker, workers))
         build = {"pairs": pairs_batch, "synth": synth_batch, "unlabeled_real": unlabeled_batch,
-                 "unlabeled_synth": unlabeled_batch, "eval": eval_batch, "eval_synth": eval_batch}[self.stream]
+                 "unlabeled_synth": unlabeled_batch, **dict.fromkeys(EVAL_STREAMS.values(), eval_batch)}[self.stream]
         while True:
             records = [r for _, r in zip(range(self.batch_size), source)]
             if not records:

@@ -143,6 +143,11 @@ def write_evaluation(out_dir: str | Path, pred_xyz: np.ndarray, gt_xyz: np.ndarr
     return metrics
 
 
+def eval_dir(run_dir: str | Path, domain: str = "real") -> Path:
+    """Where `evaluate` writes a run's outputs by default: RUN/eval, or RUN/eval-synth for the twins."""
+    return Path(run_dir) / ("eval" if domain == "real" else f"eval-{domain}")
+
+
 def _shards_root(test_shards: str) -> str:
     """Accept the shard set folder (SHARDS) or its test split (SHARDS/test)."""
     path = Path(test_shards)
@@ -172,7 +177,7 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
     mapped = bool(getattr(model, "eval_mapped", True)) and domain == "real"   # synthetic inputs never pass m
     prediction = predict(model, loader, device, mapped=mapped)
     run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
-    out_dir = Path(out) if out else run_dir / ("eval" if domain == "real" else f"eval-{domain}")
+    out_dir = Path(out) if out else eval_dir(run_dir, domain)
     # NYU's test set shows two people; the smaller second-actor cube marks a two-subject test set.
     split = NYU_SUBJECT_SPLIT if cfg.data.second_actor_from >= 0 else None
     info = {"checkpoint": str(checkpoint), "shards": cfg.data.shards, "method": cfg.train.method,

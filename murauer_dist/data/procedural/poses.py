@@ -39,7 +39,7 @@ class MotionConfig:
     pitch_deg: tuple = (-35.0, 25.0)         # fingers tilting towards/away from the camera
     max_forearm_towards_camera: float = 0.35 # forearm direction's -z component (it leaves the frame)
     segment_frames: tuple = (6, 20)          # frames between two keys
-    posture_probability: float = 0.8        # a named posture plus noise, else uniform random angles
+    posture_probability: float = 0.8         # a named posture plus noise, else uniform random angles
     posture_noise_deg: float = 10.0
     side_palm_margin_mm: float = 70.0        # palm sphere radius that must project inside cameras 2 and 3
 
