@@ -25,7 +25,11 @@ def _check_procedural_record(root: Path, cfg: Config) -> None:
     record = root / "procedural.json"
     if not record.is_file():
         return                                    # a real NYU download or a hand-made layout
-    made = json.loads(record.read_text())
+    try:
+        made = json.loads(record.read_text())
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"{record}: not valid JSON ({err.msg}, line {err.lineno}); delete {root} to make the "
+                         f"dataset again") from None
     wanted = {"frames": {"train": cfg.data.synth_frames_train, "test": cfg.data.synth_frames_test},
               "seed": cfg.data.synth_seed}
     if {key: made.get(key) for key in wanted} != wanted:
@@ -87,5 +91,4 @@ def evaluate_run(run_dir: Path, out: Path | None = None, domain: str = "real") -
     domain "synth": the test frames' synthetic twins, written to RUN/eval-synth by default.
     """
     from murauer_dist.eval.evaluate import evaluate_command
-    default = Path(run_dir) / ("eval" if domain == "real" else f"eval-{domain}")
-    return evaluate_command(str(run_dir), out=str(out or default), domain=domain)
+    return evaluate_command(str(run_dir), out=str(out) if out else "", domain=domain)
