@@ -4,9 +4,12 @@ Overrides are positional `section.key=value` strings (typed by the config, not b
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import fire
+
+from murauer_dist.errors import UserError
 
 
 def print_config(preset: str = "", *overrides: str) -> None:
@@ -94,19 +97,17 @@ COMMANDS = {
 }
 
 
-# Errors about the user's input: print the message (it names the file/key and what to do), no traceback.
-USER_ERRORS = {"ConfigError", "CropError", "ShardError", "SynthDataError", "LayoutError", "SchemaError",
-               "ShardSetError", "ResultFormatError"}
-
-
 def main(argv: list[str] | None = None) -> None:
+    """Run a command; a UserError prints one line (`--debug` or MURAUER_DEBUG=1: the traceback)."""
     argv = sys.argv[1:] if argv is None else argv
     # The deepspeed launcher appends --local_rank=N; LOCAL_RANK in the environment says the same.
     argv = [arg for arg in argv if not arg.startswith("--local_rank")]
+    debug = "--debug" in argv or os.environ.get("MURAUER_DEBUG", "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
     try:
         fire.Fire(COMMANDS, command=argv, name="murauer-dist")
-    except Exception as err:
-        if type(err).__name__ not in USER_ERRORS:
+    except UserError as err:
+        if debug:
             raise
         sys.exit(f"murauer-dist: {err}")
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import yaml
 
 from murauer_dist.atomic import atomic_write_text
+from murauer_dist.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A preset or override that does not fit the config tree."""
 
 

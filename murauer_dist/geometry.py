@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from murauer_dist.errors import UserError
+
 FX, FY, UX, UY = 588.03, 587.07, 320.0, 240.0
 IMAGE_WIDTH, IMAGE_HEIGHT = 640, 480
 
@@ -27,7 +29,7 @@ MIN_VALID_PIXELS = 40             # fewer valid hand pixels in a crop: the frame
 MIN_RATIO_INSIDE = 0.3            # crop window at least this fraction inside the image
 
 
-class CropError(ValueError):
+class CropError(UserError, ValueError):
     """A frame whose crop cannot be made (centre off-image, too few valid pixels)."""
 
 

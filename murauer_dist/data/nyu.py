@@ -19,6 +19,7 @@ import scipy.io
 from PIL import Image
 
 from murauer_dist import geometry
+from murauer_dist.errors import UserError
 
 SPLITS = ("train", "test")
 DOMAINS = {"real": "depth", "synth": "synthdepth"}
@@ -28,7 +29,7 @@ MAKE_HINT = ("download the NYU hand pose dataset, or make the procedural one wit
              "`murauer-dist synth-data OUT`")
 
 
-class LayoutError(FileNotFoundError):
+class LayoutError(UserError, FileNotFoundError):
     """A folder that is not (or not completely) an NYU-layout dataset."""
 
 

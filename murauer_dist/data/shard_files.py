@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from murauer_dist.errors import UserError
+
 SCHEMA = 1
 MAKE_HINT = "make them with `murauer-dist make-shards --root ROOT --out SHARDS`"
 
 
-class ShardError(FileNotFoundError):
+class ShardError(UserError, FileNotFoundError):
     """A shard folder or tar that cannot serve the loader."""
 
 

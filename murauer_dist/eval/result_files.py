@@ -17,6 +17,7 @@ import numpy as np
 
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.geometry import IMAGE_HEIGHT, IMAGE_WIDTH, uvd_to_xyz, xyz_to_uvd
+from murauer_dist.errors import UserError
 
 FORMATS = ("uvd", "xyz")
 NUM_JOINTS = 14
@@ -28,7 +29,7 @@ MAX_ABS_XY_MM = 600.0
 MIN_CONSISTENT_FRACTION = 0.99
 
 
-class ResultFormatError(ValueError):
+class ResultFormatError(UserError, ValueError):
     """A result file that does not hold what the community layout says (names file and line)."""
 
 

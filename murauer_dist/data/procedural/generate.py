@@ -28,6 +28,7 @@ from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist.data import nyu
 from murauer_dist.data.procedural import hand
 from murauer_dist.data.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
+from murauer_dist.errors import UserError
 
 CHUNK_FRAMES = 8
 MAT_HEADER = "MATLAB 5.0 MAT-file, written by murauer_dist.data.procedural"
@@ -35,7 +36,7 @@ OWN_PATTERNS = ("depth_?_???????.png", "synthdepth_?_???????.png", "joint_data.m
 _WORKER: dict = {}                                # per-process renderers, set by _init_worker
 
 
-class SynthDataError(ValueError):
+class SynthDataError(UserError, ValueError):
     """Arguments or an output folder that the generator cannot use."""
 
 

@@ -16,13 +16,14 @@ import os
 from pathlib import Path
 
 from murauer_dist.atomic import atomic_write_text
+from murauer_dist.errors import UserError
 
 MANIFEST = "manifest.json"
 PARTS = ".parts"
 MAKE_HINT = "make it with `murauer-dist make-shards ROOT OUT` (or shards/make_shards.py)"
 
 
-class ShardSetError(RuntimeError):
+class ShardSetError(UserError, RuntimeError):
     """A shard set that is missing, incomplete, or was made with other settings."""
 
 

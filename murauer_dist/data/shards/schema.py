@@ -15,6 +15,8 @@ import struct
 import numpy as np
 from PIL import Image
 
+from murauer_dist.errors import UserError
+
 SCHEMA_VERSION = 1
 CAMERA_SLOTS = (1, 2, 3)
 DOMAINS = ("real", "synth")
@@ -26,7 +28,7 @@ PNG_COMPRESS_LEVEL = 1                             # level 6: 22% smaller crops,
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """Sample bytes that do not follow the shard schema."""
 
 
