@@ -17,6 +17,7 @@ from pathlib import Path
 from murauer_dist import workflow
 from murauer_dist.atomic import atomic_write_text, save_figure
 from murauer_dist.config import load_config
+from murauer_dist.errors import UserError
 from murauer_dist.eval.evaluate import eval_dir
 
 METHODS = ("synth_only", "real_synth", "murauer")
@@ -115,5 +116,5 @@ def label_efficiency(preset: str, out: Path, overrides: list[str], ns=(10, 100, 
 def experiment_command(name: str, preset: str = "label-efficiency", out: str = "runs/label-efficiency",
                        overrides=()) -> dict:
     if name != "label-efficiency":
-        raise SystemExit(f"unknown experiment {name!r}; available: label-efficiency")
+        raise UserError(f"unknown experiment {name!r}; available: label-efficiency")
     return label_efficiency(preset, Path(out), list(overrides))

@@ -14,6 +14,11 @@ import time
 from pathlib import Path
 
 from murauer_dist.config import Config
+from murauer_dist.errors import UserError
+
+
+class WorkflowError(UserError):
+    """A dataset that does not match the config, or a training child process that failed."""
 
 
 def _done(path: Path) -> bool:
@@ -28,12 +33,12 @@ def _check_procedural_record(root: Path, cfg: Config) -> None:
     try:
         made = json.loads(record.read_text())
     except json.JSONDecodeError as err:
-        raise SystemExit(f"{record}: not valid JSON ({err.msg}, line {err.lineno}); delete {root} to make the "
+        raise WorkflowError(f"{record}: not valid JSON ({err.msg}, line {err.lineno}); delete {root} to make the "
                          f"dataset again") from None
     wanted = {"frames": {"train": cfg.data.synth_frames_train, "test": cfg.data.synth_frames_test},
               "seed": cfg.data.synth_seed}
     if {key: made.get(key) for key in wanted} != wanted:
-        raise SystemExit(f"{record}: this dataset was made with frames={made.get('frames')}, seed={made.get('seed')}, "
+        raise WorkflowError(f"{record}: this dataset was made with frames={made.get('frames')}, seed={made.get('seed')}, "
                          f"but the config asks for frames={wanted['frames']}, seed={wanted['seed']} "
                          f"(data.synth_frames_train/test, data.synth_seed); set data.root (and data.shards) to "
                          f"another folder, or delete {root} to make it again")
@@ -81,7 +86,7 @@ def run_training(preset: str, overrides, log_file: Path | None = None) -> None:
             result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy())
     if result.returncode != 0:
         where = f"; its log: {log_file}" if log_file else ""
-        raise SystemExit(f"training failed with exit code {result.returncode}: {' '.join(command[2:])}{where}")
+        raise WorkflowError(f"training failed with exit code {result.returncode}: {' '.join(command[2:])}{where}")
     print(f"[train] done in {time.perf_counter() - start:.0f} s", flush=True)
 
 

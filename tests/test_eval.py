@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from murauer_dist import geometry
+from murauer_dist.errors import UserError
 from murauer_dist.eval.evaluate import evaluate_command, predict, write_evaluation
 from murauer_dist.eval.metrics import compute_metrics, joint_errors
 from murauer_dist.eval.result_files import (ResultFormatError, consistent_fraction, format_result_lines,
@@ -388,5 +389,5 @@ def test_evaluate_command_on_a_trained_checkpoint(tmp_path, capsys):
     saved_twins = json.loads((run / "eval-synth" / "metrics.json").read_text())
     assert saved_twins["domain"] == "synth" and saved_twins["mapped"] is False and saved["domain"] == "real"
     assert twins["frames"] == metrics["frames"] and twins["mean_error_mm"] != pytest.approx(metrics["mean_error_mm"])
-    with pytest.raises(SystemExit, match="--domain must be one of"):
+    with pytest.raises(UserError, match="--domain must be one of"):
         evaluate_command(str(run), domain="sim")

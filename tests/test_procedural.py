@@ -9,6 +9,7 @@ import pytest
 import scipy.io
 
 from murauer_dist import geometry
+from murauer_dist.errors import UserError
 from murauer_dist.data.nyu import NyuSplit
 from murauer_dist.data.procedural import hand
 from murauer_dist.data.procedural.generate import SynthDataError, synth_data
@@ -202,5 +203,5 @@ def test_workflow_refuses_a_dataset_made_with_other_frame_counts(dataset, capsys
     assert "using the dataset" in capsys.readouterr().out
     other = load_config("demo-cpu", [f"data.root={dataset}", f"data.synth_frames_train={made['train'] + 1}",
                                      f"data.synth_frames_test={made['test']}", "data.synth_seed=7"])
-    with pytest.raises(SystemExit, match=r"procedural\.json.*data\.synth_frames_train"):
+    with pytest.raises(UserError, match=r"procedural\.json.*data\.synth_frames_train"):
         ensure_dataset(other)

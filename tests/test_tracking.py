@@ -10,6 +10,7 @@ from PIL import Image
 
 from murauer_dist.cli import main as cli_main
 from murauer_dist.config import ConfigError, load_config
+from murauer_dist.errors import UserError
 from murauer_dist.sweep import load_sweep, planned_runs, sweep_command
 from murauer_dist.sweep.runner import RESULT_FILE
 from murauer_dist.tracking import RunLogger, progress, read_metrics, scrub_secrets
@@ -284,7 +285,7 @@ def test_local_sweep_runs_each_combination_ranks_them_and_resumes(tmp_path, monk
     monkeypatch.setenv("WANDB_MODE", "disabled")
     path, out = write_sweep(tmp_path, GRID), tmp_path / "out"
     calls = []
-    with pytest.raises(SystemExit, match="2 of 6 runs failed"):
+    with pytest.raises(UserError, match="2 of 6 runs failed"):
         sweep_command(str(path), preset="tiny", out=str(out), runner=fake_train(0.4, calls))
     assert len(calls) == 6 and sorted(Path(c).name for c in calls) == [f"run-{i:02d}" for i in range(6)]
     summary = json.loads((out / "summary.json").read_text())

@@ -24,11 +24,17 @@ import torch
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.data.batch import to_device
 from murauer_dist.data.streams import EVAL_STREAMS
+from murauer_dist.errors import UserError
 from murauer_dist.eval.metrics import NYU_SUBJECT_SPLIT, compute_metrics
 from murauer_dist.eval.result_files import write_result_file
 from murauer_dist.eval.score import format_table
 from murauer_dist.geometry import denormalize_joints
 from murauer_dist.tracking.progress import progress
+
+
+class EvaluationError(UserError):
+    """A checkpoint or option that `evaluate` cannot use."""
+
 
 OVERLAY_COUNT = 8                  # qualitative examples, spread from the best to the worst frame
 
@@ -163,9 +169,9 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
     from murauer_dist.data.loaders import build_eval_loader
     from murauer_dist.train.checkpoint import load_for_inference
     if domain not in EVAL_STREAMS:
-        raise SystemExit(f"murauer-dist evaluate: --domain must be one of {sorted(EVAL_STREAMS)}, got {domain!r}")
+        raise EvaluationError(f"evaluate: --domain must be one of {sorted(EVAL_STREAMS)}, got {domain!r}")
     if not Path(checkpoint).exists():
-        raise SystemExit(f"murauer-dist evaluate: checkpoint {checkpoint} not found "
+        raise EvaluationError(f"evaluate: checkpoint {checkpoint} not found "
                          f"(a checkpoint file or a run folder; train writes them under train.out)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg = load_for_inference(checkpoint, device)

@@ -9,6 +9,7 @@ can look like (`plausible_formats`); scoring adds a check against the ground tru
 """
 from __future__ import annotations
 
+import gzip
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.geometry import IMAGE_HEIGHT, IMAGE_WIDTH, uvd_to_xyz, xyz_to_uvd
 from murauer_dist.errors import UserError
+from murauer_dist.geometry import IMAGE_HEIGHT, IMAGE_WIDTH, uvd_to_xyz, xyz_to_uvd
 
 FORMATS = ("uvd", "xyz")
 NUM_JOINTS = 14
@@ -142,6 +143,22 @@ def _parse_lines(text: str, path: str, num_joints: int) -> np.ndarray:
     return values
 
 
+def _read_text(path: str) -> str:
+    """The file's text; gzip-compressed files (.gz) are read transparently."""
+    data = Path(path).read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            raise ResultFormatError(f"{path}: a damaged gzip file ({err})") from None
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ResultFormatError(f"{path}: line {line}: not a text result file (byte {data[err.start]:#04x} at "
+                                f"offset {err.start}); expected lines of numbers") from None
+
+
 def read_result_file(path: str | Path, fmt: str = "auto", expected_rows: int | None = None,
                      num_joints: int = NUM_JOINTS) -> ResultFile:
     """Read and validate a result file; `fmt` "uvd", "xyz" or "auto" (detected from the values)."""
@@ -149,7 +166,7 @@ def read_result_file(path: str | Path, fmt: str = "auto", expected_rows: int | N
     _check_fmt(fmt, allow_auto=True)
     if not Path(path).is_file():
         raise ResultFormatError(f"{path}: no such result file")
-    values = _parse_lines(Path(path).read_text(), path, num_joints)
+    values = _parse_lines(_read_text(path), path, num_joints)
     if values.shape[0] == 0:
         raise ResultFormatError(f"{path}: the file holds no lines (expected one line per test frame)")
     if expected_rows is not None and values.shape[0] != expected_rows:

@@ -113,18 +113,30 @@ def write_scores(out_dir: str | Path, results: dict[str, dict], ground_truth: st
     return {"json": json_path, "plot": plot_success_curves(results, out_dir / "success_rate.png")}
 
 
+def _looks_like_ground_truth(path: str) -> bool:
+    name = Path(path).name.lower().replace("-", "_")
+    return "groundtruth" in name or "ground_truth" in name or name.startswith("gt_") or "_gt." in name
+
+
+def _check_ground_truth_last(predictions: list[str], ground_truth: str) -> None:
+    """The last file is the ground truth: refuse an order that would score the ground truth as a method."""
+    named_gt = [p for p in predictions if _looks_like_ground_truth(p)]
+    if named_gt and not _looks_like_ground_truth(ground_truth):
+        raise ResultFormatError(f"score: {named_gt[0]} looks like the ground truth, but the ground truth is the "
+                                f"last file ({ground_truth}); put it last or pass --ground-truth {named_gt[0]}")
+
+
 def score_command(predictions: list[str], ground_truth: str = "", fmt: str = "auto", out: str = "") -> dict:
     """Score PREDICTIONS against GROUND_TRUTH (or the last positional file); print the table."""
     predictions = [str(p) for p in predictions]
     if not ground_truth:
         if len(predictions) < 2:
-            raise SystemExit("murauer-dist score: give PREDICTIONS... GROUND_TRUTH "
-                             "(or --ground-truth FILE); e.g. score results_uvd.txt nyu_test_groundtruth_label.txt")
+            raise ResultFormatError("score: give PREDICTIONS... GROUND_TRUTH (or --ground-truth FILE); "
+                                    "e.g. score results_uvd.txt nyu_test_groundtruth_label.txt")
         predictions, ground_truth = predictions[:-1], predictions[-1]
-    try:
-        results = score_files(predictions, str(ground_truth), fmt)
-    except ResultFormatError as err:
-        raise SystemExit(f"murauer-dist score: {err}") from None
+        _check_ground_truth_last(predictions, ground_truth)
+    results = score_files(predictions, str(ground_truth), fmt)
+    print(f"ground truth: {ground_truth}")
     print(format_table(results))
     if out:
         written = write_scores(out, results, str(ground_truth))

@@ -11,10 +11,16 @@ import sys
 from pathlib import Path
 
 from murauer_dist.config import load_config
+from murauer_dist.errors import UserError
 from murauer_dist.sweep.expand import bayes_next, planned_runs, run_limit
 from murauer_dist.sweep.runner import Runner, read_result, run_combination, subprocess_runner
 from murauer_dist.sweep.spec import SweepSpec, format_value, load_sweep
 from murauer_dist.sweep.summary import write_summary
+
+
+class SweepError(UserError):
+    """Runs of a sweep that failed (the summary is written; running the command again retries them)."""
+
 
 __all__ = ["load_sweep", "planned_runs", "run_sweep", "sweep_command"]
 
@@ -71,6 +77,6 @@ def sweep_command(sweep_file: str, overrides=(), max_runs: int = 0, preset: str 
     failed = [row["run"] for row in rows if row["status"] != "finished"]
     if failed:
         # The summary is written; the exit status still tells scripts that the sweep is incomplete.
-        raise SystemExit(f"murauer-dist sweep: {len(failed)} of {len(rows)} runs failed ({', '.join(failed)}); "
+        raise SweepError(f"sweep: {len(failed)} of {len(rows)} runs failed ({', '.join(failed)}); "
                          "run the same command again to retry them")
     return rows
