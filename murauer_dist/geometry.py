@@ -1,6 +1,6 @@
 """NYU camera model, uvd <-> xyz, the 3D cube crop and its inverses (numpy).
 
-Conventions (../shared/method.md §1-2):
+Conventions (docs/method.md §1-2):
 - camera: fx=588.03, fy=587.07, ux=320, uy=240; x right, **y up**, z = depth in mm;
   u = ux + fx*x/z, v = uy - fy*y/z.
 - pixel p covers [p, p+1): a continuous (u, v) reads depth[floor(v), floor(u)].

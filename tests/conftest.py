@@ -1,22 +1,34 @@
-import os
+import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("MURAUER_SHARED", REPO.parent / "shared"))
-NYU_FILES = SHARED / "data" / "nyu"
+# Real NYU test files that ship with the repository (origins and licence: tests/data/nyu/SOURCES.md).
+NYU_FILES = REPO / "tests" / "data" / "nyu"
+NYU_GT = "nyu_test_groundtruth_label.txt.gz"
+NYU_FRAME = "test/depth_1_0000001.png"
+MURAUER_RESULT = "results/murauer_n72757_uvd.txt.gz"
+
+
+def read_text(path: Path) -> str:
+    """A text file's content; .gz files are decompressed."""
+    if Path(path).suffix == ".gz":
+        with gzip.open(path, "rt") as handle:
+            return handle.read()
+    return Path(path).read_text()
 
 
 @pytest.fixture(scope="session")
 def nyu_files() -> Path:
-    if not (NYU_FILES / "nyu_test_groundtruth_label.txt").is_file():
-        pytest.skip(f"real NYU test files not found at {NYU_FILES} (set MURAUER_SHARED)")
+    missing = [name for name in (NYU_GT, NYU_FRAME, MURAUER_RESULT) if not (NYU_FILES / name).is_file()]
+    if missing:
+        pytest.fail(f"real NYU test files missing from {NYU_FILES}: {', '.join(missing)} (they are part of the repository)")
     return NYU_FILES
 
 
 @pytest.fixture(scope="session")
 def nyu_gt_uvd(nyu_files) -> np.ndarray:
     """Ground truth of all 8252 NYU test frames, (8252, 14, 3) uvd."""
-    return np.loadtxt(nyu_files / "nyu_test_groundtruth_label.txt").reshape(-1, 14, 3)
+    return np.loadtxt(nyu_files / NYU_GT).reshape(-1, 14, 3)

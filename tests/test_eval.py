@@ -21,19 +21,21 @@ from murauer_dist.eval.result_files import (ResultFormatError, consistent_fracti
                                             read_result_file, write_result_file)
 from murauer_dist.eval.score import format_table, score_command, score_files
 
-# ../shared/method.md §6.5, n = 72,757
+from conftest import MURAUER_RESULT, NYU_GT, read_text
+
+# docs/method.md §6.5, n = 72,757
 PUBLISHED_PER_JOINT = [11.77, 8.19, 12.91, 7.93, 13.01, 8.24, 13.37, 9.17, 11.40, 8.99, 7.49, 7.21, 7.77, 5.06]
 PUBLISHED_WITHIN = {"10": 15.5, "20": 66.1, "30": 85.5, "40": 90.7, "50": 94.7, "80": 99.0}
 
 
 @pytest.fixture(scope="session")
 def murauer_file(nyu_files) -> Path:
-    return nyu_files / "results" / "murauer_n72757_uvd.txt"
+    return nyu_files / MURAUER_RESULT
 
 
 @pytest.fixture(scope="session")
 def gt_file(nyu_files) -> Path:
-    return nyu_files / "nyu_test_groundtruth_label.txt"
+    return nyu_files / NYU_GT
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +83,7 @@ def test_xyz_and_uvd_versions_score_the_same(tmp_path, murauer_file, gt_file, mu
 
 @pytest.fixture()
 def murauer_lines(murauer_file) -> list[str]:
-    return murauer_file.read_text().splitlines()
+    return read_text(murauer_file).splitlines()
 
 
 def test_missing_line_is_rejected_with_its_line_number(tmp_path, murauer_lines, gt_file):
@@ -116,8 +118,8 @@ def test_uvd_given_as_xyz_is_rejected(murauer_file, gt_file, tmp_path):
     with pytest.raises(ResultFormatError, match=r"declared xyz.*look like uvd"):
         score_files([str(murauer_file)], str(gt_file), fmt="xyz")
     # 200 frames whose pixels also pass as plausible mm: the ground truth settles it
-    pred_lines = murauer_file.read_text().splitlines()[:200]
-    gt_lines = gt_file.read_text().splitlines()[:200]
+    pred_lines = read_text(murauer_file).splitlines()[:200]
+    gt_lines = read_text(gt_file).splitlines()[:200]
     pred, gt = _write_lines(tmp_path / "pred200.txt", pred_lines), _write_lines(tmp_path / "gt200.txt", gt_lines)
     assert consistent_fraction(read_result_file(pred, "uvd").values)["xyz"] == 1.0
     with pytest.raises(ResultFormatError, match=r"pred200\.txt: declared xyz, but read as xyz the mean error is "

@@ -1,4 +1,4 @@
-"""The MURAUER networks: shapes, parameter counts (analytic, method.md §3.6), block semantics, init."""
+"""The MURAUER networks: shapes, parameter counts (analytic, docs/method.md §3.6), block semantics, init."""
 import math
 
 import pytest
@@ -44,7 +44,7 @@ def test_full_size_parameter_counts(nyu_parts):
     assert count_parameters(model.view_decoder) == convt + 2 * (512 + 256 + 128 + 64)   # 11.17 M
     assert round(count_parameters(model.view_decoder) / 1e6, 2) == 11.17
     assert count_parameters(disc) == 2 * 2 * (1024 * 1024 + 1024) + 1025     # 4.20 M
-    # method.md: ~21.6 M with the unused second pose head (43 k) that is not built here
+    # docs/method.md §3.6: ~21.6 M with the unused second pose head (43 k) that is not built here
     assert abs(count_parameters(model) + 43050 - 21.6e6) < 0.05e6
 
 

@@ -1,7 +1,7 @@
 """DALI pipelines: read shard tars, decode 16-bit crops, draw the augmentation and warp, per stream.
 
 One switch for where it runs: device "gpu" -> device_id=local rank, the mixed decoder and .gpu()
-image ops; "cpu" -> device_id=None and the same graph on the CPU (what CI runs; ../shared/stack-notes.md
+image ops; "cpu" -> device_id=None and the same graph on the CPU (what CI runs; docs/stack-notes.md
 §2). The output of every pipeline is the *raw* stream dict of streams.py (crops in mm, warped and
 noisy; random draws; stored labels), turned into the batch contract by streams.finish in torch.
 

@@ -1,5 +1,5 @@
 """Original-style loader, for the loader benchmark only: one sample at a time on the CPU, the way the
-original code did it (../shared/method.md §2): decode the full 640x480 NYU PNG, add noise to the whole
+original code did it (docs/method.md §2): decode the full 640x480 NYU PNG, add noise to the whole
 map, rotate the whole map about the palm (nearest), crop the cube around the jittered centre, normalise.
 
 The full-map rotation uses scipy.ndimage.affine_transform (order 0), a compiled warp like the

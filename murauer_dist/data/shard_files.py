@@ -1,4 +1,4 @@
-"""Finding and checking shard tars for the loaders (schema in ../shared/design.md and batch.py).
+"""Finding and checking shard tars for the loaders (schema in shards/README.md and batch.py).
 
 A header-only scan of each tar (no payload read) gives the sample keys and members; it serves the
 sample counts, the rank partitions of the reference loader, the labeled-frame set and the checks:

@@ -2,7 +2,7 @@
 
     murauer-dist evaluate CHECKPOINT [SHARDS] [--out DIR] [--batch B] [--domain real|synth]
 
-Test protocol (../shared/method.md §6.1): real camera-1 crops around the ground-truth palm centre,
+Test protocol (docs/method.md §6.1): real camera-1 crops around the ground-truth palm centre,
 no augmentation, the mapped real path (real -> f -> m -> p; a baseline that never trained m runs
 unmapped, see MurauerModel.eval_mapped), predictions de-normalised to camera mm.
 `--domain synth` runs the same frames' synthetic twins through the unmapped path (f -> p) into

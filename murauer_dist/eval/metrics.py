@@ -1,6 +1,6 @@
 """Standard NYU hand-pose metrics on (N, J, 3) joint positions in camera mm (numpy, vectorised).
 
-Definitions (../shared/method.md §6.1):
+Definitions (docs/method.md §6.1):
 - mean joint error (ME): mean over frames of the mean over joints of ||pred - gt||_2;
 - median: median of all per-joint errors;
 - frame success rate at t: fraction of frames whose *worst* joint is within t mm;

@@ -1,6 +1,6 @@
 """Community hand-pose result files: read with strict validation, write atomically.
 
-Layout (../shared/method.md §7): one line per test frame in dataset order, J joints x 3 values,
+Layout (docs/method.md §7): one line per test frame in dataset order, J joints x 3 values,
 joint-major (j0_a j0_b j0_c j1_a ...), written with %.4f. Two unit systems:
 - uvd: u, v in pixels of the 640x480 NYU camera image, d in mm;
 - xyz: camera coordinates in mm, NYU convention (y up, z = depth).

@@ -64,8 +64,14 @@ def load_predictions(path: str, gt: ResultFile, fmt: str = "auto") -> ResultFile
     return pred
 
 
+def _method_name(path: str) -> str:
+    """The file name without its extension, and without .txt under a .gz (a.txt.gz -> a)."""
+    name = Path(path)
+    return Path(name.stem).stem if name.suffix == ".gz" else name.stem
+
+
 def _method_names(paths: list[str]) -> list[str]:
-    names = [Path(p).stem for p in paths]
+    names = [_method_name(p) for p in paths]
     return [name if names.count(name) == 1 else f"{name}[{i}]" for i, name in enumerate(names)]
 
 

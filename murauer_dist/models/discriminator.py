@@ -1,4 +1,4 @@
-"""Discriminator h: two residual FC blocks + FC 1, unbounded output (LSGAN, method.md §3.5).
+"""Discriminator h: two residual FC blocks + FC 1, unbounded output (LSGAN, docs/method.md §3.5).
 
 Same block switch as the mapping: with the released code's affine blocks it is a linear critic.
 """

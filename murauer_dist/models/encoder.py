@@ -1,4 +1,4 @@
-"""Feature extractor f: depth crop -> feature z' (method.md §3.1).
+"""Feature extractor f: depth crop -> feature z' (docs/method.md §3.1).
 
 5x5 conv (no BN/ReLU after it), 2x2 max-pool, four stages of torchvision-v1.5 bottleneck blocks
 (the first block of each stage has stride 2 and a 1x1 projection), BN-ReLU, flatten, FC.

@@ -1,4 +1,4 @@
-"""Mapping m: real features -> synthetic feature space; two residual FC blocks (method.md §3.2).
+"""Mapping m: real features -> synthetic feature space; two residual FC blocks (docs/method.md §3.2).
 
 The paper's block has a non-linearity: relu(x + fc2(relu(fc1(x)))). The released code computes
 relu(fc1(x)), discards it and returns fc2(x) + x, which makes m affine (fc1 never gets a

@@ -74,7 +74,7 @@ class MurauerModel(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """method.md §3.6: conv N(0, sqrt(2 / (k*k*out))), BN gamma 1 beta 0, Linear/ConvT defaults."""
+    """docs/method.md §3.6: conv N(0, sqrt(2 / (k*k*out))), BN gamma 1 beta 0, Linear/ConvT defaults."""
     for layer in module.modules():
         if isinstance(layer, nn.Conv2d):
             kh, kw = layer.kernel_size

@@ -1,4 +1,4 @@
-"""Pose head p: emb -> FC -> ReLU (= hidden h, read by the view decoder) -> FC 3J (method.md §3.3)."""
+"""Pose head p: emb -> FC -> ReLU (= hidden h, read by the view decoder) -> FC 3J (docs/method.md §3.3)."""
 from __future__ import annotations
 
 import torch

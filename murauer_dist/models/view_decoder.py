@@ -1,4 +1,4 @@
-"""View-prediction decoder g (PreView's DCGAN generator, method.md §3.4).
+"""View-prediction decoder g (PreView's DCGAN generator, docs/method.md §3.4).
 
 [h, cond] as a 1x1 map -> ConvT 4x4 s1 to 4x4 -> ConvT 4x4 s2 ... up to crop/2 (BN + LeakyReLU
 after all but the last, no biases) -> bilinear x2 (align_corners) -> tanh. For 128 crops the

@@ -2,7 +2,7 @@
 
 Single process without torchrun's environment; under `torchrun --nproc_per_node=N` every rank
 runs this (gloo on CPU, nccl on GPU). Every process ends through dist.clean_exit, which avoids the
-gloo exit abort of stack-notes §4.
+gloo exit abort of docs/stack-notes.md §4.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The loss terms of method.md §4, each a small named function, computed in float32.
+"""The loss terms of docs/method.md §4, each a small named function, computed in float32.
 
 Scalings follow the original code: sums of squared errors (SSE) for full streams, and
 batch-size x MSE for the labeled part of the view-prediction batch.

@@ -1,4 +1,4 @@
-"""Learning-rate multiplier of method.md §5.3 and the world-size scaling of the base rate."""
+"""Learning-rate multiplier of docs/method.md §5.3 and the world-size scaling of the base rate."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""One training step: named streams in, named loss terms out (method.md §4).
+"""One training step: named streams in, named loss terms out (docs/method.md §4).
 
 Order per step: one model forward (one pass per stream, so BatchNorm batches are domain-pure),
 then one discriminator step on detached features, then the model loss (the adversarial term
