@@ -26,14 +26,15 @@ def synth_data(out: str, frames_train: int = 4000, frames_test: int = 800, seed:
 
 
 def make_shards(root: str = "", out: str = "", *overrides: str, split: str = "all", shard_size: int = 0,
-                workers: int = 2, preset: str = "", verify: str = "") -> None:
+                workers: int = 2, preset: str = "", verify: str = "", overwrite: bool = False) -> None:
     """Crop an NYU-layout ROOT into WebDataset shards under OUT; `--verify OUT` re-checks a shard set.
 
     Options are flags (`--split train --workers 8`) so that positional `section.key=value` overrides
-    after ROOT OUT are not taken for them."""
+    after ROOT OUT are not taken for them. `--overwrite` rewrites shards that OUT holds from another
+    source (other root, changed images or labels) instead of stopping."""
     from murauer_dist.data.shards.cli import make_shards_command
     make_shards_command(root=root, out=out, split=split, shard_size=shard_size, workers=workers,
-                        preset=preset, verify=verify, overrides=overrides)
+                        preset=preset, verify=verify, overrides=overrides, overwrite=overwrite)
 
 
 def train(preset: str, *overrides: str, local_rank: int | None = None) -> None:

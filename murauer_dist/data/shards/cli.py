@@ -1,16 +1,18 @@
 """`murauer-dist make-shards ROOT OUT [--split all|train|test] [--shard-size N] [--workers K] [--preset P]
-[section.key=value ...]` and `murauer-dist make-shards --verify OUT`."""
+[--overwrite] [section.key=value ...]` and `murauer-dist make-shards --verify OUT`."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 from murauer_dist.config import load_config
 from murauer_dist.data import nyu
-from murauer_dist.data.shards.build import build_split
-from murauer_dist.data.shards.manifest import ShardSetError
-from murauer_dist.data.shards.plan import SPLIT_CHOICES, plan_splits
+from murauer_dist.data.shards.build import build_split, check_source
+from murauer_dist.data.shards.manifest import MANIFEST, read_manifest
+from murauer_dist.data.shards.plan import SPLIT_CHOICES, PlanError, plan_splits
 from murauer_dist.data.shards.verify import verify_shard_set
+from murauer_dist.errors import UserError
 
 
 def _log(message: str) -> None:
@@ -31,27 +33,45 @@ def open_splits(root: str | Path, nyu_names: set[str]) -> dict[str, nyu.NyuSplit
     return splits
 
 
+def _drop_stale_labeled(out: Path, train: dict, log) -> None:
+    """After --overwrite rewrote train shards: remove the labeled subsets cut from the old ones."""
+    for manifest_path in sorted((out / "labeled").glob(f"*/{MANIFEST}")):
+        subset = read_manifest(manifest_path.parent)
+        if subset.get("source") != train.get("source") or subset.get("fingerprint") != train["fingerprint"]:
+            shutil.rmtree(manifest_path.parent)
+            log(f"removed {manifest_path.parent}: cut from the train shards before --overwrite (made again on use)")
+
+
 def make_shard_set(root: str, out: str, split: str = "all", shard_size: int = 0, workers: int = 2,
-                   preset: str = "", overrides=(), log=_log) -> dict[str, dict]:
-    """Write SHARDS/{train,val,test} for `split`; returns {split: manifest}. Resumes finished shards."""
+                   preset: str = "", overrides=(), log=_log, overwrite: bool = False) -> dict[str, dict]:
+    """Write SHARDS/{train,val,test} for `split`; returns {split: manifest}. Resumes finished shards.
+
+    Finished shards made from another source stop the run (ShardSetError) unless `overwrite`: then
+    they are rewritten, and labeled subsets cut from replaced train shards are removed."""
     cfg = load_config(preset or None, list(overrides))
     root, out = root or cfg.data.root, out or cfg.data.shards
     if split not in SPLIT_CHOICES:
-        raise ValueError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
+        raise PlanError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
     nyu_names = {"test" if name == "test" else "train" for name in SPLIT_CHOICES[split]}
     splits = open_splits(root, nyu_names)
     plans = plan_splits(cfg, {name: len(s) for name, s in splits.items()}, split, shard_size)
     config = {"preset": preset, "overrides": [str(o) for o in overrides], "data": cfg.to_dict()["data"]}
+    if not overwrite:                                   # stop before writing any split, not after some
+        for plan in plans:
+            check_source(splits[plan.nyu_split], plan, Path(out))
     manifests, started = {}, time.perf_counter()
     for plan in plans:
-        manifests[plan.split] = build_split(splits[plan.nyu_split], plan, Path(out), config, workers=workers, log=log)
+        manifests[plan.split] = build_split(splits[plan.nyu_split], plan, Path(out), config, workers=workers, log=log,
+                                            overwrite=overwrite)
+    if overwrite and "train" in manifests:
+        _drop_stale_labeled(Path(out), manifests["train"], log)
     frames = sum(plan.num_frames for plan in plans)
     log(f"done: {frames} frames in {time.perf_counter() - started:.1f} s -> {out}")
     return manifests
 
 
 def make_shards_command(root: str = "", out: str = "", split: str = "all", shard_size: int = 0, workers: int = 2,
-                        preset: str = "", verify: str = "", overrides=()) -> None:
+                        preset: str = "", verify: str = "", overrides=(), overwrite: bool = False) -> None:
     """The `make-shards` command; a bad dataset or a bad shard set exits with one clear message."""
     try:
         if verify:
@@ -59,6 +79,6 @@ def make_shards_command(root: str = "", out: str = "", split: str = "all", shard
             _log(f"verified {sum(counts.values())} samples in {len(counts)} split folder(s) of {verify}: all ok")
             return
         make_shard_set(root, out, split=split, shard_size=shard_size, workers=workers, preset=preset,
-                       overrides=overrides)
-    except (ShardSetError, nyu.LayoutError) as err:
+                       overrides=overrides, overwrite=overwrite)
+    except UserError as err:
         raise SystemExit(f"make-shards: {err}") from err

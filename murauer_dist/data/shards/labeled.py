@@ -101,7 +101,7 @@ def _subset_manifest(train_dir: Path, train: dict, n: int, seed: int, chosen: np
     else:
         records = _copy_samples(train_dir, train, frames, folder)
     manifest = build_manifest("labeled", train["source_root"], train["fingerprint"], train["settings"],
-                              train["config"], records)
+                              train["config"], records, source=train.get("source"))
     skipped_in_train = {item["frame"]: item for item in train["skipped"]}
     manifest["skipped"] = [skipped_in_train[f] for f in frames if f in skipped_in_train]
     manifest["num_skipped"] = len(manifest["skipped"])
@@ -122,6 +122,11 @@ def ensure_labeled_shards(shards_dir: str | os.PathLike, n: int, seed: int) -> P
         if existing["fingerprint"] != train["fingerprint"]:
             raise ShardSetError(f"{folder} was cut from other train shards (fingerprint {existing['fingerprint']}, "
                                 f"train now {train['fingerprint']}); delete {folder} to remake it")
+        if existing.get("source") != train.get("source"):
+            old, new = existing.get("source") or {}, train.get("source") or {}
+            raise ShardSetError(f"{folder} was cut from train shards made from another source ({old.get('root')}, "
+                                f"shards digest {old.get('shards_digest')}; train now {new.get('root')}, "
+                                f"{new.get('shards_digest')}); delete {folder} to remake it")
         return folder
     chosen = labeled_frames(n_train, n, seed)
     temp = folder.parent / f".tmp-{folder.name}.{os.getpid()}"

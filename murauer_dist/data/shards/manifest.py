@@ -2,8 +2,10 @@
 
 manifest.json of a split folder:
     {"schema": 1, "split": ..., "source_root": ..., "fingerprint": ..., "settings": {plan},
-     "config": {data section used}, "num_samples": int, "num_skipped": int,
-     "shards": [{"name", "index", "frames": [lo, hi), "samples", "bytes", "sha256", "sample_digests"}],
+     "source": {"root", "joint_data", "shards_digest"}, "config": {data section used},
+     "num_samples": int, "num_skipped": int,
+     "shards": [{"name", "index", "frames": [lo, hi), "samples", "bytes", "sha256", "sample_digests",
+                 "source_digest"}],
      "skipped": [{"frame", "key", "reason"}]}
 Shard names are relative to the split folder (a full labeled subset points at ../../train/...).
 Sidecars (.parts/shard-NNNNNN.json) hold the same per-shard record; they make a run resumable.
@@ -57,16 +59,30 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def shards_source_digest(records: list[dict]) -> str | None:
+    """One digest over the shards' source digests (None when a record has none)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for record in sorted(records, key=lambda record: record["index"]):
+        if not record.get("source_digest"):
+            return None
+        digest.update(f"{record['index']} {record['source_digest']}\n".encode())
+    return digest.hexdigest()
+
+
 def build_manifest(split: str, source_root: str, fingerprint: str, settings: dict, config: dict,
-                   records: list[dict]) -> dict:
+                   records: list[dict], source: dict | None = None) -> dict:
+    """`source`: what the shards were cut from (root, joint_data.mat digest, shards' source digest)."""
     records = sorted(records, key=lambda record: record["index"])
     skipped = [item for record in records for item in record["skipped"]]
-    shards = [{key: value for key, value in record.items() if key not in ("skipped", "fingerprint")}
+    shards = [{key: value for key, value in record.items() if key not in ("skipped", "fingerprint", "source_root")}
               for record in records]
-    return {"schema": settings.get("schema", 1), "split": split, "source_root": source_root,
-            "fingerprint": fingerprint, "settings": settings, "config": config,
-            "num_samples": sum(record["samples"] for record in records), "num_skipped": len(skipped),
-            "shards": shards, "skipped": skipped}
+    manifest = {"schema": settings.get("schema", 1), "split": split, "source_root": source_root,
+                "fingerprint": fingerprint, "settings": settings, "config": config,
+                "num_samples": sum(record["samples"] for record in records), "num_skipped": len(skipped),
+                "shards": shards, "skipped": skipped}
+    if source is not None:
+        manifest["source"] = source
+    return manifest
 
 
 def write_manifest(folder: Path, manifest: dict) -> Path:

@@ -14,9 +14,14 @@ from dataclasses import asdict, dataclass
 from murauer_dist import geometry
 from murauer_dist.config import Config
 from murauer_dist.data.shards.schema import ENCODINGS, SCHEMA_VERSION
+from murauer_dist.errors import UserError
 
 SHARD_SPLITS = ("train", "val", "test")
 SPLIT_CHOICES = {"all": ("train", "val", "test"), "train": ("train", "val"), "test": ("test",)}
+
+
+class PlanError(UserError, ValueError):
+    """Shard settings that cannot be planned (split choice, encoding, shard size, val fraction)."""
 
 
 @dataclass(frozen=True)
@@ -71,20 +76,20 @@ class SplitPlan:
 def val_count(train_frames: int, val_fraction: float) -> int:
     """`val` = the last round(val_fraction * N) NYU train frames."""
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction must lie in [0, 1), got {val_fraction}")
+        raise PlanError(f"data.val_fraction must lie in [0, 1), got {val_fraction}")
     return int(round(val_fraction * train_frames))
 
 
 def plan_splits(cfg: Config, nyu_lengths: dict[str, int], split: str, shard_size: int = 0) -> list[SplitPlan]:
     """The SplitPlans for `split` in {all, train, test}; nyu_lengths = frames per NYU split."""
     if split not in SPLIT_CHOICES:
-        raise ValueError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
+        raise PlanError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
     data = cfg.data
     if data.encoding not in ENCODINGS:
-        raise ValueError(f"data.encoding must be one of {', '.join(ENCODINGS)}, got {data.encoding!r}")
+        raise PlanError(f"data.encoding must be one of {', '.join(ENCODINGS)}, got {data.encoding!r}")
     size = int(shard_size or data.shard_size)
     if size < 1:
-        raise ValueError(f"shard size must be >= 1, got {size}")
+        raise PlanError(f"shard size (--shard-size or data.shard_size) must be >= 1, got {size}")
     common = dict(crop_size=data.crop_size, stored_size=geometry.stored_size(data.crop_size, data.crop_margin),
                   margin=float(data.crop_margin), cube_mm=float(data.cube_mm), encoding=data.encoding,
                   shard_size=size)

@@ -3,8 +3,9 @@
 Tars are deterministic (webdataset TarWriter with mtime 0, uid/gid 0, empty user/group names, USTAR,
 members sorted by name, samples in frame order), so a resumed run writes the same bytes as an
 uninterrupted one. A tar is written under a temporary name, then renamed, then its sidecar record
-(sample count, SHA-256, per-sample digests, skipped frames) is written: a shard counts as finished
-only when its sidecar exists and its hash matches.
+(sample count, SHA-256, per-sample digests, skipped frames, source root and source digest) is
+written: a shard counts as finished only when its sidecar exists, its hash matches and its source
+is still the same.
 """
 from __future__ import annotations
 
@@ -63,6 +64,36 @@ def build_sample(split: nyu.NyuSplit, plan: SplitPlan, frame: int) -> dict[str, 
     return sample
 
 
+def source_root(split: nyu.NyuSplit) -> str:
+    """The dataset root a shard set records as its source: the resolved path."""
+    return str(Path(split.root).resolve())
+
+
+def source_digest(split: nyu.NyuSplit, plan: SplitPlan, index: int) -> str:
+    """Digest of what shard `index` reads: per frame the labels of all cameras (both arrays of
+    joint_data.mat) and the name, size and mtime of each of its 6 depth PNGs ("missing" when absent).
+
+    Stat calls, no reading: a finished shard is checked against its source in microseconds per
+    frame when a run resumes. Taken before the shard's images are read, so a file that changes
+    while the shard is written makes the next run see a changed source.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for frame in plan.shard_frames(index):
+        digest.update(f"frame {frame}\n".encode())
+        for camera in nyu.CAMERAS:
+            labels = split.labels(frame, camera)
+            digest.update(np.ascontiguousarray(labels.uvd, "<f8").tobytes())
+            digest.update(np.ascontiguousarray(labels.xyz, "<f8").tobytes())
+            for domain in DOMAINS:
+                path = split.depth_path(frame, camera, domain)
+                try:
+                    stat = path.stat()
+                    digest.update(f"{path.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+                except OSError as err:
+                    digest.update(f"{path.name} unreadable: {type(err).__name__}\n".encode())
+    return digest.hexdigest()
+
+
 def sample_digest(sample: dict[str, bytes]) -> str:
     """Digest over a sample's member names and bytes; lets --verify name the first bad sample."""
     digest = hashlib.blake2b(digest_size=8)
@@ -94,6 +125,7 @@ def write_shard(split: nyu.NyuSplit, plan: SplitPlan, folder: Path, index: int) 
     """Write shard `index` of `plan` into `folder` (temp name, then rename) and its sidecar; return the record."""
     final = folder / shard_name(index)
     temp = folder / f"{TEMP_PREFIX}{final.name}.{os.getpid()}"
+    source = source_digest(split, plan, index)
     samples, skipped = [], []
     try:
         with open(temp, "wb") as raw:
@@ -117,6 +149,6 @@ def write_shard(split: nyu.NyuSplit, plan: SplitPlan, folder: Path, index: int) 
     record = {"name": final.name, "index": index, "fingerprint": plan.fingerprint,
               "frames": [frames.start, frames.stop], "samples": len(samples), "bytes": hashing.size,
               "sha256": hashing.sha256.hexdigest(), "sample_digests": {s["key"]: s["digest"] for s in samples},
-              "skipped": skipped}
+              "skipped": skipped, "source_root": source_root(split), "source_digest": source}
     write_sidecar(folder, record)
     return record
