@@ -1,6 +1,6 @@
 """Labeled subsets: which real frames carry labels for (seed, n), written as a small shard set.
 
-The choice follows the original code (../shared/method.md §5.6): rng = np.random.RandomState(seed);
+The choice follows the original code (docs/method.md §5.6): rng = np.random.RandomState(seed);
 the first permutation(N_train) is consumed (by the pre-training loader there); the labeled frames
 are the first n of the second permutation. N_train = NYU train frames minus the val tail. So the
 subsets are nested (n=10 is inside n=100 ...). The samples are copied out of the train shards into
