@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -26,59 +27,89 @@ class ConfigError(UserError, ValueError):
     """A preset or override that does not fit the config tree."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric field (of every item of a list field); NaN and inf never are."""
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def accepts(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def describe(self) -> str:
+        low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
+        high = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None
+        if low and high:
+            return f"{low}, {high}"
+        if low:
+            return f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}"
+        return f"<= {self.le:g}" if self.le is not None else f"< {self.lt:g}"
+
+
+def ranged(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, **bounds):
+    """A dataclass field whose valid range (Range(**bounds)) sits next to it, in its metadata."""
+    return field(default=default, default_factory=factory, metadata={"range": Range(**bounds)})
+
+
 @dataclass
 class DataConfig:
     root: str = "data/procedural"        # NYU-layout folder (real download or `synth-data` output)
     shards: str = "data/shards"          # output of `make-shards`: {train,val,test}/ and labeled/
-    crop_size: int = 128                 # network input side (pixels)
-    cube_mm: float = 300.0               # edge of the 3D crop cube
-    second_actor_cube_mm: float = 249.9  # NYU test frames >= second_actor_from use this cube
-    second_actor_from: int = 2441        # 0-based test index where the smaller cube starts (-1: never)
-    crop_margin: float = 1.625           # stored crop covers margin x the cube (room for rotation + jitter)
-    shard_size: int = 500                # frames per tar shard
+    crop_size: int = ranged(128, ge=16)  # network input side (pixels); its minimum: min_crop_size
+    cube_mm: float = ranged(300.0, gt=0)  # edge of the 3D crop cube
+    second_actor_cube_mm: float = ranged(249.9, gt=0)  # NYU test frames >= second_actor_from use this cube
+    second_actor_from: int = ranged(2441, ge=-1)  # 0-based test index where the smaller cube starts (-1: never)
+    crop_margin: float = ranged(1.625, ge=1)  # stored crop covers margin x the cube (room for rotation + jitter)
+    shard_size: int = ranged(500, ge=1)  # frames per tar shard
     encoding: str = "png"                # stored crops: "png" (16-bit) or "raw" (little-endian uint16)
-    view_camera: int = 3                 # target view of view prediction (camera slot)
-    swap_side_cameras_before: int = 0    # NYU: train frames < 29116 have cameras 2 and 3 swapped
-    val_fraction: float = 0.05           # tail of the train frames held out for validation (never trained on)
-    n_labeled: int = 100                 # labeled real frames (first n of the seeded permutation)
-    label_seed: int = 123456789          # the original code's global seed; picks the labeled subset
-    synth_frames_train: int = 4000       # procedural dataset size (demo / experiment make it if missing)
-    synth_frames_test: int = 800
-    synth_seed: int = 0
+    view_camera: int = ranged(3, ge=1, le=3)  # target view of view prediction (camera slot)
+    swap_side_cameras_before: int = ranged(0, ge=0)  # NYU: train frames < 29116 have cameras 2 and 3 swapped
+    val_fraction: float = ranged(0.05, ge=0, lt=1)  # tail of the train frames held out for validation (never trained on)
+    n_labeled: int = ranged(100, ge=1)   # labeled real frames (first n of the seeded permutation); at most the
+                                         # train frames of the shards (checked when the labeled subset is made)
+    label_seed: int = ranged(123456789, ge=0, le=2 ** 32 - 1)  # the original code's global seed; picks the labeled subset
+    synth_frames_train: int = ranged(4000, ge=1)  # procedural dataset size (demo / experiment make it if missing)
+    synth_frames_test: int = ranged(800, ge=1)
+    synth_seed: int = ranged(0, ge=0, le=2 ** 32 - 1)
 
 
 @dataclass
 class AugmentConfig:
     enabled: bool = True
-    rotation_deg: float = 60.0           # in-plane rotation ~ U[-r, r] about the palm centre
-    center_jitter_mm: float = 5.0        # 3D crop-centre offset ~ N(0, s^2) per axis
-    depth_noise_mm: float = 5.0          # per-pixel depth noise ~ N(0, s^2)
-    cond_noise_mm: float = 15.0          # noise on the decoder's conditioning centre
+    rotation_deg: float = ranged(60.0, ge=0, le=180)  # in-plane rotation ~ U[-r, r] about the palm centre
+    center_jitter_mm: float = ranged(5.0, ge=0)  # 3D crop-centre offset ~ N(0, s^2) per axis
+    depth_noise_mm: float = ranged(5.0, ge=0)  # per-pixel depth noise ~ N(0, s^2)
+    cond_noise_mm: float = ranged(15.0, ge=0)  # noise on the decoder's conditioning centre
 
 
 @dataclass
 class LoaderConfig:
     backend: str = "dali"                # "dali" or "reference" (webdataset + DataLoader)
     device: str = "auto"                 # "auto" (gpu when CUDA is present), "gpu" or "cpu"
-    num_threads: int = 2                 # DALI CPU threads / reference loader workers per rank
-    pairs: int = 21                      # labeled real/synthetic twins per step
-    synth: int = 21                      # independent synthetic crops (random camera)
-    views: int = 11                      # view-prediction frames (real and synthetic)
-    unlabeled_real: int = 11
-    unlabeled_synth: int = 11
-    eval_batch: int = 64
-    shuffle_buffer: int = 512            # samples a reader shuffles among (per rank and stream)
+    num_threads: int = ranged(2, ge=1)   # DALI CPU threads / reference loader workers per rank
+    pairs: int = ranged(21, ge=0)        # labeled real/synthetic twins per step (0 only where STREAM_RULES allow)
+    synth: int = ranged(21, ge=0)        # independent synthetic crops (random camera)
+    views: int = ranged(11, ge=0)        # view-prediction frames (real and synthetic)
+    unlabeled_real: int = ranged(11, ge=0)
+    unlabeled_synth: int = ranged(11, ge=0)
+    eval_batch: int = ranged(64, ge=1)
+    shuffle_buffer: int = ranged(512, ge=1)  # samples a reader shuffles among (per rank and stream)
     bad_samples: str = "skip"            # sample missing a member: "skip" (counted) or "error"
 
 
 @dataclass
 class ModelConfig:
-    in_features: int = 32                # conv1 filters
-    stage_widths: list[int] = field(default_factory=lambda: [64, 128, 256, 256])
-    blocks_per_stage: int = 5
-    embed_dim: int = 1024                # feature z and the mapping/discriminator width
-    decoder_features: int = 64
-    num_joints: int = 14
+    in_features: int = ranged(32, ge=1)  # conv1 filters
+    stage_widths: list[int] = ranged(factory=lambda: [64, 128, 256, 256], ge=4)  # multiples of 4, see NETWORK_RULES
+    blocks_per_stage: int = ranged(5, ge=1)
+    embed_dim: int = ranged(1024, ge=1)  # feature z and the mapping/discriminator width
+    decoder_features: int = ranged(64, ge=1)
+    num_joints: int = ranged(14, ge=1)
     released_affine_blocks: bool = False  # True: the released code's affine mapping/discriminator
     sync_bn: bool = False                # SyncBatchNorm across ranks (default: per-rank statistics)
     channels_last: bool = False
@@ -87,38 +118,39 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    beta: float = 1.0                    # labeled real pose loss
-    lambda_c: float = 0.2                # feature matching on labeled pairs
-    lambda_g: float = 1e-4               # view prediction
-    lambda_m: float = 1e-5               # adversarial (mapping only)
+    beta: float = ranged(1.0, ge=0)      # labeled real pose loss
+    lambda_c: float = ranged(0.2, ge=0)  # feature matching on labeled pairs
+    lambda_g: float = ranged(1e-4, ge=0)  # view prediction
+    lambda_m: float = ranged(1e-5, ge=0)  # adversarial (mapping only)
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 3.3e-4
-    weight_decay: float = 1e-3           # coupled L2, as torch.optim.Adam does it (not AdamW)
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr: float = ranged(3.3e-4, gt=0)
+    weight_decay: float = ranged(1e-3, ge=0)  # coupled L2, as torch.optim.Adam does it (not AdamW)
+    betas: list[float] = ranged(factory=lambda: [0.9, 0.999], ge=0, lt=1)
     lr_scaling: str = "none"             # "none", "linear" or "sqrt" in the world size
 
 
 @dataclass
 class TrainConfig:
     method: str = "murauer"              # murauer | real_synth | synth_only | real_only
-    seed: int = 1
+    seed: int = ranged(1, ge=0, le=2 ** 31 - 1)
     out: str = "runs/default"
-    pretrain_epochs: int = 150           # stage 1 (synthetic only); 0 skips it
-    epochs: int = 120                    # stage 2
-    iters_per_epoch: int = 1137
-    pretrain_batch: int = 64
+    pretrain_epochs: int = ranged(150, ge=0)  # stage 1 (synthetic only); 0 skips it
+    epochs: int = ranged(120, ge=1)      # stage 2
+    iters_per_epoch: int = ranged(1137, ge=1)
+    pretrain_batch: int = ranged(64, ge=1)
     init_checkpoint: str = ""            # start stage 2 (or 1) from this file instead
-    checkpoint_every: int = 500          # steps
-    keep_checkpoints: int = 2
-    max_nonfinite_in_a_row: int = 20
+    checkpoint_every: int = ranged(500, ge=1)  # steps
+    keep_checkpoints: int = ranged(2, ge=0)  # periodic checkpoints kept (0: all)
+    max_nonfinite_in_a_row: int = ranged(20, ge=0)
     engine: str = "ddp"                  # "ddp" or "deepspeed"
     deepspeed_config: str = "configs/deepspeed/zero1.json"
     precision: str = "fp32"              # "fp32" or "bf16" (autocast)
-    log_every: int = 20
-    max_steps: int = 0                   # >0: stop each stage after this many steps (smoke runs)
+    log_every: int = ranged(20, ge=1)
+    max_steps: int = ranged(0, ge=0)     # >0: stop each stage after this many steps (smoke runs)
+    allow_config_change: bool = False    # resume a run directory although its config differs (recorded)
 
 
 @dataclass
@@ -129,7 +161,7 @@ class LoggingConfig:
     group: str = ""
     name: str = ""
     progress: bool = True
-    console_every: int = 10              # not a terminal: one progress line per N logged steps (0: none)
+    console_every: int = ranged(10, ge=0)  # not a terminal: one progress line per N logged steps (0: none)
 
 
 @dataclass
@@ -158,6 +190,69 @@ CHOICES = {
     "train.precision": ("fp32", "bf16"),
     "logging.wandb_mode": ("auto", "online", "offline", "disabled"),
 }
+
+# Stage-2 batch sizes a method cannot train without: (loader key, methods, loss weight that switches its
+# term off or None, what it feeds). A 0 there would make a loss term silently 0. Every method named
+# here draws that stream in stage 2 (data/batch.py stream_sizes; a test keeps the two in step).
+STREAM_RULES = (
+    ("pairs", ("murauer", "real_synth", "real_only"), None, "L_real (and L_emb)"),
+    ("synth", ("synth_only",), None, "L_synth"),
+    ("views", ("murauer",), "lambda_g", "L_view"),
+    ("unlabeled_real", ("murauer",), "lambda_m", "L_adv"),
+    ("unlabeled_synth", ("murauer",), "lambda_m", "L_adv"),
+)
+
+# What a run may change when it resumes a run directory (train on a train.out that already has a
+# config or checkpoints): how the run is logged, checkpointed, paced or where it lives, never what it
+# trains. A name ending in "." covers its section. Anything else stops the run (see train/loop.py,
+# check_run_config) unless train.allow_config_change=true; every change is recorded in
+# RUN/config-changes.yaml.
+RESUMABLE_KEYS = ("logging.", "train.out", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
+                  "train.max_nonfinite_in_a_row", "loader.num_threads", "loader.device", "model.compile",
+                  "model.channels_last")
+# Stage lengths: they may change on resume as long as no stage that has already trained is shortened
+# and no finished earlier stage would have trained differently (a longer run continues where it stopped).
+LENGTH_KEYS = ("train.pretrain_epochs", "train.epochs", "train.max_steps")
+# Never compared: the switch that lets a run resume with other values.
+UNCOMPARED_KEYS = ("train.allow_config_change",)
+
+
+def min_crop_size(num_stages: int) -> int:
+    """The smallest data.crop_size the network takes: the encoder's max-pool and each of its stride-2
+    stages halve the crop and must leave at least 1x1 (models/encoder.py); the view decoder needs 16."""
+    return max(16, 2 ** (num_stages + 1))
+
+
+def _rule_problems(cfg: "Config") -> list[str]:
+    """Checks that tie several keys together (single values are checked by their field's Range)."""
+    problems = []
+    widths = cfg.model.stage_widths
+    if not widths:
+        problems.append("config key 'model.stage_widths': [] has no stage; give at least one width, e.g. [8,8,16,16]")
+    bad = [w for w in widths if w % 4]
+    if bad:
+        problems.append(f"config key 'model.stage_widths': {bad} are not multiples of 4 (bottleneck expansion)")
+    need = min_crop_size(len(widths))
+    if cfg.data.crop_size < need:
+        problems.append(f"config key 'data.crop_size': {cfg.data.crop_size} is too small for the network: it must be "
+                        f">= {need} (the encoder halves it {len(widths) + 1} times: its max-pool and "
+                        f"{len(widths)} stride-2 stages, one per model.stage_widths entry)")
+    for stream, methods, weight, feeds in STREAM_RULES:
+        size = getattr(cfg.loader, stream)
+        if size > 0 or cfg.train.method not in methods or (weight and getattr(cfg.loss, weight) == 0):
+            continue
+        remedy = f"; or set loss.{weight}=0 to switch the term off" if weight else ""
+        problems.append(f"config key 'loader.{stream}': 0, but train.method={cfg.train.method} needs this batch "
+                        f"({feeds} would silently be 0); set loader.{stream} >= 1{remedy}")
+    return problems
+
+
+def check_for_training(cfg: "Config") -> None:
+    """What only training needs (make-shards may use other crop sizes): a crop the view decoder can make."""
+    size = cfg.data.crop_size
+    if size & (size - 1):
+        raise ConfigError(f"config key 'data.crop_size': {size} cannot be trained: the view decoder doubles a 4x4 map "
+                          f"up to the crop, so it must be a power of two >= 16 (16, 32, 64, 128, ...)")
 
 
 def _convert(path: str, value, annotation):
@@ -192,7 +287,7 @@ def _convert(path: str, value, annotation):
     raise ConfigError(f"config key '{path}': unsupported field type {annotation}")
 
 
-def _set(cfg: Config, path: str, value) -> None:
+def _set(cfg: Config, path: str, value, check: bool = True) -> None:
     parts = path.split(".")
     node = cfg
     for depth, name in enumerate(parts):
@@ -208,6 +303,13 @@ def _set(cfg: Config, path: str, value) -> None:
             converted = _convert(path, value, hints[name])
             if path in CHOICES and converted not in CHOICES[path]:
                 raise ConfigError(f"config key '{path}': {converted!r} is not one of {', '.join(CHOICES[path])}")
+            valid = fields[name].metadata.get("range")
+            if check and valid is not None:
+                items = converted if isinstance(converted, list) else [converted]
+                if not all(valid.accepts(item) for item in items):
+                    where = "valid for every item" if isinstance(converted, list) else "valid"
+                    raise ConfigError(f"config key '{path}': {converted!r} is out of range ({where}: "
+                                      f"{valid.describe()})")
             setattr(node, name, converted)
         else:
             node = getattr(node, name)
@@ -238,16 +340,42 @@ def preset_path(preset: str | os.PathLike) -> Path:
     raise ConfigError(f"no preset '{preset}': not a YAML file and not one of {known}")
 
 
-def _preset_values(preset: str | os.PathLike, seen: tuple = ()) -> dict[str, object]:
-    path = preset_path(preset)
-    if path in seen:
-        raise ConfigError(f"preset {path} extends itself through 'base:'")
-    with open(path) as handle:
-        tree = yaml.safe_load(handle) or {}
+def _base_path(base, preset_file: Path) -> Path:
+    """A preset's `base:`: a file path (relative to the preset's own folder) or a preset name."""
+    text = str(base)
+    if text.endswith((".yaml", ".yml")) or "/" in text or os.sep in text:
+        path = Path(text).expanduser()
+        path = path if path.is_absolute() else preset_file.parent / path
+        if not path.is_file():
+            raise ConfigError(f"preset {preset_file}: base: {text} does not exist (looked for {path}; a relative "
+                              f"base is read from the preset's own folder; a bare name is a preset in configs/)")
+        return path
+    return preset_path(text)
+
+
+def _read_preset(path: Path) -> dict:
+    try:
+        with open(path) as handle:
+            tree = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"preset {path}:{where}: YAML syntax error ({problem}); fix the file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"preset {path}: cannot be read ({err})") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"preset {path}: expected a mapping of sections, got {type(tree).__name__}")
+    return tree
+
+
+def _preset_values(preset: str | os.PathLike, seen: tuple = ()) -> dict[str, object]:
+    path = preset if isinstance(preset, Path) and preset.is_file() else preset_path(preset)
+    if path.resolve() in seen:
+        raise ConfigError(f"preset {path} extends itself through 'base:'")
+    tree = _read_preset(path)
     base = tree.pop("base", None)
-    values = _preset_values(base, seen + (path,)) if base else {}
+    values = _preset_values(_base_path(base, path), seen + (path.resolve(),)) if base else {}
     values.update(_flatten(tree))
     return values
 
@@ -267,23 +395,54 @@ def load_config(preset: str | os.PathLike | None = None, overrides: typing.Itera
             raise ConfigError(f"override {item!r} must look like section.key=value")
         path, value = str(item).split("=", 1)
         _set(cfg, path.strip().lstrip("-"), value)
+    problems = _rule_problems(cfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
     return cfg
 
 
 def config_from_dict(tree: dict) -> Config:
-    """Rebuild a config saved by `save_config` (e.g. from a checkpoint)."""
+    """Rebuild a config saved by `save_config` (e.g. from a checkpoint); ranges are not re-checked, so a
+    run made under older rules still loads."""
     cfg = Config()
     for path, value in _flatten(tree).items():
-        _set(cfg, path, value)
+        _set(cfg, path, value, check=False)
     return cfg
 
 
+def public_dict(cfg: Config) -> dict:
+    """The config tree as it may be written anywhere: credentials redacted (tracking/secrets.py)."""
+    from murauer_dist.tracking.secrets import scrub_secrets
+    return scrub_secrets(cfg.to_dict())
+
+
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(public_dict(cfg), sort_keys=False))
 
 
 def dumps(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    return yaml.safe_dump(public_dict(cfg), sort_keys=False)
+
+
+def config_changes(old: dict, new: dict) -> dict[str, tuple]:
+    """{key: (old value, new value)} between two config trees; a key one tree lacks counts as its default
+    (a run saved before the key existed), keys this version does not know are ignored."""
+    defaults = _flatten(Config().to_dict())
+    old_flat, new_flat = _flatten(old), _flatten(new)
+    changes = {}
+    for key, default in defaults.items():
+        if key in UNCOMPARED_KEYS:
+            continue
+        before, after = old_flat.get(key, default), new_flat.get(key, default)
+        if before != after:
+            changes[key] = (before, after)
+    return changes
+
+
+def may_change_on_resume(key: str) -> bool:
+    """True for the keys of RESUMABLE_KEYS (see there)."""
+    return any(key == name or (name.endswith(".") and key.startswith(name)) for name in RESUMABLE_KEYS)
+
 
 
 def to_json(cfg: Config) -> str:

@@ -189,7 +189,9 @@ def test_labeled_shards_are_nested_copies_of_train_samples(shard_set, tmp_path):
     stamp = (folder / "manifest.json").stat().st_mtime_ns
     assert ensure_labeled_shards(shard_set, 4, seed=7) == folder
     assert (folder / "manifest.json").stat().st_mtime_ns == stamp            # idempotent, nothing rewritten
-    everything = ensure_labeled_shards(shard_set, 10_000_000, seed=7)         # "all": the train shards, linked
+    with pytest.raises(ShardSetError, match="larger than the labeled pool"):
+        ensure_labeled_shards(shard_set, 6, seed=7)                            # more than the 5 train frames
+    everything = ensure_labeled_shards(shard_set, 5, seed=7)                   # "all": the train shards, linked
     assert everything.name == "seed7-n5"
     assert [p.read_bytes() for p in folder_shard_paths(everything)] == \
            [p.read_bytes() for p in shard_paths(shard_set, "train")]

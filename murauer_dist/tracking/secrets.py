@@ -2,6 +2,9 @@
 
 Two rules: a mapping entry whose *name* says it holds a credential ('key', 'token', 'secret',
 'password') is replaced, and any string that contains the live W&B API key is replaced too.
+Applied to everything a run writes or hands to wandb: RUN/config.yaml and config-changes.yaml, the
+config inside every checkpoint, metrics.jsonl, the wandb config, project, entity, group and name,
+the command line wandb records (sys.argv), and the one-line error messages.
 """
 from __future__ import annotations
 
@@ -12,11 +15,14 @@ REDACTED = "<redacted>"
 SECRET_NAME = re.compile(r"key|token|secret|password", re.IGNORECASE)
 # Environment variables whose values are credentials; their values never leave the process.
 SECRET_ENV_VARS = ("WANDB_API_KEY",)
+# Shorter values are not credentials (a real W&B key has 40 or more characters); replacing them
+# everywhere would mangle paths and numbers.
+MIN_SECRET_LENGTH = 8
 
 
 def live_secrets() -> list[str]:
     """Credential values present in this process's environment (never printed)."""
-    return [os.environ[name] for name in SECRET_ENV_VARS if os.environ.get(name)]
+    return [os.environ[name] for name in SECRET_ENV_VARS if len(os.environ.get(name, "").strip()) >= MIN_SECRET_LENGTH]
 
 
 def redact_text(text: str, secrets: list[str] | None = None) -> str:

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
-from murauer_dist.tracking.secrets import scrub_secrets
+from murauer_dist.tracking.secrets import redact_text, scrub_secrets
 
 MODES = ("online", "offline", "disabled")
 ENV_ALIASES = {"run": "online", "dryrun": "offline"}  # older spellings wandb still accepts
@@ -68,18 +68,28 @@ def _run_id(run_dir: Path) -> str:
     return run_id
 
 
+def scrub_argv() -> None:
+    """Redact live credentials in sys.argv, in place: wandb records the command line with the run."""
+    sys.argv[:] = [redact_text(arg) for arg in sys.argv]
+
+
 def open_wandb_run(config_tree: dict, logging_cfg, run_dir: Path, mode: str):
-    """wandb.init for rank 0 with the scrubbed, resolved config; None when mode is disabled."""
+    """wandb.init for rank 0 with the scrubbed, resolved config; None when mode is disabled.
+
+    Every string wandb stores is scrubbed first: the config, project, entity, group and name, and the
+    command line it records (sys.argv, redacted in place before wandb reads it).
+    """
     if mode == "disabled":
         return None
     import wandb
+    scrub_argv()
     # Under `wandb agent` the run id comes from the sweep (WANDB_RUN_ID); never replace it.
     given_id = os.environ.get("WANDB_RUN_ID")
     return wandb.init(
-        project=logging_cfg.project or None,
-        entity=logging_cfg.entity or None,
-        group=logging_cfg.group or None,
-        name=logging_cfg.name or None,
+        project=redact_text(logging_cfg.project) or None,
+        entity=redact_text(logging_cfg.entity) or None,
+        group=redact_text(logging_cfg.group) or None,
+        name=redact_text(logging_cfg.name) or None,
         config=scrub_secrets(config_tree),
         dir=str(run_dir),
         mode=mode,

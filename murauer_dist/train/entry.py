@@ -2,15 +2,34 @@
 
 Single process without torchrun's environment; under `torchrun --nproc_per_node=N` every rank
 runs this (gloo on CPU, nccl on GPU). Every process ends through dist.clean_exit, which avoids the
-gloo exit abort of docs/stack-notes.md §4.
+gloo exit abort of docs/stack-notes.md §4. A UserError (bad input, a run directory that does not
+fit, a full disk, the non-finite guards) is one line `murauer-dist: message` and exit code 1, like
+the CLI's own errors (`--debug` or MURAUER_DEBUG=1: the traceback); anything else is a bug and keeps
+its traceback. The loop writes RUN/config.yaml (train/loop.py, check_run_config).
 """
 from __future__ import annotations
 
+import os
+import sys
 import traceback
 from pathlib import Path
 
 from murauer_dist import dist
-from murauer_dist.config import load_config, save_config
+from murauer_dist.config import load_config
+from murauer_dist.errors import UserError
+
+
+def _debug() -> bool:
+    return "--debug" in sys.argv or os.environ.get("MURAUER_DEBUG", "") not in ("", "0")
+
+
+def report_user_error(err: UserError, rank: int = 0) -> None:
+    """One line on stderr (credentials redacted); the traceback only in debug mode."""
+    from murauer_dist.tracking.secrets import redact_text
+    if _debug():
+        traceback.print_exc()
+    where = "" if rank == 0 else f" (rank {rank})"
+    print(redact_text(f"murauer-dist{where}: {err}"), file=sys.stderr, flush=True)
 
 
 def train_command(preset: str, overrides=()) -> None:
@@ -20,17 +39,17 @@ def train_command(preset: str, overrides=()) -> None:
     code = 0
     try:
         if info.is_main:
-            run_dir = Path(cfg.train.out)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
-            print(f"training {preset} on {info.world_size} rank(s), device {info.device}, run dir {run_dir}",
-                  flush=True)
+            print(f"training {preset} on {info.world_size} rank(s), device {info.device}, run dir "
+                  f"{Path(cfg.train.out)}", flush=True)
         from murauer_dist.train.loop import train
         summary = train(cfg, info)
         if info.is_main:
             print(f"training {summary['status']}: {summary}", flush=True)
     except KeyboardInterrupt:
         code = 130
+    except UserError as err:
+        report_user_error(err, info.rank)
+        code = 1
     except Exception:      # reported here, then every rank leaves through clean_exit
         traceback.print_exc()
         code = 1

@@ -2,11 +2,13 @@
 
 Stage 1 ("pretrain") trains f and p on synthetic data; stage 2 ("main") trains the chosen method
 starting from stage 1's weights (or cfg.train.init_checkpoint when stage 1 is off). A run
-directory with checkpoints resumes where it stopped. SIGTERM/SIGINT finish the current step,
-write a checkpoint and return with status "stopped".
+directory with checkpoints resumes where it stopped, from its newest readable checkpoint, and only
+with the config it was trained with (check_run_config; config.RESUMABLE_KEYS lists what may change).
+SIGTERM/SIGINT finish the current step, write a checkpoint and return with status "stopped".
 """
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -16,7 +18,10 @@ from pathlib import Path
 import torch
 
 from murauer_dist import dist
+from murauer_dist.config import (LENGTH_KEYS, ConfigError, check_for_training, config_changes, config_from_dict,
+                                 may_change_on_resume, public_dict)
 from murauer_dist.data.batch import to_device
+from murauer_dist.errors import UserError
 from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train.fault import maybe_inject_fault
@@ -26,8 +31,21 @@ from murauer_dist.train.step import train_step
 from murauer_dist.train.validate import validate
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """Too many consecutive steps with a NaN/inf loss."""
+
+
+class NonFiniteValidationError(UserError, RuntimeError):
+    """A validation pass over real frames gave a NaN/inf joint error."""
+
+
+class RunConfigError(UserError):
+    """The run directory was trained with another config."""
+
+
+# What the non-finite guards suggest (loss and validation alike).
+NONFINITE_HINT = ("lower optim.lr, use train.precision=fp32, or check the data for NaN/inf values "
+                  "(a changed optim.lr on this train.out needs train.allow_config_change=true)")
 
 
 @dataclass
@@ -138,7 +156,7 @@ def write_checkpoint(run: Run, stage: str, engines: dict, stream, position: Posi
              **run.counters.as_dict(), "world_size": run.info.world_size,
              "model": run.model.state_dict(), "disc": run.disc.state_dict(),
              "model_engine": engine_states["model"], "disc_engine": engine_states["disc"],
-             "rng": rng_states, "data": data_states, "config": run.cfg.to_dict(),
+             "rng": rng_states, "data": data_states, "config": public_dict(run.cfg),
              "eval_mapped": eval_uses_mapping(run.cfg, stage)}
     ckpt.save_checkpoint(run.run_dir, state, run.cfg.train.keep_checkpoints, final=done)
 
@@ -174,8 +192,7 @@ def check_nonfinite(run: Run, result: dict, stage: str) -> None:
         raise NonFiniteLossError(
             f"{counters.skipped_in_a_row} steps in a row had a non-finite loss (stage {stage}, step "
             f"{counters.global_step}; last terms {terms}); more than train.max_nonfinite_in_a_row={limit}. "
-            "The model has not changed since the last finite step: lower optim.lr, use train.precision=fp32, "
-            "or check the data for NaN/inf values.")
+            f"The model has not changed since the last finite step: {NONFINITE_HINT}.")
 
 
 class IntervalStats:
@@ -205,6 +222,13 @@ def _validate_epoch(run: Run, stage: str, epoch: int) -> None:
     result = validate(run.model, loader, run.info.device, run.cfg.model.channels_last)
     run.logger.log(run.counters.global_step, {f"{stage}/{k}": v for k, v in result.items()} | {"epoch": epoch})
     run.last_val = result
+    error = result["val_mean_error_mm"]
+    if result["val_frames"] > 0 and not math.isfinite(error):
+        # Same for both stages, and before the stage's final checkpoint: a broken model is never handed on.
+        raise NonFiniteValidationError(
+            f"validation after epoch {epoch} of stage {stage} (step {run.counters.global_step}) gave a non-finite "
+            f"mean joint error ({error}) on {result['val_frames']:.0f} val frames: the weights or BatchNorm "
+            f"statistics hold NaN/inf. No final checkpoint was written for stage {stage}: {NONFINITE_HINT}.")
 
 
 def run_stage(run: Run, stage: str, resume: dict | None) -> str:
@@ -220,6 +244,8 @@ def run_stage(run: Run, stage: str, resume: dict | None) -> str:
     samples_per_step = sum(stream_sizes(cfg, stage).values())
     run.model.train()
     run.disc.train()
+    if position.iteration == 0:          # resumed at an epoch boundary (a finished stage made longer)
+        data_state = None
     while position.epoch <= epochs and position.stage_step < limit:
         for engine in engines.values():
             engine.lr_scale(lr_multiplier(position.epoch))
@@ -266,7 +292,101 @@ def _load_weights(run: Run, state: dict, source: str) -> None:
         if "disc" in state:
             run.disc.load_state_dict(state["disc"])
     except RuntimeError as err:
-        raise RuntimeError(f"{source}: weights do not fit this config's model ({err})") from err
+        first = str(err).strip().splitlines()[0]
+        raise ckpt.CheckpointError(f"{source}: its weights do not fit this config's model ({first}); use a "
+                                   "checkpoint made with the same model.* and data.crop_size") from err
+
+
+def _read_init_checkpoint(cfg) -> dict:
+    """The state named by train.init_checkpoint (a file or a run directory); errors name the key and file."""
+    source = cfg.train.init_checkpoint
+    try:
+        return ckpt.load_checkpoint(ckpt.resolve_checkpoint(source))
+    except ckpt.CheckpointError as err:
+        raise ckpt.CheckpointError(f"train.init_checkpoint={source}: {err.reason} (give a checkpoint file written "
+                                   "by `murauer-dist train`, e.g. RUN/checkpoints/final-pretrain.pt, or its run "
+                                   "directory)", err.reason) from None
+
+
+# ---- the run directory and its config --------------------------------------------------------
+
+def planned_steps(cfg, stage: str) -> int:
+    """Steps `stage` trains under `cfg` (0 when the plan skips it)."""
+    return stage_length(cfg, stage)[2] if stage in stage_plan(cfg) else 0
+
+
+def _stage_can_continue(cfg, stage: str, state: dict) -> bool:
+    """A checkpoint of `stage` leaves steps to train under `cfg` (a finished stage made longer does)."""
+    epochs, _, limit = stage_length(cfg, stage)
+    return stage in stage_plan(cfg) and state["epoch"] <= epochs and state["stage_step"] < limit
+
+
+def _length_problems(old_cfg, cfg, state: dict | None) -> list[str]:
+    """Why new stage lengths cannot continue the trained run (empty when they can)."""
+    if state is None:
+        return []
+    here = ckpt.STAGES.index(state["stage"])
+    problems = []
+    for stage in ckpt.STAGES[:here]:          # finished before the checkpoint's stage began
+        before, after = planned_steps(old_cfg, stage), planned_steps(cfg, stage)
+        if before != after:
+            problems.append(f"stage {stage} is finished after {before} steps; the new lengths would give it {after}")
+    if planned_steps(cfg, state["stage"]) < state["stage_step"]:
+        problems.append(f"stage {state['stage']} has trained {state['stage_step']} steps; the new lengths stop it "
+                        f"at {planned_steps(cfg, state['stage'])}")
+    return problems
+
+
+def _show(value) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_run_config(cfg, run_dir: Path, state: dict | None, is_main: bool) -> None:
+    """A run directory and its config never disagree.
+
+    The resolved config is compared with the one in the newest checkpoint and in RUN/config.yaml. Keys
+    of config.RESUMABLE_KEYS may differ, and so may stage lengths (config.LENGTH_KEYS) that only let the
+    run train on. Any other difference stops with RunConfigError naming the keys, unless
+    train.allow_config_change=true. Every accepted difference is appended to RUN/config-changes.yaml
+    and config.yaml is rewritten; without differences config.yaml is written once, when the run starts.
+    """
+    from murauer_dist.tracking.secrets import redact_text
+    new = public_dict(cfg)
+    stored_yaml = ckpt.read_run_config(run_dir)
+    stored = ([state["config"]] if state else []) + ([stored_yaml] if stored_yaml is not None else [])
+    if not stored:
+        if is_main:
+            ckpt.write_run_config(cfg, run_dir)
+        return
+    changes = {}
+    for tree in stored:                       # the checkpoint's values first: they were trained with
+        for key, values in config_changes(tree, new).items():
+            changes.setdefault(key, values)
+    refused = {key: values for key, values in changes.items()
+               if not may_change_on_resume(key) and key not in LENGTH_KEYS}
+    length_changed = [key for key in changes if key in LENGTH_KEYS]
+    notes = []
+    if length_changed and state is not None:
+        old_cfg = config_from_dict(state["config"])
+        notes = _length_problems(old_cfg, cfg, state)
+        if notes:
+            refused.update({key: changes[key] for key in length_changed})
+    if refused and not cfg.train.allow_config_change:
+        listed = ", ".join(f"{key} {_show(old)} -> {_show(new_value)}" for key, (old, new_value) in refused.items())
+        why = f" ({'; '.join(notes)})" if notes else ""
+        raise RunConfigError(redact_text(
+            f"train.out={run_dir} holds a run trained with another config: {listed}{why}. Choose a new train.out "
+            f"for a new run, or add train.allow_config_change=true to continue this run with the new values (the "
+            f"change is recorded in {run_dir / ckpt.CHANGES_FILE})"))
+    if is_main and (changes or stored_yaml is None):
+        if changes:
+            step = state["global_step"] if state else 0
+            record = ckpt.record_config_changes(run_dir, changes, step, forced=bool(refused))
+            listed = ", ".join(f"{key} {_show(old)} -> {_show(new_value)}" for key, (old, new_value) in changes.items())
+            print(redact_text(f"config changed on resume ({'forced by train.allow_config_change' if refused else 'allowed'}"
+                              f"; recorded in {record}): {listed}"), flush=True)
+        ckpt.write_run_config(cfg, run_dir)
 
 
 def train(cfg, info: dist.DistInfo | None = None, stream_factory=None, eval_factory=None, logger=None) -> dict:
@@ -278,9 +398,14 @@ def train(cfg, info: dist.DistInfo | None = None, stream_factory=None, eval_fact
     from murauer_dist.tracking.run_logger import RunLogger
 
     info = info or dist.DistInfo(0, 1, 0, torch.device("cpu"))
+    check_for_training(cfg)
     run_dir = Path(cfg.train.out)
     plan = stage_plan(cfg)
     total = sum(stage_length(cfg, stage)[2] for stage in plan)
+    # Everything that can refuse the run comes before anything is written (metrics, wandb, checkpoints).
+    latest, state = ckpt.find_resumable(run_dir, map_location=info.device, set_aside=info.is_main)
+    init_state = _read_init_checkpoint(cfg) if state is None and cfg.train.init_checkpoint else None
+    check_run_config(cfg, run_dir, state, info.is_main)
     own_logger = logger is None
     logger = logger or RunLogger(cfg, run_dir, info.rank, total_steps=total, desc="train")
     run = Run(cfg, info, run_dir, stream_factory or default_stream_factory, eval_factory or default_eval_factory,
@@ -290,44 +415,44 @@ def train(cfg, info: dist.DistInfo | None = None, stream_factory=None, eval_fact
     run.disc = build_discriminator(cfg).to(info.device)
     if cfg.model.sync_bn and info.world_size > 1:
         if info.device.type != "cuda":
-            raise ValueError("model.sync_bn=true needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
-                             "leave it false on CPU")
+            raise ConfigError("model.sync_bn=true needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
+                              "leave it false on CPU")
         run.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(run.model)
     if cfg.model.channels_last:
         run.model.to(memory_format=torch.channels_last)
     torch.manual_seed(cfg.train.seed * 7919 + info.rank)
-    status = "done"
+    status, failed = "done", True
     try:
         with run.stop:
-            status = _run_plan(run, plan)
+            status = _run_plan(run, plan, latest, state, init_state)
+        failed = False
     finally:
         if own_logger:
-            logger.close()
+            logger.close(exit_code=1 if failed else 0)
     return {"status": status, "global_step": run.counters.global_step,
             "skipped_total": run.counters.skipped_total,
             "val_mean_error_mm": run.last_val.get("val_mean_error_mm", float("nan")),
             "model_checksum": float(sum(p.detach().double().sum() for p in run.model.parameters()))}
 
 
-def _run_plan(run: Run, plan: list[str]) -> str:
+def _run_plan(run: Run, plan: list[str], latest: Path | None, state: dict | None, init_state: dict | None) -> str:
     cfg = run.cfg
-    latest = ckpt.latest_checkpoint(run.run_dir)
-    state = ckpt.load_checkpoint(latest, map_location=run.info.device) if latest else None
     if state is not None:
         _load_weights(run, state, str(latest))
         run.counters = Counters(state["global_step"], state["skipped_total"], state["skipped_in_a_row"])
         if run.info.is_main:
             print(f"resuming from {latest} (stage {state['stage']}, step {state['global_step']})", flush=True)
-    elif cfg.train.init_checkpoint:
-        _load_weights(run, ckpt.load_checkpoint(ckpt.resolve_checkpoint(cfg.train.init_checkpoint)),
-                      cfg.train.init_checkpoint)
+    elif init_state is not None:
+        _load_weights(run, init_state, f"train.init_checkpoint={cfg.train.init_checkpoint}")
     for stage in plan:
         resume = None
         if state is not None:
-            done_index = ckpt.STAGES.index(state["stage"]) - (0 if state["stage_done"] else 1)
-            if ckpt.STAGES.index(stage) <= done_index:
+            here, saved = ckpt.STAGES.index(stage), ckpt.STAGES.index(state["stage"])
+            if here < saved:
                 continue                                     # finished before the restart
-            if stage == state["stage"]:
+            if here == saved:
+                if state["stage_done"] and not _stage_can_continue(cfg, stage, state):
+                    continue                                 # finished, and not made longer
                 resume = state
         if run_stage(run, stage, resume) == "stopped":
             return "stopped"

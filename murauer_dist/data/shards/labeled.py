@@ -111,11 +111,18 @@ def _subset_manifest(train_dir: Path, train: dict, n: int, seed: int, chosen: np
 
 
 def ensure_labeled_shards(shards_dir: str | os.PathLike, n: int, seed: int) -> Path:
-    """SHARDS/labeled/seed{seed}-n{min(n, N_train)}/ holding the labeled train samples; made once, atomically."""
+    """SHARDS/labeled/seed{seed}-n{n}/ holding the labeled train samples; made once, atomically.
+
+    n larger than the labeled pool (the train frames: the train split without the val tail) is a
+    ShardSetError naming the pool size; n equal to it links the train shards."""
     train_dir = Path(shards_dir) / "train"
     train = read_manifest(train_dir)
     n_train = train["settings"]["stop"] - train["settings"]["start"]
-    n = min(int(n), n_train)
+    n = int(n)
+    if n > n_train:
+        raise ShardSetError(f"data.n_labeled={n} is larger than the labeled pool: {train_dir} holds {n_train} train "
+                            f"frames (the train split without the data.val_fraction tail); choose data.n_labeled "
+                            f"<= {n_train}, or make shards from a larger dataset")
     folder = labeled_dir(shards_dir, n, seed)
     if (folder / MANIFEST).is_file():
         existing = read_manifest(folder)
