@@ -57,7 +57,7 @@ def test_score_reads_gzip_result_files(tmp_path):
     packed.write_bytes(gzip.compress(pred.read_bytes()))
     plain = score_command([str(pred)], ground_truth=str(gt))
     compressed = score_command([str(packed)], ground_truth=str(gt))
-    assert compressed["pred.txt"]["mean_error_mm"] == plain["pred"]["mean_error_mm"]
+    assert compressed["pred"]["mean_error_mm"] == plain["pred"]["mean_error_mm"]
 
 
 def test_score_refuses_the_ground_truth_given_first(tmp_path, capsys):
