@@ -205,3 +205,62 @@ def test_workflow_refuses_a_dataset_made_with_other_frame_counts(dataset, capsys
                                      f"data.synth_frames_test={made['test']}", "data.synth_seed=7"])
     with pytest.raises(UserError, match=r"procedural\.json.*data\.synth_frames_train"):
         ensure_dataset(other)
+
+
+def test_tile_culling_drops_no_surface(monkeypatch):
+    """The renderer traces only the tiles a capsule's projection can reach: the same depth maps as
+    tracing every pixel of every box (culling off), for hands, a near forearm and a small far capsule."""
+    from murauer_dist.data.procedural import render
+    from murauer_dist.data.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
+    settings = GeneratorSettings()
+    sequence = make_split_sequence(3, "train", 6, settings)
+    frames = FrameRenderer(3, "train", sequence, settings, bank=np.zeros((480, 640), np.float32))
+    rig = settings.rig
+    models = [frames.posed(i, shape) for i in range(6) for shape in (ACTORS["train"], hand.TEMPLATE)]
+    a = np.stack([rig.to_camera(m.capsules["a"], cam) for m in models for cam in (1, 2, 3)])
+    b = np.stack([rig.to_camera(m.capsules["b"], cam) for m in models for cam in (1, 2, 3)])
+    radius = np.stack([m.capsules["radius"] for m in models for _ in (1, 2, 3)])
+    extra_a, extra_b = np.array([[[-40.0, -200.0, 150.0], [300.0, 200.0, 3000.0]]]), \
+        np.array([[[60.0, 20.0, 95.0], [310.0, 190.0, 3010.0]]])
+    cases = [(a, b, radius, 1), (extra_a, extra_b, np.array([[30.0, 4.0]]), 1), (extra_a, extra_b, np.array([[30.0, 4.0]]), 4)]
+    for ca, cb, cr, step in cases:
+        height, width = 480 // step, 640 // step
+        culled = render.render_capsules(ca, cb, cr, height, width, step)
+        with monkeypatch.context() as patch:
+            patch.setattr(render, "_reach_px", lambda a, b, r: np.full(len(r), np.inf))
+            whole = render.render_capsules(ca, cb, cr, height, width, step)
+        assert (whole > 0).sum() > 100 and np.array_equal(culled, whole)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (2, 3), (5, 5), (37, 52)])
+@pytest.mark.parametrize("size", [3, 5, 7])
+def test_square_filter_is_scipys(shape, size):
+    from scipy import ndimage
+    from murauer_dist.data.procedural.sensor import square_filter
+    rng = np.random.default_rng(size)
+    values, mask = (rng.random(shape) * 1000).astype(np.float32), rng.random(shape) > 0.8
+    assert np.array_equal(square_filter(values, size, np.maximum), ndimage.maximum_filter(values, size))
+    assert np.array_equal(square_filter(values, size, np.minimum), ndimage.minimum_filter(values, size))
+    assert np.array_equal(square_filter(mask, size), ndimage.maximum_filter(mask, size))
+
+
+def test_png_writer_gives_nyus_pixels(dataset):
+    """The generator's own PNG writer: NYU's layout (8-bit RGB, depth in G and B), read back exactly by
+    Pillow, for the whole uint16 range."""
+    from PIL import Image
+    from murauer_dist.data.nyu import decode_depth_png, encode_depth_png
+    from murauer_dist.data.procedural.png import encode_depth_png as fast_png
+    depth = np.random.default_rng(0).integers(0, 65536, (48, 64)).astype(np.uint16)
+    depth[:4] = 0
+    assert np.array_equal(decode_depth_png(fast_png(depth)), depth)
+    assert np.array_equal(decode_depth_png(fast_png(depth)), decode_depth_png(encode_depth_png(depth)))
+    real = NyuSplit(dataset, "train").depth_path(0, 1, "real")
+    with Image.open(real) as image:
+        assert image.mode == "RGB" and image.size == (640, 480)
+        assert not np.asarray(image)[..., 0].any()
+
+
+def test_progress_lines_when_not_a_terminal(tmp_path, capsys):
+    synth_data(tmp_path / "data", frames_train=3, frames_test=1, seed=1, workers=1)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[synth-data]")]
+    assert lines and lines[-1].startswith("[synth-data] 4/4 frames (100%)") and "frames/s" in lines[-1]

@@ -26,9 +26,10 @@ from tqdm import tqdm
 
 from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist.data import nyu
-from murauer_dist.data.procedural import hand
+from murauer_dist.data.procedural import hand, png
 from murauer_dist.data.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
 from murauer_dist.errors import UserError
+from murauer_dist.tracking.progress import ProgressLines
 
 CHUNK_FRAMES = 8
 MAT_HEADER = "MATLAB 5.0 MAT-file, written by murauer_dist.data.procedural"
@@ -45,8 +46,9 @@ def synth_data(out: str | os.PathLike, frames_train: int = 4000, frames_test: in
                progress: bool | None = None, timings: list | None = None) -> Path:
     """Write the dataset to `out` and return its path; see the module docstring for the layout.
 
-    `progress`: a tqdm bar (default: when stderr is a terminal). `timings`: if a list, gets
-    (perf_counter, frames done) after every finished chunk (for the benchmark).
+    `progress`: True: a tqdm bar; False: nothing; None (default): a bar when stderr is a terminal,
+    otherwise a line at every 10 % and at least every 30 s with frames/s and the ETA. `timings`: if a
+    list, gets (perf_counter, frames done) after every finished chunk (for the benchmark).
     """
     counts = {"train": _positive_int("frames_train", frames_train), "test": _positive_int("frames_test", frames_test)}
     workers = _positive_int("workers", workers)
@@ -55,8 +57,12 @@ def synth_data(out: str | os.PathLike, frames_train: int = 4000, frames_test: in
     root = _prepare_output(Path(out), overwrite)
     settings = settings or GeneratorSettings()
     sequences = {split: make_split_sequence(int(seed), split, n, settings) for split, n in counts.items()}
-    show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=sum(counts.values()), desc="synth-data", unit="frame", disable=not show) as bar:
+    total = sum(counts.values())
+    if progress is None and not sys.stderr.isatty():
+        view = ProgressLines(total, "synth-data", unit="frames")
+    else:
+        view = tqdm(total=total, desc="synth-data", unit="frame", disable=progress is False)
+    with view as bar:
         for split in counts:
             (root / split).mkdir(parents=True, exist_ok=True)
         labels = _render_all(root, int(seed), sequences, settings, workers, _Progress(bar, timings))
@@ -148,7 +154,7 @@ def _render_chunk(task: tuple[str, int, int]):
         for cam in (1, 2, 3):
             for domain in ("real", "synth"):
                 path = folder / nyu.depth_filename(domain, cam, index)
-                atomic_write_bytes(path, nyu.encode_depth_png(frame[domain][cam - 1]))
+                atomic_write_bytes(path, png.encode_depth_png(frame[domain][cam - 1]))
         uvd.append(frame["uvd"])
         xyz.append(frame["xyz"])
     return split, start, np.stack(uvd, axis=1), np.stack(xyz, axis=1)
