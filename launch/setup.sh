@@ -1,29 +1,33 @@
 #!/usr/bin/env bash
 # Install murauer_dist and its dependencies; idempotent and fast when nothing changed.
-# Uses the active virtual environment, else creates .venv in the repository.
-# On a machine without an NVIDIA GPU, requirements-cpu.txt pins the CPU build of torch.
+# Uses the active virtual environment, else .venv in the repository (created on first use; on a
+# machine with an NVIDIA GPU with --system-site-packages, so that it sees the system's CUDA torch).
+# What pip installs comes from murauer_dist/install_plan.py: without a GPU the pins of
+# requirements-cpu.txt (CPU torch); with one, the environment's torch is kept and the DALI wheel
+# matching its CUDA major version is added.
 # Usage: source launch/setup.sh   (exports PY=<python of the environment>)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PLANNER="$REPO/murauer_dist/install_plan.py"
 if [[ -n "${VIRTUAL_ENV:-}" ]]; then
   VENV="$VIRTUAL_ENV"
 else
   VENV="$REPO/.venv"
-  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    VENV_ARGS="$(python3 "$PLANNER" --venv-args)"     # "--system-site-packages" on a GPU machine
+    # shellcheck disable=SC2086
+    python3 -m venv $VENV_ARGS "$VENV"
+  fi
 fi
 PY="$VENV/bin/python"
 STAMP="$VENV/.murauer_dist-installed"
-WANT="$(cat "$REPO/setup.cfg" "$REPO/requirements-cpu.txt" | sha256sum | cut -d' ' -f1)"
+# The stamp covers the dependency files and the plan for this machine (GPU or not, torch, CUDA major).
+want() { { cat "$REPO/setup.cfg" "$REPO/requirements-cpu.txt"; "$PY" "$PLANNER" --repo "$REPO"; } | sha256sum | cut -d' ' -f1; }
+WANT="$(want)"
 if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
   echo "[setup] installing murauer_dist into $VENV"
-  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    # GPU machine: keep the environment's CUDA torch; install the rest unpinned-but-compatible.
-    DS_BUILD_OPS=0 "$PY" -m pip install -q -e "$REPO[test]"
-  else
-    DS_BUILD_OPS=0 "$PY" -m pip install -q -r "$REPO/requirements-cpu.txt"
-    "$PY" -m pip install -q --no-deps -e "$REPO"
-  fi
-  echo "$WANT" > "$STAMP"
+  DS_BUILD_OPS=0 "$PY" "$PLANNER" --repo "$REPO" --run
+  want > "$STAMP"        # the plan after installing: a torch pip just installed decides the DALI wheel
 fi
 export PY
 export PATH="$VENV/bin:$PATH"

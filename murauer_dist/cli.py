@@ -59,7 +59,8 @@ def score(*predictions: str, ground_truth: str = "", format: str = "auto", out: 
 
 
 def bench(what: str, *args: str, **kwargs) -> None:
-    """Benchmarks: `bench synth-data`, `bench shards`, `bench loader`, `bench train`, `bench dist`."""
+    """Benchmarks: `bench synth-data`, `bench shards`, `bench loader`, `bench train`, `bench dist`,
+    `bench gpu-check OUT_DIR [--device cuda|cpu]` (a new GPU node in one run)."""
     from murauer_dist.bench import bench_command
     bench_command(what, *args, **kwargs)
 

@@ -1,7 +1,8 @@
 """Benchmarks, run as commands (not timed tests): `murauer-dist bench WHAT [options]`.
 
 Each benchmark prints a table and writes it as JSON (`--out FILE`); medians of repeated runs,
-side by side in one process, because the machines we measure on are shared and noisy.
+side by side in one process, because the machines we measure on are shared and noisy. Every
+result records the machine it ran on (bench/machine.py: CPU model, cores, load, GPU).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ BENCHMARKS = {
     "loader": "murauer_dist.bench.loader",
     "train": "murauer_dist.bench.train",
     "dist": "murauer_dist.bench.dist",
+    "gpu-check": "murauer_dist.bench.gpu_check",
 }
 
 

@@ -100,9 +100,12 @@ def allreduce_budget(gpu_step_s: float, gpus: int) -> dict:
 def main(preset: str = "tiny", steps: int = 10, out: str = "", engine: str = "ddp", gpu_step_s: float = 0.05,
          gpus: int = 16) -> dict:
     """1 vs 2 processes of PRESET (median of `steps` steps each) and the multi-node estimate."""
+    from murauer_dist.bench.machine import describe, machine
+    host = machine()                                      # before the runs: the load of other jobs
     runs = [measure(preset, steps, nproc, engine) for nproc in (1, 2)]
     scaling = runs[1]["samples_per_s"] / (2 * runs[0]["samples_per_s"])
     budget = allreduce_budget(gpu_step_s, gpus)
+    print(describe(host))
     print(f"| processes | engine | median step (s) | steps/s | samples/s |\n|---|---|---|---|---|")
     for run in runs:
         print(f"| {run['processes']} | {run['engine']} | {run['median_step_s']:.3f} | {run['steps_per_s']:.2f} | "
@@ -116,7 +119,7 @@ def main(preset: str = "tiny", steps: int = 10, out: str = "", engine: str = "dd
         print(f"| {row['gradients']} | {row['link_gbit_s']} | {row['allreduce_ms']:.2f} | "
               f"{row['efficiency_no_overlap']:.1%} |")
     result = {"preset": preset, "steps": steps, "runs": runs, "scaling_efficiency_2proc": scaling,
-              "cpu_count": os.cpu_count(), "allreduce": budget}
+              "cpu_count": os.cpu_count(), "machine": host, "allreduce": budget}
     if out:
         from murauer_dist.atomic import atomic_write_text
         atomic_write_text(out, json.dumps(result, indent=2))

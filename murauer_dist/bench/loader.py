@@ -18,6 +18,7 @@ import time
 import psutil
 
 from murauer_dist.atomic import atomic_write_text
+from murauer_dist.bench.machine import describe, machine
 from murauer_dist.config import load_config
 
 
@@ -76,6 +77,7 @@ def _median_runs(make, batches: int, repeats: int) -> dict:
 def main(shards: str = "", root: str = "", batches: int = 30, out: str = "", preset: str = "nyu",
          repeats: int = 3, step_ms: float = 100.0, device: str = "cpu", *overrides: str) -> dict:
     """Benchmark the loaders on SHARDS (and the NYU-layout ROOT for the original-style loader)."""
+    host = machine()                                      # before the runs: the load of other jobs
     base = [*overrides, f"loader.device={device}"]
     base += [f"data.shards={shards}"] if shards else []
     base += [f"data.root={root}"] if root else []
@@ -91,7 +93,7 @@ def main(shards: str = "", root: str = "", batches: int = 30, out: str = "", pre
     for row in results.values():
         row["wait_fraction_at_step"] = max(0.0, row["batch_ms"] - step_ms) / max(row["batch_ms"], step_ms)
     summary = {"crop_size": cfg.data.crop_size, "batch": cfg.train.pretrain_batch, "threads": cfg.loader.num_threads,
-               "device": device, "cpus": os.cpu_count(), "step_ms": step_ms, "loaders": results,
+               "device": device, "cpus": os.cpu_count(), "machine": host, "step_ms": step_ms, "loaders": results,
                "dali_vs_original_per_core": results["dali"]["samples_per_cpu_s"]
                / results["original_style"]["samples_per_cpu_s"]}
     _print(summary)
@@ -103,6 +105,7 @@ def main(shards: str = "", root: str = "", batches: int = 30, out: str = "", pre
 def _print(summary: dict) -> None:
     print(f"crop {summary['crop_size']}, batch {summary['batch']}, {summary['threads']} threads, "
           f"device {summary['device']}, step {summary['step_ms']:.0f} ms")
+    print(describe(summary["machine"]))
     print(f"| loader | samples/s | samples/CPU-s | cores busy | wait/step (ms, idle consumer) | wait @ step |")
     print("|---|---|---|---|---|---|")
     for name, row in summary["loaders"].items():

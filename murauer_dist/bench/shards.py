@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from murauer_dist.atomic import atomic_write_text
+from murauer_dist.bench.machine import describe, machine
 from murauer_dist.config import load_config
 from murauer_dist.data import nyu
 from murauer_dist.data.shards.build import build_split
@@ -126,6 +127,7 @@ def _worker_counts(workers) -> list[int]:
 def _print_tables(result: dict) -> None:
     print(f"\n{result['source']}; {result['cpu_count']} cores, load average "
           f"{', '.join(f'{x:.1f}' for x in result['load_average'])}")
+    print(describe(result["machine"]))
     print("\n| workers | frames | wall s | frames/s | frames/s per worker | scaling vs 1 | frames per CPU-second |")
     print("|---|---|---|---|---|---|---|")
     for row in result["writing"]:
@@ -147,6 +149,7 @@ def _print_tables(result: dict) -> None:
 
 def main(root: str = "", frames: int = 300, workers="1,2", out: str = "", repeats: int = 1) -> dict:
     counts = _worker_counts(workers)
+    host = machine()                                      # before the runs: the load of other jobs
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as scratch:
         scratch = Path(scratch)
         split = _dataset(root, frames, scratch)
@@ -173,6 +176,7 @@ def main(root: str = "", frames: int = 300, workers="1,2", out: str = "", repeat
     per_core = statistics.median(row["frames_per_cpu_s"] for row in rows)
     full_cpu = NYU_TRAIN_FRAMES / (per_core * FULL_CORES)
     result = {"source": root or "hand-made NYU layout", "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
+              "machine": host,
               "writing": rows, "encodings": encodings, "raw_write_frames_per_s": raw["frames"] / raw["seconds"],
               "full_nyu_train": {"frames_per_cpu_s": per_core, "minutes_cpu_bound": full_cpu / 60,
                                  "wall_efficiency": efficiency, "minutes_wall_efficiency": full_cpu / efficiency / 60}}

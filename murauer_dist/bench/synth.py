@@ -14,6 +14,7 @@ from pathlib import Path
 from statistics import median
 
 from murauer_dist.atomic import atomic_write_bytes
+from murauer_dist.bench.machine import describe, machine
 from murauer_dist.data.procedural.generate import CHUNK_FRAMES, synth_data
 
 
@@ -44,6 +45,7 @@ def measure(frames: int, workers: int) -> dict:
 
 def main(frames: int = 200, workers="1,2", out: str = "", repeats: int = 3) -> dict:
     counts = _parse_workers(workers)
+    host = machine()                                      # before the runs: the load of other jobs
     if frames < 4 * CHUNK_FRAMES * max(counts):
         raise SystemExit(f"frames must be at least {4 * CHUNK_FRAMES * max(counts)} to measure a steady rate")
     rows = []
@@ -59,6 +61,7 @@ def main(frames: int = 200, workers="1,2", out: str = "", repeats: int = 3) -> d
     load = os.getloadavg()[0]
     print(f"synth-data: {frames} frames per run, median of {repeats} runs, {os.cpu_count()} CPUs, "
           f"load average {load:.1f} at the end")
+    print(describe(host))
     print("| workers | frames/s | frames/s per process | 4,800 frames (s) |")
     print("|---|---|---|---|")
     for row in rows:
@@ -69,7 +72,7 @@ def main(frames: int = 200, workers="1,2", out: str = "", repeats: int = 3) -> d
             print(f"CPU time per frame in one process: {row['cpu_ms_per_frame']:.0f} ms "
                   f"(an idle core would make {1000 / row['cpu_ms_per_frame']:.1f} frames/s)")
     result = {"benchmark": "synth-data", "frames": int(frames), "repeats": int(repeats), "cpus": os.cpu_count(),
-              "load_average": round(load, 2), "rows": rows}
+              "load_average": round(load, 2), "machine": host, "rows": rows}
     if out:
         atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode())
     return result

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from murauer_dist.atomic import atomic_write_text
+from murauer_dist.bench.machine import describe, machine
 from murauer_dist.config import load_config
 from murauer_dist.data.batch import stream_sizes, to_device
 from murauer_dist.models import build_discriminator, build_model
@@ -65,6 +66,7 @@ def _sources(cfg, stage: str, device):
 def main(preset: str = "demo-cpu", steps: int = 20, out: str = "", *overrides: str) -> list[dict]:
     cfg = load_config(preset, [f"train.iters_per_epoch={WARMUP + int(steps) + 1}", *overrides])
     device = _device()
+    host = machine()                                      # before the runs: the load of other jobs
     rows = []
     for stage in ("pretrain", "main"):
         for source, stream in _sources(cfg, stage, device):
@@ -73,11 +75,12 @@ def main(preset: str = "demo-cpu", steps: int = 20, out: str = "", *overrides: s
              f"{'D ms':>6} {'bwd ms':>8}"
     print(f"bench train: preset {preset}, device {device}, threads {torch.get_num_threads()}, "
           f"median of {steps} steps")
+    print(describe(host))
     print(header)
     for r in rows:
         print(f"{r['stage']:9} {r['source']:13} {r['samples_per_s']:10.1f} {r['total_ms']:8.1f} "
               f"{r['data_wait_ms']:8.1f} {r['forward_ms']:8.1f} {r['disc_ms']:6.1f} {r['backward_ms']:8.1f}")
     if out:
-        atomic_write_text(out, json.dumps({"preset": preset, "device": str(device),
+        atomic_write_text(out, json.dumps({"preset": preset, "device": str(device), "machine": host,
                                            "threads": torch.get_num_threads(), "rows": rows}, indent=2))
     return rows
