@@ -37,7 +37,7 @@ def make_shards(root: str = "", out: str = "", *overrides: str, split: str = "al
                         preset=preset, verify=verify, overrides=overrides, overwrite=overwrite)
 
 
-def train(preset: str, *overrides: str, local_rank: int | None = None) -> None:
+def train(preset: str, *overrides: str) -> None:
     """Train PRESET: stage 1 (synthetic pre-training) then stage 2 (MURAUER or a baseline)."""
     from murauer_dist.train.entry import train_command
     train_command(preset, overrides)

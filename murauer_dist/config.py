@@ -8,7 +8,6 @@ names the key and what would have been accepted.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import typing
@@ -19,6 +18,7 @@ import yaml
 
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.errors import UserError
+from murauer_dist.methods import METHODS
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -134,7 +134,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    method: str = "murauer"              # murauer | real_synth | synth_only | real_only
+    method: str = "murauer"              # murauer | real_synth | synth_only | real_only (murauer_dist/methods.py)
     seed: int = ranged(1, ge=0, le=2 ** 31 - 1)
     out: str = "runs/default"
     pretrain_epochs: int = ranged(150, ge=0)  # stage 1 (synthetic only); 0 skips it
@@ -185,7 +185,7 @@ CHOICES = {
     "loader.device": ("auto", "gpu", "cpu"),
     "loader.bad_samples": ("skip", "error"),
     "optim.lr_scaling": ("none", "linear", "sqrt"),
-    "train.method": ("murauer", "real_synth", "synth_only", "real_only"),
+    "train.method": tuple(METHODS),
     "train.engine": ("ddp", "deepspeed"),
     "train.precision": ("fp32", "bf16"),
     "logging.wandb_mode": ("auto", "online", "offline", "disabled"),
@@ -442,8 +442,3 @@ def config_changes(old: dict, new: dict) -> dict[str, tuple]:
 def may_change_on_resume(key: str) -> bool:
     """True for the keys of RESUMABLE_KEYS (see there)."""
     return any(key == name or (name.endswith(".") and key.startswith(name)) for name in RESUMABLE_KEYS)
-
-
-
-def to_json(cfg: Config) -> str:
-    return json.dumps(cfg.to_dict(), sort_keys=True)

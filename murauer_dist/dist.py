@@ -36,10 +36,15 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+def env_local_rank() -> int:
+    """This process's rank on its node, from the launcher's LOCAL_RANK (0 without a launcher)."""
+    return _env_int("LOCAL_RANK", 0)
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Initialise the process group from torchrun's environment (or stay a single process)."""
     rank, world_size = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
-    local_rank = _env_int("LOCAL_RANK", 0)
+    local_rank = env_local_rank()
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "gpu"
     if use_cuda and not torch.cuda.is_available():
         raise RuntimeError("loader/device 'gpu' requested but CUDA is not available")

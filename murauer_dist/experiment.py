@@ -19,9 +19,10 @@ from murauer_dist.atomic import atomic_write_text, save_figure
 from murauer_dist.config import load_config
 from murauer_dist.errors import UserError
 from murauer_dist.eval.evaluate import eval_dir
+from murauer_dist.methods import METHODS as REGISTRY
 
-METHODS = ("synth_only", "real_synth", "murauer")
-LABELS = {"synth_only": "Synth only", "real_synth": "Real & Synth (baseline)", "murauer": "MURAUER (full)"}
+METHODS = ("synth_only", "real_synth", "murauer")          # compared, in table and legend order
+LABELS = {method: REGISTRY[method].label for method in METHODS}
 
 
 def _metrics_of(run_dir: Path, domain: str = "real") -> dict:

@@ -1,10 +1,13 @@
 """Data-parallel training across 2 CPU processes (torchrun, gloo): DDP and DeepSpeed engines.
 
 Every run goes through the real entry point (`murauer_dist.cli train`) under torchrun. A small
-launcher script adds two things around the unchanged loop: after each stage, every rank saves its
-own parameters (rank{r}-{stage}.pt; the loop itself writes from rank 0 only), and with
+launcher script adds three things around the unchanged loop: after each stage, every rank saves its
+own parameters (rank{r}-{stage}.pt; the loop itself writes from rank 0 only); with
 MURAUER_TEST_FAKE_STREAM=1 the loop's default data streams are the deterministic in-memory ones
-(train/fake_stream.py), so a test can rebuild exactly the batches each rank trained on.
+(train/fake_stream.py), so a test can rebuild exactly the batches each rank trained on; and with
+MURAUER_FAULT_AT_STEP=k, rank MURAUER_FAULT_RANK (default 1) dies right after the checkpoint of
+global step k, in the first attempt of the torchrun job only (TORCHELASTIC_RESTART_COUNT=0), so the
+restarted group runs through.
 """
 from __future__ import annotations
 
@@ -35,14 +38,24 @@ from shard_fixture import make_shard_set  # noqa: E402
 
 LAUNCHER = textwrap.dedent('''
     import os
+    import sys
     import torch
-    from murauer_dist.train import fault, loop
+    from murauer_dist.train import loop
     from murauer_dist.train.fake_stream import fake_eval_factory, fake_stream_factory
 
     if os.environ.get("MURAUER_TEST_FAKE_STREAM") == "1":
         loop.default_stream_factory = fake_stream_factory
         loop.default_eval_factory = fake_eval_factory
     loop_write_checkpoint = loop.write_checkpoint
+
+    def maybe_die(global_step):
+        """The elastic-restart fault: one rank leaves like a killed process, once."""
+        env = lambda name, default: int(os.environ.get(name, default))  # noqa: E731
+        if (global_step == env("MURAUER_FAULT_AT_STEP", -1) and env("TORCHELASTIC_RESTART_COUNT", 0) == 0
+                and env("RANK", 0) == env("MURAUER_FAULT_RANK", 1)):
+            print(f"[fault] rank {env('RANK', 0)} exits at step {global_step} (MURAUER_FAULT_AT_STEP)",
+                  file=sys.stderr, flush=True)
+            os._exit(1)      # no cleanup, no collective goodbye
 
     def write_checkpoint(run, stage, engines, stream, position, done):
         loop_write_checkpoint(run, stage, engines, stream, position, done)
@@ -51,7 +64,7 @@ LAUNCHER = textwrap.dedent('''
                      "global_step": run.counters.global_step}
             torch.save(state, run.run_dir / f"rank{run.info.rank}-{stage}.pt")
         else:
-            fault.maybe_inject_fault(run.counters.global_step)   # right after a checkpoint
+            maybe_die(run.counters.global_step)   # right after a checkpoint
 
     loop.write_checkpoint = write_checkpoint
     from murauer_dist.cli import main

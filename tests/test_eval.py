@@ -233,7 +233,7 @@ def test_table_lists_missing_subjects_as_dash():
 # ---------------------------------------------------------------- evaluate
 
 class EncodedPoseModel(torch.nn.Module):
-    """Stand-in with MurauerModel's evaluation methods (embed, pose, eval_mapped).
+    """Stand-in with MurauerModel's evaluation methods (embed, pose).
 
     Its normalised pose is read from the first 3J pixels of the depth crop, so a test controls the
     predictions exactly; the unmapped path is shifted by 0.5 (75 mm), so taking it would show.
@@ -243,7 +243,6 @@ class EncodedPoseModel(torch.nn.Module):
         super().__init__()
         self.num_joints = num_joints
         self.gain = torch.nn.Parameter(torch.ones(()))
-        self.eval_mapped = True
 
     def embed(self, depth, mapped, detach_z=False):
         z = depth.flatten(1)[:, :3 * self.num_joints] * self.gain
@@ -281,7 +280,7 @@ def murauer_uvd(murauer_file) -> np.ndarray:
 
 def test_predict_runs_the_mapped_path_and_restores_frame_order(murauer_uvd, nyu_gt_uvd):
     model = EncodedPoseModel().train()
-    result = predict(model, _nyu_eval_batches(murauer_uvd, nyu_gt_uvd, batch=500))
+    result = predict(model, _nyu_eval_batches(murauer_uvd, nyu_gt_uvd, batch=500), mapped=True)
     assert model.training                                            # mode restored
     assert (result["frames"] == np.arange(8252)).all()
     gt_xyz, pred_xyz = geometry.uvd_to_xyz(nyu_gt_uvd), geometry.uvd_to_xyz(murauer_uvd)
@@ -297,11 +296,8 @@ def test_predict_runs_the_mapped_path_and_restores_frame_order(murauer_uvd, nyu_
     assert len(set(kept.tolist())) == 34
     expected_depth = geometry.normalize_joints(pred_xyz[kept], center[kept, 0], half[kept, 0, 0] * 2).reshape(34, 42)
     assert np.abs(result["examples"]["depth"].reshape(34, 64)[:, :42] - expected_depth).max() < 1e-6
-    forced = predict(model, _nyu_eval_batches(murauer_uvd[:100], nyu_gt_uvd[:100], batch=50), mapped=False)
-    model.eval_mapped = False
-    unmapped = predict(model, _nyu_eval_batches(murauer_uvd[:100], nyu_gt_uvd[:100], batch=50))
+    unmapped = predict(model, _nyu_eval_batches(murauer_uvd[:100], nyu_gt_uvd[:100], batch=50), mapped=False)
     assert np.abs(unmapped["pred_xyz"] - result["pred_xyz"][:100]).mean() > 50
-    np.testing.assert_array_equal(forced["pred_xyz"], unmapped["pred_xyz"])
 
 
 @pytest.mark.gpu
@@ -309,19 +305,19 @@ def test_predict_on_gpu_matches_cpu(murauer_uvd, nyu_gt_uvd):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     batches = list(_nyu_eval_batches(murauer_uvd[:500], nyu_gt_uvd[:500], batch=64))
-    on_cpu = predict(EncodedPoseModel(), batches)
-    on_gpu = predict(EncodedPoseModel().cuda(), batches)
+    on_cpu = predict(EncodedPoseModel(), batches, mapped=True)
+    on_gpu = predict(EncodedPoseModel().cuda(), batches, mapped=True)
     assert np.abs(on_gpu["pred_xyz"] - on_cpu["pred_xyz"]).max() < 1e-3
 
 
 def test_predict_refuses_a_frame_seen_twice(murauer_uvd, nyu_gt_uvd):
     batches = list(_nyu_eval_batches(murauer_uvd[:20], nyu_gt_uvd[:20], batch=10))
     with pytest.raises(ValueError, match=r"test frame \d+ more than once"):
-        predict(EncodedPoseModel(), batches + batches[:1])
+        predict(EncodedPoseModel(), batches + batches[:1], mapped=True)
 
 
 def test_evaluate_writes_files_and_plots_that_score_back(tmp_path, murauer_uvd, nyu_gt_uvd, gt_file, capsys):
-    result = predict(EncodedPoseModel(), _nyu_eval_batches(murauer_uvd, nyu_gt_uvd, batch=256))
+    result = predict(EncodedPoseModel(), _nyu_eval_batches(murauer_uvd, nyu_gt_uvd, batch=256), mapped=True)
     out = tmp_path / "eval"
     metrics = write_evaluation(out, result["pred_xyz"], result["gt_xyz"], result["examples"], frames=result["frames"],
                                subject_split=2440, name="stand-in", info={"checkpoint": "none"})

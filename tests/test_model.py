@@ -107,8 +107,7 @@ def test_predict_uses_the_mapping_switch():
     torch.manual_seed(0)
     model = build_model(load_config("tiny")).eval()
     depth = torch.rand(2, 1, 32, 32)
-    mapped = model.predict(depth)
-    model.eval_mapped = False
-    unmapped = model.predict(depth)
+    mapped = model.predict(depth, mapped=True)
+    unmapped = model.predict(depth, mapped=False)
     assert not torch.allclose(mapped, unmapped)
-    assert torch.allclose(unmapped, model.predict(depth, mapped=False))
+    assert torch.allclose(unmapped, model.pose(model.embed(depth, mapped=False)["emb"])["pose"])

@@ -10,11 +10,11 @@ from murauer_dist.data.batch import fake_batch, stream_sizes
 from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train import losses
-from murauer_dist.train.engine import build_engines
+from murauer_dist.train.engine_factory import build_engines
 from murauer_dist.train.fake_stream import FakeTrainStream, fake_eval_factory
 from murauer_dist.train.loop import NonFiniteLossError, train
 from murauer_dist.train.schedule import base_lr, lr_multiplier
-from murauer_dist.train.step import model_requests, pose_terms, train_step, view_term
+from murauer_dist.train.step import loss_adv, loss_emb, loss_synth, loss_view, model_requests, train_step
 
 
 def _setup(overrides=(), seed=0):
@@ -57,8 +57,7 @@ def test_adversarial_gradient_reaches_the_mapping_only():
     cfg, model, disc, engines = _setup()
     batch = _batch(cfg)
     out = model(model_requests(batch, cfg, "main"))
-    from murauer_dist.train.step import adversarial_term
-    adversarial_term(engines["disc"], out)["L_adv"].backward()
+    loss_adv(engines["disc"], out).backward()
     for name, grad in _grads(model).items():
         if name.startswith("mapping."):
             assert grad is not None and grad.abs().sum() > 0, name
@@ -72,7 +71,7 @@ def test_feature_matching_target_is_detached_and_synth_loss_skips_the_mapping():
     cfg, model, disc, engines = _setup()
     batch = _batch(cfg, labeled_fraction=1.0)
     out = model(model_requests(batch, cfg, "main"))
-    terms = pose_terms(out, batch, cfg)
+    terms = {"L_emb": loss_emb(out, batch, cfg), "L_synth": loss_synth(out, batch, cfg)}
     synth_emb = [out["pairs_synth"]["emb"], out["views_synth"]["emb"]]
     real_emb = [out["pairs_real"]["emb"], out["views_real"]["emb"]]
     assert all(g is None for g in torch.autograd.grad(terms["L_emb"], synth_emb, retain_graph=True, allow_unused=True))
@@ -82,7 +81,7 @@ def test_feature_matching_target_is_detached_and_synth_loss_skips_the_mapping():
     assert all(p.grad is None for p in model.view_decoder.parameters())
     assert model.encoder.fc.weight.grad is not None
     model.zero_grad(set_to_none=True)
-    view_term(out, batch)["L_view"].backward()
+    loss_view(out, batch, cfg).backward()
     assert model.view_decoder.net[0].weight.grad is not None and model.pose_head.fc_pose.weight.grad is None
 
 
@@ -201,7 +200,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, reference_ru
 def test_stage_two_starts_from_stage_one(tmp_path, reference_run):
     root, _ = reference_run
     pretrain = root / "full" / "checkpoints" / "final-pretrain.pt"
-    assert not ckpt.load_checkpoint(pretrain)["eval_mapped"]               # stage 1 never trains m
+    assert not ckpt.checkpoint_uses_mapping(ckpt.load_checkpoint(pretrain))  # stage 1 never trains m
     handed = _loop_cfg(tmp_path, "handed", "train.pretrain_epochs=0", f"train.init_checkpoint={pretrain}")
     assert _run(handed)["global_step"] == 6
     _assert_same_state(_final(root, "full"), _final(tmp_path, "handed"))
@@ -233,11 +232,11 @@ def test_checkpoints_rotate_and_load_for_inference(tmp_path):
     state = ckpt.load_checkpoint(tmp_path / "rot" / "checkpoints" / "ckpt-000000008.pt")
     assert (state["stage"], state["epoch"], state["iteration"], state["data"][0]) == ("main", 2, 2,
                                                                                      {"epoch": 2, "position": 2})
-    model, loaded_cfg = ckpt.load_for_inference(tmp_path / "rot", "cpu")
-    assert loaded_cfg.to_dict() == cfg.to_dict() and model.eval_mapped and not model.training
+    model, loaded_cfg, mapped = ckpt.load_for_inference(tmp_path / "rot", "cpu")
+    assert loaded_cfg.to_dict() == cfg.to_dict() and mapped and not model.training
     depth = torch.rand(2, 1, 32, 32)
-    again, _ = ckpt.load_for_inference(tmp_path / "rot" / "checkpoints" / "final-main.pt")
-    assert torch.equal(model.predict(depth), again.predict(depth))
+    again, _, _ = ckpt.load_for_inference(tmp_path / "rot" / "checkpoints" / "final-main.pt")
+    assert torch.equal(model.predict(depth, mapped), again.predict(depth, mapped))
 
 
 _DDP_WORKER = '''
@@ -277,3 +276,48 @@ def test_two_rank_ddp_run_keeps_ranks_in_sync(tmp_path):
     assert report["world"] == 2 and report["summary"]["status"] == "done" and len(report["data"]) == 2
     assert math.isfinite(report["summary"]["val_mean_error_mm"])
     assert report["checksums"][0] == report["checksums"][1]                  # gradients all-reduced
+
+
+# ---- the method table and the compile switch ---------------------------------------------------
+
+def test_every_method_entry_is_complete_and_drives_the_config():
+    import dataclasses
+
+    from murauer_dist.config import CHOICES, LossConfig
+    from murauer_dist.data.batch import STREAMS
+    from murauer_dist.methods import METHODS, PRETRAIN, uses_mapping
+    from murauer_dist.train.step import TERMS
+    assert CHOICES["train.method"] == tuple(METHODS)
+    loss_fields = {f.name for f in dataclasses.fields(LossConfig)}
+    for method in (*METHODS.values(), PRETRAIN):
+        assert method.streams and set(method.streams) <= set(STREAMS), method.name
+        assert set(method.terms) <= set(TERMS) | {"L_adv"}, method.name
+        assert all(weight in loss_fields for weight in method.terms.values() if isinstance(weight, str)), method.name
+    assert len({method.label for method in METHODS.values()}) == len(METHODS)
+    # the README's evaluation paths: real -> f -> m -> p unless m was never trained
+    assert {name: uses_mapping(name, "main") for name in METHODS} == {
+        "murauer": True, "real_synth": True, "real_only": True, "synth_only": False}
+    assert not any(uses_mapping(name, "pretrain") for name in METHODS)
+    murauer_main = {"stage": "main", "config": {"train": {"method": "murauer"}}}
+    assert ckpt.checkpoint_uses_mapping(murauer_main)
+    assert not ckpt.checkpoint_uses_mapping({**murauer_main, "eval_mapped": False})    # written before the table
+
+
+def test_model_compile_is_wired_and_changes_no_number(tmp_path, monkeypatch):
+    """model.compile=true compiles f, m, p and g (here with dynamo's "eager" backend: inductor needs
+    over a minute per shape on a CPU) with the same parameter names and the same losses."""
+    from murauer_dist.models import compile_networks
+    from murauer_dist.models import murauer as murauer_module
+    from murauer_dist.train import loop
+    monkeypatch.setattr(murauer_module, "COMPILE_BACKEND", "eager")
+    cfg, plain_model, _, plain_engines = _setup()
+    _, model, _, engines = _setup()
+    names = list(model.state_dict())
+    compile_networks(model)
+    assert list(model.state_dict()) == names
+    batch = _batch(cfg, labeled_fraction=0.5)
+    assert train_step(engines, batch, cfg) == train_step(plain_engines, batch, cfg)
+    compiled = []
+    monkeypatch.setattr(loop, "compile_networks", lambda m: compiled.append(m) or compile_networks(m))
+    result = _run(_loop_cfg(tmp_path, "compiled", "model.compile=true", "train.pretrain_epochs=0", "train.max_steps=1"))
+    assert result["status"] == "done" and len(compiled) == 1

@@ -19,12 +19,31 @@ from murauer_dist.bench.machine import describe, machine
 from murauer_dist.config import load_config
 from murauer_dist.data.batch import stream_sizes, to_device
 from murauer_dist.models import build_discriminator, build_model
-from murauer_dist.train.engine import build_engines
+from murauer_dist.train.engine_factory import build_engines
 from murauer_dist.train.fake_stream import FakeTrainStream
 from murauer_dist.train.step import train_step
 
 WARMUP = 3
 PHASES = ("data_wait", "forward", "disc", "backward")
+
+
+class PhaseTimer:
+    """train_step's on_phase hook: seconds since the previous phase end, added to `timings[phase]`
+    (CUDA is synchronised first, so GPU work lands in its own phase)."""
+
+    def __init__(self, timings: dict, device: torch.device):
+        self.timings, self.device = timings, device
+        self.last = self._now()
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = self._now()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - self.last
+        self.last = now
 
 
 def _device() -> torch.device:
@@ -44,7 +63,7 @@ def measure(cfg, stage: str, stream, steps: int, device: torch.device) -> dict:
         timings, started = {}, time.perf_counter()
         batch = to_device(next(batches), device)
         timings["data_wait"] = time.perf_counter() - started
-        train_step(engines, batch, cfg, stage, timings=timings)
+        train_step(engines, batch, cfg, stage, on_phase=PhaseTimer(timings, device))
         timings["total"] = time.perf_counter() - started
         if index >= WARMUP:
             rows.append(timings)

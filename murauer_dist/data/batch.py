@@ -24,25 +24,19 @@ from __future__ import annotations
 
 import torch
 
+from murauer_dist.methods import method_for
+
 STREAMS = ("pairs", "synth", "views", "unlabeled_real", "unlabeled_synth")
 
 
-# Which streams each training method draws in stage 2 (stage 1 is always synthetic only).
-METHOD_STREAMS = {
-    "murauer": STREAMS,
-    "real_synth": ("pairs", "synth"),         # labeled real + synthetic, no unlabeled data
-    "synth_only": ("synth",),
-    "real_only": ("pairs",),                  # only the real half of each pair is used
-}
-
-
 def stream_sizes(cfg, stage: str) -> dict[str, int]:
-    """Per-rank batch size of every stream for `stage` ("pretrain" or "main"); 0 = not drawn."""
+    """Per-rank batch size of every stream for `stage` ("pretrain" or "main"); 0 = not drawn.
+
+    The streams a stage draws are its method's (murauer_dist/methods.py); stage 1 is synthetic only.
+    """
+    drawn = method_for(cfg.train.method, stage).streams
     if stage == "pretrain":
-        return {name: (cfg.train.pretrain_batch if name == "synth" else 0) for name in STREAMS}
-    if stage != "main":
-        raise ValueError(f"stage must be 'pretrain' or 'main', got {stage!r}")
-    drawn = METHOD_STREAMS[cfg.train.method]
+        return {name: (cfg.train.pretrain_batch if name in drawn else 0) for name in STREAMS}
     return {name: (int(getattr(cfg.loader, name)) if name in drawn else 0) for name in STREAMS}
 
 

@@ -3,8 +3,8 @@
     murauer-dist evaluate CHECKPOINT [SHARDS] [--out DIR] [--batch B] [--domain real|synth]
 
 Test protocol (docs/method.md §6.1): real camera-1 crops around the ground-truth palm centre,
-no augmentation, the mapped real path (real -> f -> m -> p; a baseline that never trained m runs
-unmapped, see MurauerModel.eval_mapped), predictions de-normalised to camera mm.
+no augmentation, the mapped real path (real -> f -> m -> p; a method that never trained m runs
+unmapped, see methods.uses_mapping), predictions de-normalised to camera mm.
 `--domain synth` runs the same frames' synthetic twins through the unmapped path (f -> p) into
 DIR = RUN/eval-synth: the error that is left without any domain gap, so real minus synth error is
 the domain gap a model still has.
@@ -49,18 +49,17 @@ def _example_slice(batch_size: int) -> slice:
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, batches, device: torch.device | str | None = None,
-            mapped: bool | None = None) -> dict:
+def predict(model: torch.nn.Module, batches, device: torch.device | str | None = None, *,
+            mapped: bool) -> dict:
     """Run `model` over evaluation batches (contract: data/batch.py); everything in frame order.
 
     Returns pred_xyz, gt_xyz (N, J, 3) camera mm; frames (N,); center_xyz (N, 3); cube_mm (N,);
     examples: {depth (K, H, W), frame, center_xyz, cube_mm}, two crops of every batch, kept for the
-    qualitative overlays. mapped: run real inputs through m (default: the model's eval_mapped).
+    qualitative overlays. mapped: run the inputs through m (real images of a model whose method
+    trained m; see methods.uses_mapping).
     """
     if device is None:
         device = next(model.parameters(), torch.empty(0)).device
-    if mapped is None:
-        mapped = bool(getattr(model, "eval_mapped", True))
     was_training = model.training
     model.eval()
     parts: dict[str, list[np.ndarray]] = {key: [] for key in
@@ -174,13 +173,13 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
         raise EvaluationError(f"evaluate: checkpoint {checkpoint} not found "
                          f"(a checkpoint file or a run folder; train writes them under train.out)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, cfg = load_for_inference(checkpoint, device)
+    model, cfg, trained_mapped = load_for_inference(checkpoint, device)
     if test_shards:
         cfg.data.shards = _shards_root(test_shards)
     if batch:
         cfg.loader.eval_batch = int(batch)
     loader = build_eval_loader(cfg, "test", rank=0, world_size=1, device=device, domain=domain)
-    mapped = bool(getattr(model, "eval_mapped", True)) and domain == "real"   # synthetic inputs never pass m
+    mapped = trained_mapped and domain == "real"          # synthetic inputs never pass m
     prediction = predict(model, loader, device, mapped=mapped)
     run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
     out_dir = Path(out) if out else eval_dir(run_dir, domain)

@@ -25,7 +25,6 @@ class MurauerModel(nn.Module):
         self.mapping = Mapping(embed_dim, affine=affine_blocks)
         self.pose_head = PoseHead(embed_dim, num_joints)
         self.view_decoder = ViewDecoder(crop_size, embed_dim, decoder_features)
-        self.eval_mapped = True      # real test images go through m unless the model never trained it
         init_weights(self)
 
     def embed(self, depth: torch.Tensor, mapped: bool, detach_z: bool = False) -> dict[str, torch.Tensor]:
@@ -67,10 +66,13 @@ class MurauerModel(nn.Module):
         return {name: self.run(**request) for name, request in requests.items()}
 
     @torch.no_grad()
-    def predict(self, depth: torch.Tensor, mapped: bool | None = None) -> torch.Tensor:
-        """Normalised joints (B, J, 3) for evaluation (call .eval() first)."""
-        use_mapping = self.eval_mapped if mapped is None else mapped
-        return self.pose(self.embed(depth, use_mapping)["emb"])["pose"]
+    def predict(self, depth: torch.Tensor, mapped: bool) -> torch.Tensor:
+        """Normalised joints (B, J, 3) for evaluation (call .eval() first).
+
+        mapped: real images of a model whose method trained m (methods.uses_mapping); False for
+        synthetic images and for models that never trained m.
+        """
+        return self.pose(self.embed(depth, mapped)["emb"])["pose"]
 
 
 def init_weights(module: nn.Module) -> None:
@@ -88,6 +90,17 @@ def build_model(cfg) -> MurauerModel:
     m = cfg.model
     return MurauerModel(cfg.data.crop_size, m.in_features, list(m.stage_widths), m.blocks_per_stage,
                         m.embed_dim, m.decoder_features, m.num_joints, affine_blocks=m.released_affine_blocks)
+
+
+COMPILE_BACKEND = "inductor"     # tests use dynamo's "eager" (inductor compiles for minutes on a CPU)
+
+
+def compile_networks(model: MurauerModel, backend: str | None = None) -> MurauerModel:
+    """torch.compile f, m, p and g in place (cfg.model.compile). Module.compile keeps the parameter
+    names, so checkpoints of compiled and plain runs are interchangeable."""
+    for network in (model.encoder, model.mapping, model.pose_head, model.view_decoder):
+        network.compile(backend=backend or COMPILE_BACKEND)
+    return model
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -293,11 +293,21 @@ def record_config_changes(run_dir: str | os.PathLike, changes: dict[str, tuple],
     return path
 
 
-def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """(model in eval mode on `device`, its Config) from a checkpoint file or a run directory.
+def checkpoint_uses_mapping(state: dict) -> bool:
+    """Whether the checkpoint's model runs real images through m: its method and stage decide
+    (methods.uses_mapping); checkpoints of earlier versions stored the answer as "eval_mapped"."""
+    from murauer_dist.methods import uses_mapping
 
-    model.predict(depth) gives normalised joints (B, J, 3) through the path the model was trained
-    for (mapped for real images unless the run never trained the mapping).
+    if "eval_mapped" in state:
+        return bool(state["eval_mapped"])
+    return uses_mapping(state["config"]["train"]["method"], state["stage"])
+
+
+def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """(model in eval mode on `device`, its Config, mapped) from a checkpoint file or a run directory.
+
+    model.predict(depth, mapped) gives normalised joints (B, J, 3) of real images through the path
+    the model was trained for (mapped unless the run never trained the mapping).
     """
     from murauer_dist.models import build_model
 
@@ -305,5 +315,4 @@ def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cp
     cfg = config_from_dict(state["config"])
     model = build_model(cfg)
     model.load_state_dict(state["model"])
-    model.eval_mapped = bool(state.get("eval_mapped", True))
-    return model.to(device).eval(), cfg
+    return model.to(device).eval(), cfg, checkpoint_uses_mapping(state)

@@ -116,9 +116,6 @@ class DeepSpeedEngine(ScheduledLr):
     def step(self) -> None:
         self.engine.step()  # optimizer step, then zero_grad (one accumulation step per training step)
 
-    def zero_grad(self) -> None:
-        self.engine.zero_grad()
-
     def state_dict(self) -> dict:
         """Optimizer + schedule state. With ZeRO >= 1 this gathers partitions: call it on EVERY rank."""
         optimizer = self.client_optimizer.state_dict() if self.zero_stage == 0 else self._gathered_adam_state()

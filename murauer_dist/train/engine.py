@@ -8,16 +8,13 @@ The protocol (PlainEngine, DdpEngine and the DeepSpeed engine all implement it):
     .lr_scale(mult)    learning rate = base lr * mult (the per-epoch schedule)
     .state_dict() / .load_state_dict(state)   optimizer + schedule state for checkpoints
 The training step only talks to this protocol, so it is the same for every engine.
+engine_factory.build_engines makes the engines of a stage.
 """
 from __future__ import annotations
-
-import importlib
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-
-from murauer_dist.train.schedule import base_lr
 
 
 def make_adam(cfg, module: nn.Module, lr: float) -> torch.optim.Adam:
@@ -37,10 +34,6 @@ class ScheduledLr:
         self.multiplier = float(multiplier)
         for group in self.optimizer.param_groups:
             group["lr"] = self.base_lr * self.multiplier
-
-    @property
-    def lr(self) -> float:
-        return self.base_lr * self.multiplier
 
 
 class PlainEngine(ScheduledLr):
@@ -64,9 +57,6 @@ class PlainEngine(ScheduledLr):
 
     def step(self) -> None:
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict:
@@ -94,34 +84,5 @@ class DdpEngine(PlainEngine):
         return self.wrapped
 
 
-def _deepspeed_engines(cfg, model, disc, rank: int, world_size: int, device) -> dict:
-    try:
-        deepspeed_engine = importlib.import_module("murauer_dist.train.deepspeed_engine")
-    except ImportError as err:
-        raise RuntimeError(f"train.engine=deepspeed needs murauer_dist.train.deepspeed_engine and deepspeed: {err}") from err
-    return deepspeed_engine.build_deepspeed_engines(cfg, model, disc, rank, world_size, device,
-                                                    lr=base_lr(cfg, world_size))
-
-
 def current_lr(engine) -> float:
     return float(engine.optimizer.param_groups[0]["lr"])
-
-
-def build_engines(cfg, model: nn.Module, disc: nn.Module, rank: int, world_size: int,
-                  device: torch.device | str) -> dict:
-    """{"model": engine, "disc": engine} with fresh optimizers (call once per stage).
-
-    The modules must already be on `device`. DeepSpeed is imported only when asked for.
-    """
-    device = torch.device(device)
-    if cfg.train.engine == "deepspeed":
-        return _deepspeed_engines(cfg, model, disc, rank, world_size, device)
-    if cfg.train.engine != "ddp":
-        raise ValueError(f"train.engine must be 'ddp' or 'deepspeed', got {cfg.train.engine!r}")
-    lr = base_lr(cfg, world_size)
-    engines = {}
-    for name, module in (("model", model), ("disc", disc)):
-        optimizer = make_adam(cfg, module, lr)
-        engines[name] = (DdpEngine(module, optimizer, lr, device) if world_size > 1
-                         else PlainEngine(module, optimizer, lr))
-    return engines

@@ -1,6 +1,6 @@
 """A deterministic in-memory training stream with the TrainStream API (tests and benchmarks).
 
-Batch (epoch, position) is batch.fake_batch seeded by (seed, stage, epoch, position), so a stream
+Batch (epoch, position) is batch.fake_batch seeded by (seed, stage, rank, epoch, position), so a stream
 restored from its state_dict yields exactly the batches an uninterrupted one would.
 """
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from murauer_dist.data.batch import fake_batch, stream_sizes, to_device
+from murauer_dist.seeds import derive_seed
 
 
 class FakeTrainStream:
@@ -15,7 +16,7 @@ class FakeTrainStream:
         self.sizes = stream_sizes(cfg, stage)
         self.crop_size, self.num_joints = cfg.data.crop_size, cfg.model.num_joints
         self.steps_per_epoch = cfg.train.iters_per_epoch
-        self.seed = cfg.train.seed * 1_000_003 + (0 if stage == "pretrain" else 500_009) + rank * 7919
+        self.seed_parts = (cfg.train.seed, stage, rank)
         self.device = torch.device(device)
         self.epoch, self.position = 1, 0
 
@@ -29,7 +30,7 @@ class FakeTrainStream:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
     def make_batch(self, epoch: int, position: int) -> dict:
-        seed = self.seed + epoch * 100_003 + position
+        seed = derive_seed(*self.seed_parts, epoch, position)
         return to_device(fake_batch(self.sizes, self.crop_size, self.num_joints, seed=seed), self.device)
 
     def __iter__(self):

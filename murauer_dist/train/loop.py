@@ -22,10 +22,12 @@ from murauer_dist.config import (LENGTH_KEYS, ConfigError, check_for_training, c
                                  may_change_on_resume, public_dict)
 from murauer_dist.data.batch import to_device
 from murauer_dist.errors import UserError
-from murauer_dist.models import build_discriminator, build_model
+from murauer_dist.methods import uses_mapping
+from murauer_dist.models import build_discriminator, build_model, compile_networks
+from murauer_dist.seeds import derive_seed
 from murauer_dist.train import checkpoint as ckpt
-from murauer_dist.train.fault import maybe_inject_fault
-from murauer_dist.train.engine import build_engines, current_lr
+from murauer_dist.train.engine import current_lr
+from murauer_dist.train.engine_factory import build_engines
 from murauer_dist.train.schedule import lr_multiplier
 from murauer_dist.train.step import train_step
 from murauer_dist.train.validate import validate
@@ -119,11 +121,6 @@ def stage_length(cfg, stage: str) -> tuple[int, int, int]:
     return epochs, iters, limit
 
 
-def eval_uses_mapping(cfg, stage: str) -> bool:
-    """Real images go through m unless m was never trained (stage 1, synthetic-only method)."""
-    return stage == "main" and cfg.train.method != "synth_only"
-
-
 def default_stream_factory(cfg, stage, rank, world_size, device):
     from murauer_dist.data.loaders import build_train_stream
     return build_train_stream(cfg, stage, rank, world_size, device)
@@ -156,8 +153,7 @@ def write_checkpoint(run: Run, stage: str, engines: dict, stream, position: Posi
              **run.counters.as_dict(), "world_size": run.info.world_size,
              "model": run.model.state_dict(), "disc": run.disc.state_dict(),
              "model_engine": engine_states["model"], "disc_engine": engine_states["disc"],
-             "rng": rng_states, "data": data_states, "config": public_dict(run.cfg),
-             "eval_mapped": eval_uses_mapping(run.cfg, stage)}
+             "rng": rng_states, "data": data_states, "config": public_dict(run.cfg)}
     ckpt.save_checkpoint(run.run_dir, state, run.cfg.train.keep_checkpoints, final=done)
 
 
@@ -171,7 +167,7 @@ def restore_position(run: Run, state: dict, engines: dict) -> tuple[Position, ob
     if same_world:
         ckpt.set_rng_state(state["rng"][rank])
     else:
-        torch.manual_seed(run.cfg.train.seed * 7919 + rank + state["global_step"])
+        torch.manual_seed(derive_seed(run.cfg.train.seed, "rank", rank, "step", state["global_step"]))
         if run.info.is_main:
             print(f"resuming with {run.info.world_size} ranks from a {state['world_size']}-rank checkpoint: "
                   "the data stream restarts the epoch", flush=True)
@@ -219,7 +215,8 @@ def _validate_epoch(run: Run, stage: str, epoch: int) -> None:
     if run.cfg.data.val_fraction <= 0:
         return
     loader = run.eval_factory(run.cfg, "val", run.info.rank, run.info.world_size, run.info.device)
-    result = validate(run.model, loader, run.info.device, run.cfg.model.channels_last)
+    result = validate(run.model, loader, run.info.device, uses_mapping(run.cfg.train.method, stage),
+                      run.cfg.model.channels_last)
     run.logger.log(run.counters.global_step, {f"{stage}/{k}": v for k, v in result.items()} | {"epoch": epoch})
     run.last_val = result
     error = result["val_mean_error_mm"]
@@ -236,7 +233,6 @@ def run_stage(run: Run, stage: str, resume: dict | None) -> str:
     from murauer_dist.data.batch import stream_sizes
 
     cfg, info = run.cfg, run.info
-    run.model.eval_mapped = eval_uses_mapping(cfg, stage)
     engines = build_engines(cfg, run.model, run.disc, info.rank, info.world_size, info.device)
     stream = run.stream_factory(cfg, stage, info.rank, info.world_size, info.device)
     position, data_state = (restore_position(run, resume, engines) if resume else (Position(), None))
@@ -276,7 +272,6 @@ def run_stage(run: Run, stage: str, resume: dict | None) -> str:
                 write_checkpoint(run, stage, engines, stream, position, done=False)
             if stop:
                 return "stopped"
-            maybe_inject_fault(run.counters.global_step)
         if position.iteration >= iters:
             _validate_epoch(run, stage, position.epoch)
             position = Position(position.epoch + 1, 0, position.stage_step)
@@ -420,7 +415,9 @@ def train(cfg, info: dist.DistInfo | None = None, stream_factory=None, eval_fact
         run.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(run.model)
     if cfg.model.channels_last:
         run.model.to(memory_format=torch.channels_last)
-    torch.manual_seed(cfg.train.seed * 7919 + info.rank)
+    if cfg.model.compile:
+        compile_networks(run.model)
+    torch.manual_seed(derive_seed(cfg.train.seed, "rank", info.rank))
     status, failed = "done", True
     try:
         with run.stop:

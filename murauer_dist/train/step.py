@@ -1,21 +1,26 @@
 """One training step: named streams in, named loss terms out (docs/method.md §4).
 
-Order per step: one model forward (one pass per stream, so BatchNorm batches are domain-pure),
-then one discriminator step on detached features, then the model loss (the adversarial term
-through the updated, frozen discriminator) and the model update. Engine-agnostic: it only uses
-the engine protocol of engine.py.
+    L = L_synth + beta L_real + lambda_c L_emb + lambda_g L_view + lambda_m L_adv
+
+Which terms a method trains, with which weight, is its entry in murauer_dist/methods.py; each term
+is one small function below (scalings as in the original code, train/losses.py). Order per step:
+one model forward (one pass per stream, so BatchNorm batches are domain-pure), one discriminator
+step on detached features, then the model loss (the adversarial term through the updated, frozen
+discriminator) and the model step. Engine-agnostic: only the engine protocol of engine.py is used.
 """
 from __future__ import annotations
 
 import contextlib
-import time
+from typing import Callable
 
 import torch
 
 from murauer_dist import dist
+from murauer_dist.methods import loss_weights, method_for
 from murauer_dist.train import losses
 
-TERMS = ("L_synth", "L_real", "L_emb", "L_view", "L_adv")
+# Synthetic halves with a pose target: (forward request, batch stream).
+_SYNTH_HALVES = (("pairs_synth", "pairs"), ("synth", "synth"), ("views_synth", "views"))
 
 
 def _image(tensor: torch.Tensor, cfg) -> torch.Tensor:
@@ -23,70 +28,120 @@ def _image(tensor: torch.Tensor, cfg) -> torch.Tensor:
 
 
 def model_requests(batch: dict, cfg, stage: str) -> dict[str, dict]:
-    """One forward request per stream half, in the original call order."""
-    if stage == "pretrain":
-        return {"synth": {"depth": _image(batch["synth"]["depth"], cfg), "mapped": False}}
-    method, requests = cfg.train.method, {}
-    if "pairs" in batch:
-        requests["pairs_real"] = {"depth": _image(batch["pairs"]["real_depth"], cfg), "mapped": True}
-        if method != "real_only":
+    """One forward request per stream half the stage's method uses, in the original call order.
+
+    Real halves go through m when the method maps (methods.py); synthetic ones never do.
+    """
+    method = method_for(cfg.train.method, stage)
+    drawn, mapped, requests = [s for s in method.streams if s in batch], method.mapped, {}
+    if "pairs" in drawn:
+        requests["pairs_real"] = {"depth": _image(batch["pairs"]["real_depth"], cfg), "mapped": mapped}
+        if {"L_synth", "L_emb"} & method.terms.keys():       # real_only trains on the real half alone
             requests["pairs_synth"] = {"depth": _image(batch["pairs"]["synth_depth"], cfg), "mapped": False}
-    if "synth" in batch:
+    if "synth" in drawn:
         requests["synth"] = {"depth": _image(batch["synth"]["depth"], cfg), "mapped": False}
-    if "views" in batch:
+    if "views" in drawn:
         views = batch["views"]
-        requests["views_real"] = {"depth": _image(views["real_depth"], cfg), "mapped": True, "cond": views["real_cond"]}
+        requests["views_real"] = {"depth": _image(views["real_depth"], cfg), "mapped": mapped,
+                                  "cond": views["real_cond"]}
         requests["views_synth"] = {"depth": _image(views["synth_depth"], cfg), "mapped": False,
                                    "cond": views["synth_cond"]}
-    if "unlabeled_real" in batch and "unlabeled_synth" in batch:
+    if "unlabeled_real" in drawn and "unlabeled_synth" in drawn:
         # f's output is detached: the adversarial gradient reaches the mapping only.
-        requests["unlabeled_real"] = {"depth": _image(batch["unlabeled_real"]["depth"], cfg), "mapped": True,
+        requests["unlabeled_real"] = {"depth": _image(batch["unlabeled_real"]["depth"], cfg), "mapped": mapped,
                                       "pose": False, "detach_z": True}
         requests["unlabeled_synth"] = {"depth": _image(batch["unlabeled_synth"]["depth"], cfg), "mapped": False,
                                        "pose": False, "grad": False}
     return requests
 
 
-def pose_terms(out: dict, batch: dict, cfg) -> dict[str, torch.Tensor]:
-    """L_synth, L_real and L_emb from whatever streams were run."""
-    terms = {}
-    synth_parts = [losses.pose_sse(out[name]["pose"], batch[stream]["target"])
-                   for name, stream in (("pairs_synth", "pairs"), ("synth", "synth"), ("views_synth", "views"))
-                   if name in out]
-    if synth_parts:
-        terms["L_synth"] = sum(synth_parts)
-    labeled = batch["views"]["labeled"].bool() if "views_real" in out else None
-    real_parts, emb_parts = [], []
-    if "pairs_real" in out:
-        real_parts.append(losses.pose_sse(out["pairs_real"]["pose"], batch["pairs"]["target"]))
-        if "pairs_synth" in out:
-            emb_parts.append(losses.feature_matching_sse(out["pairs_real"]["emb"], out["pairs_synth"]["emb"]))
-    if labeled is not None and bool(labeled.any()):      # skip, not NaN, when no view frame is labeled
-        views_size = float(labeled.shape[0])
-        pairs_size = float(batch["pairs"]["target"].shape[0]) if "pairs" in batch else float(cfg.loader.pairs)
-        real_parts.append(losses.scaled_mse(out["views_real"]["pose"][labeled], batch["views"]["target"][labeled],
-                                            views_size))
-        emb_parts.append(losses.scaled_mse(out["views_real"]["emb"][labeled],
-                                           out["views_synth"]["emb"][labeled].detach(), pairs_size))
-    if real_parts:
-        terms["L_real"] = sum(real_parts)
-    if emb_parts:
-        terms["L_emb"] = sum(emb_parts)
-    return terms
+# ---- the loss terms: (model outputs, batch, cfg) -> a scalar, or None when its streams did not run ----
 
-
-def view_term(out: dict, batch: dict) -> dict[str, torch.Tensor]:
+def _labeled_views(out: dict, batch: dict) -> torch.Tensor | None:
+    """Mask of the labeled view-prediction frames; None when there are none: such a batch adds no
+    pose or matching term (the original produced NaN there)."""
     if "views_real" not in out:
-        return {}
+        return None
+    labeled = batch["views"]["labeled"].bool()
+    return labeled if bool(labeled.any()) else None
+
+
+def _sum(parts: list) -> torch.Tensor | None:
+    return sum(parts) if parts else None
+
+
+def loss_pretrain(out: dict, batch: dict, cfg) -> torch.Tensor:
+    """Stage 1: pose MSE x batch size on synthetic crops."""
+    return losses.pretrain_pose_loss(out["synth"]["pose"], batch["synth"]["target"])
+
+
+def loss_synth(out: dict, batch: dict, cfg) -> torch.Tensor | None:
+    """Pose SSE on every synthetic batch that ran (the pairs' twins, synth, the views' synthetic inputs)."""
+    return _sum([losses.pose_sse(out[name]["pose"], batch[stream]["target"])
+                 for name, stream in _SYNTH_HALVES if name in out])
+
+
+def loss_real(out: dict, batch: dict, cfg) -> torch.Tensor | None:
+    """Pose SSE on the labeled pairs, plus the labeled view frames as views-batch-size x MSE: the
+    original's scaling, so the term does not depend on how many view frames happen to be labeled."""
+    parts = []
+    if "pairs_real" in out:
+        parts.append(losses.pose_sse(out["pairs_real"]["pose"], batch["pairs"]["target"]))
+    labeled = _labeled_views(out, batch)
+    if labeled is not None:
+        views_size = float(labeled.shape[0])
+        parts.append(losses.scaled_mse(out["views_real"]["pose"][labeled], batch["views"]["target"][labeled],
+                                       views_size))
+    return _sum(parts)
+
+
+def loss_emb(out: dict, batch: dict, cfg) -> torch.Tensor | None:
+    """Feature matching ||m(f(x_r)) - sg(f(x_s))||^2 of labeled twins: SSE on the pairs, plus the
+    labeled view frames as pairs-batch-size x MSE.
+
+    Why the pairs batch size: the original code does exactly this (poier/murauer,
+    hapetrainer_map_preview_adversarial.py: `loss_emb_prev = mse(...) * embedding_target.size(0)
+    # same weight as orig. embedding loss`, where embedding_target is the pairs' synthetic features).
+    The MSE makes the part independent of how many view frames are labeled in this batch, and the
+    factor gives it the batch count of the pairs term. The MSE also averages over the feature
+    dimensions, which the pairs' SSE sums, so per frame it weighs 1/embed_dim of a pair; kept as
+    is, because the published results were trained with it (a reweighting would be a new method
+    setting, not a fix).
+    """
+    parts = []
+    if "pairs_real" in out and "pairs_synth" in out:
+        parts.append(losses.feature_matching_sse(out["pairs_real"]["emb"], out["pairs_synth"]["emb"]))
+    labeled = _labeled_views(out, batch)
+    if labeled is not None:
+        pairs_size = float(batch["pairs"]["target"].shape[0]) if "pairs" in batch else float(cfg.loader.pairs)
+        parts.append(losses.scaled_mse(out["views_real"]["emb"][labeled],
+                                       out["views_synth"]["emb"][labeled].detach(), pairs_size))
+    return _sum(parts)
+
+
+def loss_view(out: dict, batch: dict, cfg) -> torch.Tensor | None:
+    """L1 of the predicted other view, real and synthetic inputs."""
+    if "views_real" not in out:
+        return None
     views = batch["views"]
-    return {"L_view": losses.view_l1(out["views_real"]["view"], views["real_view"])
-            + losses.view_l1(out["views_synth"]["view"], views["synth_view"])}
+    return (losses.view_l1(out["views_real"]["view"], views["real_view"])
+            + losses.view_l1(out["views_synth"]["view"], views["synth_view"]))
 
 
-def weighted_total(terms: dict[str, torch.Tensor], cfg) -> torch.Tensor:
-    weights = {"L_synth": 1.0, "L_real": cfg.loss.beta, "L_emb": cfg.loss.lambda_c,
-               "L_view": cfg.loss.lambda_g, "L_adv": cfg.loss.lambda_m, "L_pretrain": 1.0}
-    return sum(weights[name] * value for name, value in terms.items())
+def loss_adv(disc, out: dict) -> torch.Tensor:
+    """SSE(h(m(sg f(x_r))), 0) through the bare, frozen discriminator (works for DDP and DeepSpeed)."""
+    module = disc.module
+    module.requires_grad_(False)
+    try:
+        scores = module(out["unlabeled_real"]["emb"].float())
+    finally:
+        module.requires_grad_(True)
+    return losses.lsgan_sse(scores, 0.0)
+
+
+# The terms computed from the forward outputs, in the order they are summed; L_adv comes after D's step.
+TERMS = {"L_pretrain": loss_pretrain, "L_synth": loss_synth, "L_real": loss_real, "L_emb": loss_emb,
+         "L_view": loss_view}
 
 
 def discriminator_step(disc, out: dict, device) -> dict[str, torch.Tensor]:
@@ -102,36 +157,6 @@ def discriminator_step(disc, out: dict, device) -> dict[str, torch.Tensor]:
         disc.step()
     return {"L_disc": loss.detach(), "d_real_mean": d_real.detach().mean(), "d_synth_mean": d_synth.detach().mean(),
             "disc_skipped": torch.tensor(0.0 if stepped else 1.0)}
-
-
-def adversarial_term(disc, out: dict) -> dict[str, torch.Tensor]:
-    """SSE(h(m(sg f(x_r))), 0) through the bare, frozen discriminator (works for DDP and DeepSpeed)."""
-    module = disc.module
-    module.requires_grad_(False)
-    try:
-        scores = module(out["unlabeled_real"]["emb"].float())
-    finally:
-        module.requires_grad_(True)
-    return {"L_adv": losses.lsgan_sse(scores, 0.0)}
-
-
-class _Clock:
-    """Phase timer (synchronising CUDA so GPU work lands in its phase); inactive without a dict."""
-
-    def __init__(self, timings: dict | None, device: torch.device):
-        self.timings, self.device = timings, device
-        self.last = self._now() if timings is not None else 0.0
-
-    def _now(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    def lap(self, phase: str) -> None:
-        if self.timings is not None:
-            now = self._now()
-            self.timings[phase] = self.timings.get(phase, 0.0) + now - self.last
-            self.last = now
 
 
 def _autocast(cfg, device: torch.device):
@@ -151,38 +176,47 @@ def _restore_buffers(module: torch.nn.Module, saved: list[torch.Tensor]) -> None
             buffer.copy_(value)
 
 
-def train_step(parts: dict, batch: dict, cfg, stage: str = "main", timings: dict | None = None) -> dict[str, float]:
-    """One optimisation step. parts = {"model": engine, "disc": engine} (engine.py protocol).
+def _no_phase(phase: str) -> None:
+    pass
+
+
+def train_step(engines: dict, batch: dict, cfg, stage: str = "main",
+               on_phase: Callable[[str], None] | None = None) -> dict[str, float]:
+    """One optimisation step. engines = {"model": engine, "disc": engine} (engine.py protocol).
 
     Returns the named loss terms as floats (absent terms are left out), the weighted L_total,
     discriminator diagnostics, and `skipped` = 1.0 when the loss was not finite on some rank (no
-    update, BatchNorm statistics restored).
+    update, BatchNorm statistics restored). on_phase(name) is called as each phase ends ("forward",
+    "disc", "forward" again for the loss, "backward"): the benchmark's phase timer hooks in there.
     """
-    model, disc = parts["model"], parts["disc"]
+    model, disc, on_phase = engines["model"], engines["disc"], on_phase or _no_phase
+    weights = loss_weights(cfg.train.method, stage, cfg.loss)        # {"L_synth": 1, "L_real": beta, ...}
     device = next(model.module.parameters()).device
-    clock = _Clock(timings, device)
     saved_buffers = _snapshot_buffers(model.module)
     with _autocast(cfg, device):
         out = model(model_requests(batch, cfg, stage))
-        if stage == "pretrain":
-            terms = {"L_pretrain": losses.pretrain_pose_loss(out["synth"]["pose"], batch["synth"]["target"])}
-        else:
-            terms = {**pose_terms(out, batch, cfg), **view_term(out, batch)}
-        clock.lap("forward")
+        terms = {name: term(out, batch, cfg) for name, term in TERMS.items() if name in weights}
+        on_phase("forward")
         disc_stats = {}
-        if "unlabeled_real" in out:
-            disc_stats = discriminator_step(disc, out, device)
-            clock.lap("disc")
-            terms.update(adversarial_term(disc, out))
-        total = weighted_total(terms, cfg)
+        if "L_adv" in weights and "unlabeled_real" in out:
+            disc_stats = discriminator_step(disc, out, device)      # D first, on detached features
+            on_phase("disc")
+            terms["L_adv"] = loss_adv(disc, out)                     # then m against the updated D
+        terms = {name: value for name, value in terms.items() if value is not None}
+        total = sum(weights[name] * value for name, value in terms.items())
     finite = dist.all_true(torch.isfinite(total), device)
-    clock.lap("forward")
+    on_phase("forward")
     if finite:
         model.backward(total)
         model.step()
     else:       # no backward ran, so there are no gradients to clear
         _restore_buffers(model.module, saved_buffers)
-    clock.lap("backward")
+    on_phase("backward")
+    return _report(terms, total, disc_stats, finite, batch, stage)
+
+
+def _report(terms: dict, total: torch.Tensor, disc_stats: dict, finite: bool, batch: dict, stage: str) -> dict:
+    """Every term and diagnostic as a float (one device sync for all of them)."""
     named = {**terms, "L_total": total.detach(), **disc_stats}
     values = torch.stack([value.detach().float().reshape(()) for value in named.values()]).tolist()
     result = dict(zip(named.keys(), values))

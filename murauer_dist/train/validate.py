@@ -14,8 +14,12 @@ def joint_error_mm(pose: torch.Tensor, target: torch.Tensor, cube_mm: torch.Tens
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, loader, device: torch.device, channels_last: bool = False) -> dict[str, float]:
-    """{"val_mean_error_mm", "val_frames"} over every rank's share of the split (nan when empty)."""
+def validate(model: torch.nn.Module, loader, device: torch.device, mapped: bool,
+             channels_last: bool = False) -> dict[str, float]:
+    """{"val_mean_error_mm", "val_frames"} over every rank's share of the split (nan when empty).
+
+    mapped: run the real images through m (methods.uses_mapping of the method and stage).
+    """
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64, device=device)
@@ -24,7 +28,7 @@ def validate(model: torch.nn.Module, loader, device: torch.device, channels_last
         depth = batch["depth"]
         if channels_last:
             depth = depth.contiguous(memory_format=torch.channels_last)
-        errors = joint_error_mm(model.predict(depth), batch["target"], batch["cube_mm"])
+        errors = joint_error_mm(model.predict(depth, mapped), batch["target"], batch["cube_mm"])
         totals += torch.stack([errors.double().sum(), torch.tensor(float(errors.numel()), device=device,
                                                                     dtype=torch.float64)])
     model.train(was_training)

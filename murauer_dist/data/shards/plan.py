@@ -16,7 +16,6 @@ from murauer_dist.config import Config
 from murauer_dist.data.shards.schema import ENCODINGS, SCHEMA_VERSION
 from murauer_dist.errors import UserError
 
-SHARD_SPLITS = ("train", "val", "test")
 SPLIT_CHOICES = {"all": ("train", "val", "test"), "train": ("train", "val"), "test": ("test",)}
 
 
