@@ -8,17 +8,16 @@ root (depth PNGs + joint_data.mat) for the original-style loader.
 """
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 import webdataset as wds
-from PIL import Image
 
 from murauer_dist import geometry
 from murauer_dist.data import nyu
+from murauer_dist.data.shards import schema
 
 NUM_JOINTS = 36
 PALM = geometry.EVAL_JOINTS[geometry.CENTER_JOINT]
@@ -73,35 +72,27 @@ def make_frames(count: int, seed: int) -> list[dict]:
     return frames
 
 
-def _encode(crop: np.ndarray, encoding: str) -> bytes:
-    if encoding == "raw":
-        return crop.astype("<u2").tobytes()
-    buffer = io.BytesIO()
-    Image.fromarray(crop.astype(np.uint16)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def make_sample(frame: dict, index: int, split: str, crop_size: int, margin: float, cube_mm: float,
                 encoding: str) -> dict:
-    """One shard sample (schema version 1) of a frame."""
+    """One shard sample (this schema version) of a frame, the cameras unswapped."""
     stored = geometry.stored_size(crop_size, margin)
-    ext = "png" if encoding == "png" else "u16"
-    sample = {"__key__": f"f{index:07d}"}
-    joints = np.zeros((3, 2, 14, 3), np.float32)
-    crop_rows = np.zeros((3, 8), np.float32)
-    for cam in (1, 2, 3):
+    layout = schema.SampleLayout()
+    sample = {"__key__": schema.sample_key(index)}
+    joints = np.zeros(layout.joints_shape, np.float32)
+    crop_rows = np.zeros(layout.crop_shape, np.float32)
+    for cam in layout.slots:
         uvd, xyz = frame["uvd"][cam - 1], frame["xyz"][cam - 1]
         window = geometry.CropWindow.around(uvd[PALM], cube_mm, stored, margin=margin)
-        for domain in ("real", "synth"):
+        for domain in schema.DOMAINS:
             crop = geometry.crop_depth(frame["depth"][(domain, cam)], window, frame=str(index))
-            sample[f"{domain}{cam}.{ext}"] = _encode(crop, encoding)
+            sample[schema.crop_member(domain, cam, encoding)] = schema.encode_crop(crop, encoding)
         joints[cam - 1, 0] = uvd[list(geometry.EVAL_JOINTS)]
         joints[cam - 1, 1] = xyz[list(geometry.EVAL_JOINTS)]
         crop_rows[cam - 1] = [*uvd[PALM], *xyz[PALM], cube_mm, window.scale]
-    sample["joints.f32"] = joints.astype("<f4").tobytes()
-    sample["crop.f32"] = crop_rows.astype("<f4").tobytes()
-    sample["meta.json"] = json.dumps({"schema": 1, "frame": index, "split": split, "crop_size": crop_size,
-                                      "stored_size": stored, "margin": margin, "encoding": encoding}).encode()
+    sample[schema.JOINTS_MEMBER] = schema.encode_labels(schema.JOINTS_MEMBER, joints, layout)
+    sample[schema.CROP_MEMBER] = schema.encode_labels(schema.CROP_MEMBER, crop_rows, layout)
+    sample[schema.META_MEMBER] = schema.encode_meta(index, split, crop_size, stored, margin, encoding,
+                                                    list(layout.slots))
     return sample
 
 
@@ -114,8 +105,8 @@ def write_tars(folder: Path, samples: list[dict], shard_size: int) -> list[Path]
             for sample in samples[start:start + shard_size]:
                 writer.write(sample)
         paths.append(path)
-    (folder / "manifest.json").write_text(json.dumps({"schema": 1, "count": len(samples),
-                                                      "frames": [int(s["__key__"][1:]) for s in samples]}))
+    (folder / "manifest.json").write_text(json.dumps({"schema": schema.SCHEMA_VERSION, "count": len(samples),
+                                                      "frames": [schema.frame_of_key(s["__key__"]) for s in samples]}))
     return paths
 
 

@@ -13,7 +13,7 @@ from murauer_dist import geometry
 from murauer_dist.config import load_config
 from murauer_dist.data import augment
 from murauer_dist.data.loaders import build_eval_loader, build_train_stream
-from murauer_dist.data.shard_files import ShardError
+from murauer_dist.data.shards.read import ShardError
 
 from shard_fixture import make_shard_set
 
@@ -247,7 +247,7 @@ def test_reads_the_shard_writers_output(tmp_path):
 
 
 def test_dali_index_files_made_once_and_remade_when_stale(tmp_path):
-    from murauer_dist.data.shard_files import dali_index_paths, split_tars
+    from murauer_dist.data.shards.read import dali_index_paths, split_tars
     info = make_shard_set(tmp_path, n_train=6, n_test=2, crop_size=CROP, n_labeled=2, label_seed=3)
     assert info
     tars = split_tars(tmp_path, "train")

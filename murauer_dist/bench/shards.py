@@ -25,7 +25,7 @@ from murauer_dist.data import nyu
 from murauer_dist.data.shards.build import build_split
 from murauer_dist.data.shards.manifest import shard_paths
 from murauer_dist.data.shards.plan import plan_splits
-from murauer_dist.data.shards.schema import decode_crop, encode_crop
+from murauer_dist.data.shards.schema import META_MEMBER, crop_member, crop_members, decode_crop, encode_crop
 
 NYU_TRAIN_FRAMES = 72_757
 FULL_CORES = 16
@@ -68,10 +68,11 @@ def encoding_table(folder: Path) -> dict[str, dict]:
     import webdataset as wds
     crops = []
     for sample in wds.WebDataset([str(p) for p in shard_paths(folder, "train")][:1], shardshuffle=False):
-        crops += [decode_crop(sample[f"{d}{c}.u16"], "x.u16", int(np.sqrt(len(sample[f"{d}{c}.u16"]) // 2)))
-                  for d in ("real", "synth") for c in (1, 2, 3)]
+        meta = json.loads(sample[META_MEMBER])
+        crops += [decode_crop(sample[member], member, meta["stored_size"]) for member in crop_members(meta["encoding"])]
     table = {}
-    for encoding, member in (("png", "c.png"), ("raw", "c.u16")):
+    for encoding in ("png", "raw"):
+        member = crop_member("real", 1, encoding)
         encoded = [encode_crop(crop, encoding) for crop in crops]
         size = crops[0].shape[0]
         table[encoding] = {
@@ -93,9 +94,10 @@ def dali_decode_rate(folder: Path, encoding: str) -> float | None:
     @pipeline_def(batch_size=32, num_threads=2, device_id=None, seed=0)
     def pipe():
         if encoding == "png":
-            data = fn.readers.webdataset(paths=paths, ext=["real1.png"], name="R")
+            data = fn.readers.webdataset(paths=paths, ext=[crop_member("real", 1, encoding)], name="R")
             return fn.decoders.image(data, output_type=types.ANY_DATA, dtype=types.UINT16)
-        data = fn.readers.webdataset(paths=paths, ext=["real1.u16"], dtypes=[types.UINT16], name="R")
+        data = fn.readers.webdataset(paths=paths, ext=[crop_member("real", 1, encoding)], dtypes=[types.UINT16],
+                                     name="R")
         return fn.reshape(data, shape=[size, size, 1])
 
     pipeline = pipe()

@@ -25,10 +25,12 @@ import math
 
 import torch
 
+from murauer_dist.data.shards.schema import CROP_FIELDS
 from murauer_dist.geometry import FX, FY, UX, UY
 
-# crop.f32 row layout (shard schema): u_c, v_c, d_c, x_c, y_c, z_c, cube_mm, scale
-U_C, V_C, D_C, X_C, Y_C, Z_C, CUBE, SCALE = range(8)
+# columns of a crop.f32 row (shard schema)
+U_C, V_C, D_C, X_C, Y_C, Z_C, CUBE, SCALE = (CROP_FIELDS.index(field) for field in
+                                             ("u_c", "v_c", "d_c", "x_c", "y_c", "z_c", "cube_mm", "scale"))
 COND_HALF_RANGE_MM = 1450.0 / 2.0     # decoder conditioning: x*2/1450, y*2/1450, (z-50)*2/1450-1
 COND_Z_OFFSET_MM = 50.0
 

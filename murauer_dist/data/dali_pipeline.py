@@ -21,12 +21,14 @@ import nvidia.dali.math as dmath
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from murauer_dist.data.augment import SCALE, U_C, V_C, X_C, Y_C, Z_C
-from murauer_dist.data.shard_files import dali_index_paths
-from murauer_dist.data.streams import needed_members
+from murauer_dist.data.shards import schema
+from murauer_dist.data.shards.read import dali_index_paths
+from murauer_dist.data.streams import needed_members, synth_field
 from murauer_dist.geometry import FX, FY, UX, UY
 
 SOURCE_INFO_BYTES = 1024       # "shard.tar:offset:key.member", zero-padded to one width for the iterator
 READER = "reader"
+DALI_TYPES = {np.dtype(np.float32): types.FLOAT, np.dtype(np.uint16): types.UINT16, np.dtype(np.uint8): types.UINT8}
 
 
 def resolve_device(device: str) -> str:
@@ -38,11 +40,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _read(tars, members: dict, part: tuple[int, int], shuffle: bool, seed: int, buffer: int, name: str) -> dict:
+def _read(tars, members: dict, layout: schema.SampleLayout, part: tuple[int, int], shuffle: bool, seed: int,
+          buffer: int, name: str) -> dict:
     """webdataset reader over `tars`; one node per raw field (images as bytes, labels as float)."""
     fields, exts = list(members), [members[f] for f in members]
-    dtypes = [types.FLOAT if e.endswith(".f32") else types.UINT16 if e.endswith(".u16") else types.UINT8
-              for e in exts]
+    dtypes = [DALI_TYPES[schema.member_dtype(e)] for e in exts]
     # plain Python file work: keep the conditionals' AutoGraph from trying to convert it
     index_paths = do_not_convert(dali_index_paths)(list(tars))
     nodes = fn.readers.webdataset(paths=list(tars), index_paths=index_paths, ext=exts,
@@ -52,10 +54,9 @@ def _read(tars, members: dict, part: tuple[int, int], shuffle: bool, seed: int, 
                                   pad_last_batch=not shuffle)
     nodes = nodes if isinstance(nodes, (list, tuple)) else [nodes]
     out = dict(zip(fields, nodes))
-    if "crop" in out:
-        out["crop"] = fn.reshape(out["crop"], shape=[3, 8])
-    if "joints" in out:
-        out["joints"] = fn.reshape(out["joints"], shape=[3, 2, 14, 3])
+    for field in ("crop", "joints"):
+        if field in out:
+            out[field] = fn.reshape(out[field], shape=list(layout.label_shape(members[field])))
     out["info"] = fn.pad(fn.get_property(nodes[0], key="source_info"), axes=[0], shape=[SOURCE_INFO_BYTES])
     return out
 
@@ -98,8 +99,8 @@ def _chw(image):
 class StreamGraph:
     """Settings shared by the graph builders of one pipeline."""
 
-    def __init__(self, cfg, device: str, seed: int, part: tuple[int, int]):
-        self.cfg, self.device, self.seed, self.part = cfg, device, seed, part
+    def __init__(self, cfg, device: str, seed: int, part: tuple[int, int], layout: schema.SampleLayout):
+        self.cfg, self.device, self.seed, self.part, self.layout = cfg, device, seed, part, layout
         self.crop_size = cfg.data.crop_size
         from murauer_dist.geometry import stored_size
         self.stored_size = stored_size(cfg.data.crop_size, cfg.data.crop_margin)
@@ -126,8 +127,8 @@ class StreamGraph:
         return self.image(encoded, matrix)
 
     def read(self, tars, stream: str, shuffle: bool, name: str = READER, seed_offset: int = 0, part=None) -> dict:
-        members = needed_members(stream, self.cfg.data.encoding, self.cfg.data.view_camera)
-        return _read(tars, members, part or self.part, shuffle, self.seed + seed_offset,
+        members = needed_members(stream, self.cfg.data.encoding, self.cfg.data.view_camera, self.layout.slots)
+        return _read(tars, members, self.layout, part or self.part, shuffle, self.seed + seed_offset,
                      self.cfg.loader.shuffle_buffer, name)
 
 
@@ -144,17 +145,24 @@ def pairs_graph(graph: StreamGraph, tars) -> dict:
     return _labeled_stream(graph, sample, {"real": "real", "synth": "synth"}, sample["crop"][0])
 
 
+def _slot_pick(cam, sample: dict, slots: tuple[int, ...], index: int = 0):
+    """(synth crop, crop row) of camera slot slots[cam] for a per-sample cam: nested if/else over the
+    slots (split/merge: only the chosen crop goes on to be decoded)."""
+    if index == len(slots) - 1:                # plain Python: the last slot is the final else
+        return sample[synth_field(slots[index])], sample["crop"][index]
+    if cam == index:
+        encoded, row = sample[synth_field(slots[index])], sample["crop"][index]
+    else:
+        encoded, row = _slot_pick(cam, sample, slots, index + 1)
+    return encoded, row
+
+
 def synth_graph(graph: StreamGraph, tars) -> dict:
     """Independent synthetic crops; camera slot drawn per sample, only that crop decoded."""
     sample = graph.read(tars, "synth", shuffle=True)
-    cam = fn.random.uniform(values=[0, 1, 2], dtype=types.INT32)
-    crop = sample["crop"]
-    if cam == 0:
-        encoded, row = sample["synth1"], crop[0]
-    elif cam == 1:
-        encoded, row = sample["synth2"], crop[1]
-    else:
-        encoded, row = sample["synth3"], crop[2]
+    slots = graph.layout.slots
+    cam = fn.random.uniform(values=list(range(len(slots))), dtype=types.INT32)
+    encoded, row = _slot_pick(cam, sample, slots)
     out = _labeled_stream(graph, {**sample, "depth": encoded}, {"depth": "depth"}, row)
     return {**out, "cam": cam}
 
@@ -221,8 +229,6 @@ def frames_from_info(info) -> np.ndarray:
     frames = np.empty(len(rows), dtype=np.int64)
     for i, row in enumerate(rows):
         text = row.tobytes().rstrip(b"\0").decode()
-        key = text.rsplit(":", 1)[-1].rsplit("/", 1)[-1].split(".", 1)[0]
-        if not (key.startswith("f") and key[1:].isdigit()):
-            raise ValueError(f"sample {text!r}: key {key!r} is not f<frame:07d>")
-        frames[i] = int(key[1:])
+        key, _ = schema.split_member_name(text.rsplit(":", 1)[-1])
+        frames[i] = schema.frame_of_key(key, f"sample {text!r}")
     return frames

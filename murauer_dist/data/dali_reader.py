@@ -5,6 +5,7 @@ import torch
 
 from murauer_dist.data import augment
 from murauer_dist.data import dali_pipeline as dp
+from murauer_dist.data.shards.schema import SampleLayout
 
 
 def _device_id(dali_device: str, device: torch.device):
@@ -48,7 +49,7 @@ class DaliStreamReader:
     def __init__(self, cfg, stream: str, batch_size: int, sources, parts: dict, seed: int,
                  labeled_probability: float, device: torch.device):
         dali_device = dp.resolve_device(cfg.loader.device)
-        graph = dp.StreamGraph(cfg, dali_device, seed, parts["main"])
+        graph = dp.StreamGraph(cfg, dali_device, seed, parts["main"], sources.layout)
         if stream == "pairs":
             builder, args = dp.pairs_graph, (sources.labeled_tars,)
         elif stream == "synth":
@@ -73,10 +74,11 @@ class DaliStreamReader:
         self.iterator = None
 
 
-def dali_eval_raw(cfg, tars: list[str], part: tuple[int, int], device: torch.device, stream: str = "eval"):
+def dali_eval_raw(cfg, tars: list[str], part: tuple[int, int], device: torch.device, layout: SampleLayout,
+                  stream: str = "eval"):
     """Raw eval batches of this rank's contiguous part, in shard order, the last one partial."""
     dali_device = dp.resolve_device(cfg.loader.device)
-    graph = dp.StreamGraph(cfg, dali_device, 0, part)
+    graph = dp.StreamGraph(cfg, dali_device, 0, part, layout)
     iterator, _ = dp.build_iterator(dp.eval_graph, graph, cfg.loader.eval_batch, _device_id(dali_device, device),
                                     cfg.loader.num_threads, True, tars, stream)
     for output in iterator:

@@ -21,8 +21,9 @@ import os
 import torch
 
 from murauer_dist import geometry
-from murauer_dist.data import shard_files, streams
+from murauer_dist.data import streams
 from murauer_dist.data.batch import stream_sizes
+from murauer_dist.data.shards import read as shard_read
 
 
 @contextlib.contextmanager
@@ -51,26 +52,28 @@ class DataSources:
     def __init__(self, cfg, need_labeled: bool):
         self.cfg = cfg
         self.stored = geometry.stored_size(cfg.data.crop_size, cfg.data.crop_margin)
-        self.train_tars = shard_files.split_tars(cfg.data.shards, "train")
-        shard_files.check_geometry(self.train_tars, cfg.data.crop_size, self.stored, cfg.data.encoding)
+        self.train_tars = shard_read.split_tars(cfg.data.shards, "train")
+        shard_read.check_geometry(self.train_tars, cfg.data.crop_size, self.stored, cfg.data.encoding)
+        self.layout = shard_read.sample_layout(self.train_tars)
         self.labeled_tars: list[str] = []
         if need_labeled:
-            folder = shard_files.labeled_folder(cfg.data.shards, cfg.data.n_labeled, cfg.data.label_seed)
-            self.labeled_tars = shard_files.split_tars(folder, "")
+            folder = shard_read.labeled_folder(cfg.data.shards, cfg.data.n_labeled, cfg.data.label_seed)
+            self.labeled_tars = shard_read.split_tars(folder, "")
         self.skipped: dict[str, int] = {}
 
     def samples(self, which: str, stream: str) -> list[tuple[str, str]]:
         tars = self.labeled_tars if which == "labeled" else self.train_tars
-        members = list(streams.needed_members(stream, self.cfg.data.encoding, self.cfg.data.view_camera).values())
-        self.skipped[f"{stream}/{which}"] = shard_files.count_skipped(tars, members)
-        return shard_files.complete_samples(tars, members, self.cfg.loader.bad_samples)
+        members = list(streams.needed_members(stream, self.cfg.data.encoding, self.cfg.data.view_camera,
+                                              self.layout.slots).values())
+        self.skipped[f"{stream}/{which}"] = shard_read.count_skipped(tars, members)
+        return shard_read.complete_samples(tars, members, self.cfg.loader.bad_samples)
 
     def labeled_frames(self) -> torch.Tensor:
-        return torch.tensor(sorted(shard_files.frames_in(self.labeled_tars)), dtype=torch.long)
+        return torch.tensor(sorted(shard_read.frames_in(self.labeled_tars)), dtype=torch.long)
 
     def labeled_probability(self) -> float:
-        n = len(shard_files.frames_in(self.labeled_tars))
-        total = len(shard_files.frames_in(self.train_tars))
+        n = len(shard_read.frames_in(self.labeled_tars))
+        total = len(shard_read.frames_in(self.train_tars))
         return max(0.3, n / max(total, 1))
 
 
@@ -126,7 +129,7 @@ class TrainStream:
                                     self.device)
         from murauer_dist.data.reference_reader import ReferenceStreamReader
         return ReferenceStreamReader(self.cfg, stream, self.sizes[stream], self.samples[stream], parts, seed,
-                                     probability, self.sources.stored)
+                                     probability, self.sources.stored, self.sources.layout)
 
     def __iter__(self):
         return self
@@ -180,11 +183,12 @@ class EvalLoader:
         self.stream = streams.EVAL_STREAMS[domain]
         self.cfg, self.rank, self.world, self.device = cfg, rank, world_size, torch.device(device)
         self.stored = geometry.stored_size(cfg.data.crop_size, cfg.data.crop_margin)
-        self.tars = shard_files.split_tars(cfg.data.shards, split)
-        shard_files.check_geometry(self.tars, cfg.data.crop_size, self.stored, cfg.data.encoding)
+        self.tars = shard_read.split_tars(cfg.data.shards, split)
+        shard_read.check_geometry(self.tars, cfg.data.crop_size, self.stored, cfg.data.encoding)
+        self.layout = shard_read.sample_layout(self.tars)
         members = list(streams.needed_members(self.stream, cfg.data.encoding).values())
-        self.samples = shard_files.complete_samples(self.tars, members, cfg.loader.bad_samples)
-        self.part = shard_files.partition(len(self.samples), rank, world_size)
+        self.samples = shard_read.complete_samples(self.tars, members, cfg.loader.bad_samples)
+        self.part = shard_read.partition(len(self.samples), rank, world_size)
 
     def __len__(self) -> int:
         return -(-len(self.part) // self.cfg.loader.eval_batch)
@@ -194,10 +198,11 @@ class EvalLoader:
             return
         if self.cfg.loader.backend == "dali":
             from murauer_dist.data.dali_reader import dali_eval_raw
-            raws = dali_eval_raw(self.cfg, self.tars, (self.rank, self.world), self.device, self.stream)
+            raws = dali_eval_raw(self.cfg, self.tars, (self.rank, self.world), self.device, self.layout, self.stream)
         else:
             from murauer_dist.data.reference_reader import reference_eval_raw
-            raws = reference_eval_raw(self.cfg, [self.samples[i] for i in self.part], self.stored, self.stream)
+            raws = reference_eval_raw(self.cfg, [self.samples[i] for i in self.part], self.stored, self.layout,
+                                      self.stream)
         for raw in raws:
             raw = {key: value.to(self.device, non_blocking=True) for key, value in raw.items()}
             with single_torch_thread(self.device):

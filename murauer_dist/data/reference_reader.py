@@ -1,22 +1,23 @@
 """Reference (webdataset + DataLoader) readers behind the loader API: raw stream dicts."""
 from __future__ import annotations
 
-from murauer_dist.data import shard_files
+from murauer_dist.data.shards import read as shard_read
+from murauer_dist.data.shards.schema import SampleLayout
 from murauer_dist.data.torch_loader import RawBatches, raw_loader
 
 
 def _take(samples: list, part: tuple[int, int]) -> list:
-    return [samples[i] for i in shard_files.partition(len(samples), *part)]
+    return [samples[i] for i in shard_read.partition(len(samples), *part)]
 
 
 class ReferenceStreamReader:
     """One stream's DataLoader over this rank's samples (endless); next_raw() gives the next raw batch."""
 
     def __init__(self, cfg, stream: str, batch_size: int, samples: dict, parts: dict, seed: int,
-                 labeled_probability: float, stored: int):
+                 labeled_probability: float, stored: int, layout: SampleLayout):
         mine = {which: _take(s, parts[which]) for which, s in samples.items()}
         workers = min(cfg.loader.num_threads, min(len(s) for s in mine.values()))
-        dataset = RawBatches(cfg, stream, batch_size, mine, stored, seed, repeat=True,
+        dataset = RawBatches(cfg, stream, batch_size, mine, stored, layout, seed, repeat=True,
                              labeled_probability=labeled_probability)
         self.loader = raw_loader(dataset, workers)
         self.iterator = iter(self.loader)
@@ -28,6 +29,6 @@ class ReferenceStreamReader:
         self.iterator = None
 
 
-def reference_eval_raw(cfg, samples: list, stored: int, stream: str = "eval"):
-    dataset = RawBatches(cfg, stream, cfg.loader.eval_batch, {"main": samples}, stored, seed=0, repeat=False)
+def reference_eval_raw(cfg, samples: list, stored: int, layout: SampleLayout, stream: str = "eval"):
+    dataset = RawBatches(cfg, stream, cfg.loader.eval_batch, {"main": samples}, stored, layout, seed=0, repeat=False)
     yield from raw_loader(dataset, 0)

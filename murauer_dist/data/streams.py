@@ -5,10 +5,11 @@ Both loaders (DALI and reference) produce the same *raw* stream dicts: warped, n
 the batch contract of batch.py with the same torch code (augment.py), on the output device, so the
 two backends can only differ in decoding, reading and warping.
 
-Raw fields: crop (B,3,8), joints (B,3,2,14,3), theta (B,), jitter (B,3), frame (B,) int64, and per
-stream: pairs real/synth; synth depth/cam (0-based); views real/synth (camera 1 input),
-real_view/synth_view (target camera, no jitter, no noise), cond_real/cond_synth (B,3) mm noise,
-from_labeled (B,) bool; unlabeled_* depth; eval depth.
+Raw fields: crop (B, *schema.crop_shape), joints (B, *schema.joints_shape) (NYU: (B,3,8) and
+(B,3,2,14,3)), theta (B,), jitter (B,3), frame (B,) int64, and per stream: pairs real/synth; synth
+depth/cam (0-based); views real/synth (camera 1 input), real_view/synth_view (target camera, no
+jitter, no noise), cond_real/cond_synth (B,3) mm noise, from_labeled (B,) bool; unlabeled_* depth;
+eval depth.
 """
 from __future__ import annotations
 
@@ -16,10 +17,7 @@ import torch
 
 from murauer_dist.data import augment
 from murauer_dist.data.augment import CUBE, Z_C
-
-
-def image_ext(encoding: str) -> str:
-    return {"png": "png", "raw": "u16"}[encoding]
+from murauer_dist.data.shards.schema import CAMERA_SLOTS, CROP_MEMBER, JOINTS_MEMBER, crop_member
 
 
 # Evaluation reads camera-1 crops of one domain: real (the protocol) or their synthetic twins (to
@@ -28,23 +26,32 @@ EVAL_STREAMS = {"real": "eval", "synth": "eval_synth"}
 _EVAL_DOMAIN = {stream: domain for domain, stream in EVAL_STREAMS.items()}
 
 
-def needed_members(stream: str, encoding: str, view_camera: int = 3) -> dict[str, str]:
-    """Raw field -> shard member the stream reads (the images plus labels and crop geometry)."""
-    ext = image_ext(encoding)
-    labels = {"joints": "joints.f32", "crop": "crop.f32"}
+def synth_field(slot: int) -> str:
+    """The synth stream's raw field holding camera slot `slot`'s crop (the stream draws one per sample)."""
+    return f"synth{slot}"
+
+
+def needed_members(stream: str, encoding: str, view_camera: int = 3,
+                   slots: tuple[int, ...] = CAMERA_SLOTS) -> dict[str, str]:
+    """Raw field -> shard member the stream reads (the images plus labels and crop geometry);
+    `slots`: the samples' camera slots (SampleLayout.slots), the synth stream reads them all."""
+    def crop(domain: str, slot: int = 1) -> str:
+        return crop_member(domain, slot, encoding)
+
+    labels = {"joints": JOINTS_MEMBER, "crop": CROP_MEMBER}
     if stream == "pairs":
-        return {"real": f"real1.{ext}", "synth": f"synth1.{ext}", **labels}
+        return {"real": crop("real"), "synth": crop("synth"), **labels}
     if stream == "synth":
-        return {f"synth{cam}": f"synth{cam}.{ext}" for cam in (1, 2, 3)} | labels
+        return {synth_field(slot): crop("synth", slot) for slot in slots} | labels
     if stream == "views":
-        return {"real": f"real1.{ext}", "synth": f"synth1.{ext}", "real_view": f"real{view_camera}.{ext}",
-                "synth_view": f"synth{view_camera}.{ext}", **labels}
+        return {"real": crop("real"), "synth": crop("synth"), "real_view": crop("real", view_camera),
+                "synth_view": crop("synth", view_camera), **labels}
     if stream == "unlabeled_real":
-        return {"depth": f"real1.{ext}", "crop": "crop.f32"}
+        return {"depth": crop("real"), "crop": CROP_MEMBER}
     if stream == "unlabeled_synth":
-        return {"depth": f"synth1.{ext}", "crop": "crop.f32"}
+        return {"depth": crop("synth"), "crop": CROP_MEMBER}
     if stream in _EVAL_DOMAIN:                 # camera-1 crops of one domain, with their labels
-        return {"depth": f"{_EVAL_DOMAIN[stream]}1.{ext}", **labels}
+        return {"depth": crop(_EVAL_DOMAIN[stream]), **labels}
     raise ValueError(f"unknown stream {stream!r}")
 
 

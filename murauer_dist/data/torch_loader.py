@@ -10,31 +10,22 @@ loader.shuffle_buffer samples mixes the order, each pass with its own seed.
 """
 from __future__ import annotations
 
-import io
 import random
 
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 
 from murauer_dist.data import augment
-from murauer_dist.data.shard_files import ShardError, frame_of_key
-from murauer_dist.data.streams import EVAL_STREAMS, needed_members
+from murauer_dist.data.shards import schema
+from murauer_dist.data.shards.read import ShardError
+from murauer_dist.data.streams import EVAL_STREAMS, needed_members, synth_field
 
 
-def decode_member(name: str, data: bytes, stored: int, where: str) -> np.ndarray:
-    """One shard member -> array (images uint16 (S,S); .f32 float32 flat)."""
+def decode_member(name: str, data: bytes, stored: int, layout: schema.SampleLayout, where: str) -> np.ndarray:
+    """One shard member -> array (schema.decode_member: images uint16 (S,S), labels float32 in their shape)."""
     try:
-        if name.endswith(".png"):
-            with Image.open(io.BytesIO(data)) as image:
-                array = np.asarray(image)
-            if array.dtype != np.uint16 or array.shape != (stored, stored):
-                raise ValueError(f"{array.shape} {array.dtype}, expected ({stored}, {stored}) uint16")
-            return array
-        if name.endswith(".u16"):
-            return np.frombuffer(data, dtype="<u2").reshape(stored, stored)
-        return np.frombuffer(data, dtype="<f4").copy()
+        return schema.decode_member(name, data, stored, layout)
     except (OSError, ValueError) as err:
         raise ShardError(f"{where}: member {name} cannot be decoded ({err})") from err
 
@@ -42,9 +33,9 @@ def decode_member(name: str, data: bytes, stored: int, where: str) -> np.ndarray
 class SampleSource:
     """Decoded samples (dict of arrays + "frame") of a fixed list of (tar, key), in passes."""
 
-    def __init__(self, samples: list[tuple[str, str]], members: dict, stored: int, shuffle: bool,
-                 seed: int, buffer: int, worker: int = 0, workers: int = 1, repeat: bool = True):
-        self.samples, self.members, self.stored = samples, members, stored
+    def __init__(self, samples: list[tuple[str, str]], members: dict, stored: int, layout: schema.SampleLayout,
+                 shuffle: bool, seed: int, buffer: int, worker: int = 0, workers: int = 1, repeat: bool = True):
+        self.samples, self.members, self.stored, self.layout = samples, members, stored, layout
         self.shuffle, self.seed, self.buffer, self.repeat = shuffle, seed, buffer, repeat
         self.mine = {sample for i, sample in enumerate(samples) if i % workers == worker}
         if not self.mine:
@@ -58,8 +49,9 @@ class SampleSource:
             data = data.shuffle(self.buffer, initial=self.buffer, rng=random.Random(self.seed * 1_000_003 + number))
         for raw in data:
             where = f"shard {raw['__url__']}, sample {raw['__key__']}"
-            out = {field: decode_member(name, raw[name], self.stored, where) for field, name in self.members.items()}
-            out["frame"] = frame_of_key(raw["__key__"], raw["__url__"])
+            out = {field: decode_member(name, raw[name], self.stored, self.layout, where)
+                   for field, name in self.members.items()}
+            out["frame"] = schema.frame_of_key(raw["__key__"], f"shard {raw['__url__']}")
             yield out
 
     def __iter__(self):
@@ -80,22 +72,22 @@ def _images(records, field) -> torch.Tensor:
 
 
 def _labels(records) -> dict:
-    return {"crop": _stack(records, "crop").reshape(-1, 3, 8),
-            "joints": _stack(records, "joints").reshape(-1, 3, 2, 14, 3),
+    """crop (B, *schema crop_shape), joints (B, *schema joints_shape), frame (B,)."""
+    return {"crop": _stack(records, "crop"), "joints": _stack(records, "joints"),
             "frame": torch.tensor([r["frame"] for r in records], dtype=torch.long)}
 
 
 class Augmenter:
     """The reference twin of the DALI graphs: draws, warp, noise -> raw stream dict."""
 
-    def __init__(self, cfg, generator: torch.Generator, stored: int):
+    def __init__(self, cfg, generator: torch.Generator, stored: int, layout: schema.SampleLayout):
         aug = cfg.augment
         on = bool(aug.enabled)
         self.rotation_deg = aug.rotation_deg if on else 0.0
         self.jitter_mm = aug.center_jitter_mm if on else 0.0
         self.noise_mm = aug.depth_noise_mm if on else 0.0
         self.cond_mm = aug.cond_noise_mm if on else 0.0
-        self.crop_size, self.stored, self.gen = cfg.data.crop_size, stored, generator
+        self.crop_size, self.stored, self.layout, self.gen = cfg.data.crop_size, stored, layout, generator
 
     def draws(self, batch: int, rotate: bool = True) -> dict:
         params = augment.draw_params(self.gen, batch, self.rotation_deg if rotate else 0.0, self.jitter_mm)
@@ -132,14 +124,14 @@ def pairs_batch(aug: Augmenter, records: list[dict]) -> dict:
 
 
 def synth_batch(aug: Augmenter, records: list[dict]) -> dict:
-    cam = torch.randint(0, 3, (len(records),), generator=aug.gen)
+    cam = torch.randint(0, aug.layout.num_cameras, (len(records),), generator=aug.gen)
     for record, c in zip(records, cam.tolist()):
-        record["depth"] = record[f"synth{c + 1}"]
+        record["depth"] = record[synth_field(aug.layout.slots[c])]
     return {**aug.labeled(records, {"depth": "depth"}, cam), "cam": cam}
 
 
 def unlabeled_batch(aug: Augmenter, records: list[dict]) -> dict:
-    crop = _stack(records, "crop").reshape(-1, 3, 8)
+    crop = _stack(records, "crop")
     draws = aug.draws(len(records))
     depth, matrix = aug.warp(_images(records, "depth"), crop[:, 0], draws, aug.noise(len(records)))
     return {"depth": depth, "crop": crop, **draws, "matrix": matrix,
@@ -165,15 +157,16 @@ def eval_batch(aug: Augmenter, records: list[dict]) -> dict:
 class RawBatches(torch.utils.data.IterableDataset):
     """Raw stream batches of one stream for one rank; DataLoader workers split the samples."""
 
-    def __init__(self, cfg, stream: str, batch_size: int, sources: dict, stored: int, seed: int,
-                 repeat: bool = True, labeled_probability: float = 0.0):
+    def __init__(self, cfg, stream: str, batch_size: int, sources: dict, stored: int, layout: schema.SampleLayout,
+                 seed: int, repeat: bool = True, labeled_probability: float = 0.0):
         super().__init__()
         self.cfg, self.stream, self.batch_size, self.sources = cfg, stream, batch_size, sources
-        self.stored, self.seed, self.repeat, self.labeled_probability = stored, seed, repeat, labeled_probability
+        self.stored, self.layout = stored, layout
+        self.seed, self.repeat, self.labeled_probability = seed, repeat, labeled_probability
 
     def _source(self, name: str, worker: int, workers: int, offset: int = 0) -> SampleSource:
-        members = needed_members(self.stream, self.cfg.data.encoding, self.cfg.data.view_camera)
-        return SampleSource(self.sources[name], members, self.stored, shuffle=self.repeat,
+        members = needed_members(self.stream, self.cfg.data.encoding, self.cfg.data.view_camera, self.layout.slots)
+        return SampleSource(self.sources[name], members, self.stored, self.layout, shuffle=self.repeat,
                             seed=self.seed + 7919 * offset + 104_729 * worker,
                             buffer=self.cfg.loader.shuffle_buffer, worker=worker, workers=workers,
                             repeat=self.repeat)
@@ -182,7 +175,7 @@ class RawBatches(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         gen = torch.Generator().manual_seed(self.seed * 65_537 + worker)
-        aug = Augmenter(self.cfg, gen, self.stored)
+        aug = Augmenter(self.cfg, gen, self.stored, self.layout)
         if self.stream == "views":
             yield from self._views(aug, worker, workers)
             return

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from murauer_dist.atomic import atomic_write_text
+from murauer_dist.data.shards.schema import NUM_JOINTS
 from murauer_dist.errors import UserError
 from murauer_dist.geometry import IMAGE_HEIGHT, IMAGE_WIDTH, uvd_to_xyz, xyz_to_uvd
 
 FORMATS = ("uvd", "xyz")
-NUM_JOINTS = 14
 # A point is consistent with a format when it lands (with this slack in pixels) in the image and
 # its depth lies in the range of a depth camera; a file is when nearly all of its points are.
 IMAGE_SLACK_PX = 64

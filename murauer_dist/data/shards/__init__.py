@@ -4,11 +4,23 @@ Loaders use: shard_paths(shards_dir, split) for the tar list of `train`, `val`, 
 subset folder, read_manifest(folder) for counts and settings, ensure_labeled_shards(shards_dir, n,
 seed) for the labeled subset, decode_sample(sample) to turn a webdataset sample into arrays.
 """
-from murauer_dist.data.shards.labeled import ensure_labeled_shards, labeled_frames
-from murauer_dist.data.shards.manifest import ShardSetError, folder_shard_paths, num_samples, read_manifest, shard_paths
-from murauer_dist.data.shards.schema import (CAMERA_SLOTS, CROP_FIELDS, CROP_SHAPE, DOMAINS, JOINTS_SHAPE,
-                                             SCHEMA_VERSION, crop_member, decode_sample, member_names, sample_key)
+import importlib
 
-__all__ = ["ensure_labeled_shards", "labeled_frames", "ShardSetError", "num_samples", "read_manifest",
-           "shard_paths", "folder_shard_paths", "CAMERA_SLOTS", "CROP_FIELDS", "CROP_SHAPE", "DOMAINS", "JOINTS_SHAPE",
-           "SCHEMA_VERSION", "crop_member", "decode_sample", "member_names", "sample_key"]
+# Public name -> submodule; imported on first use, so reading the schema (schema.py, read.py) does
+# not import the writer's dependencies (webdataset, torch).
+_EXPORTS = {
+    "ensure_labeled_shards": "labeled", "labeled_frames": "labeled",
+    "ShardSetError": "manifest", "folder_shard_paths": "manifest", "num_samples": "manifest",
+    "read_manifest": "manifest", "shard_paths": "manifest",
+    "CAMERA_SLOTS": "schema", "CROP_FIELDS": "schema", "CROP_SHAPE": "schema", "DOMAINS": "schema",
+    "JOINTS_SHAPE": "schema", "SCHEMA_VERSION": "schema", "SampleLayout": "schema", "crop_member": "schema",
+    "crop_shape": "schema", "decode_sample": "schema", "joints_shape": "schema", "member_names": "schema",
+    "sample_key": "schema",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

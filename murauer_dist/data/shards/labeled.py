@@ -18,7 +18,7 @@ import numpy as np
 
 from murauer_dist.data.shards.manifest import (MANIFEST, ShardSetError, build_manifest, read_manifest, shard_file,
                                                shard_name, write_manifest)
-from murauer_dist.data.shards.schema import frame_of_key, sample_key
+from murauer_dist.data.shards.schema import frame_of_key, sample_key, split_member_name
 from murauer_dist.data.shards.writer import HashingFile, deterministic_tar_writer, sample_digest
 
 
@@ -40,7 +40,7 @@ def _read_samples(tar_path: Path, keys: set[str]) -> dict[str, dict[str, bytes]]
     samples: dict[str, dict[str, bytes]] = {}
     with tarfile.open(tar_path, mode="r:") as tar:
         for info in tar:
-            key, _, member = info.name.partition(".")
+            key, member = split_member_name(info.name)
             if key in keys:
                 samples.setdefault(key, {"__key__": key})[member] = tar.extractfile(info).read()
     return samples

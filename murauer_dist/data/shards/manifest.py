@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 from murauer_dist.atomic import atomic_write_text
+from murauer_dist.data.shards.schema import SCHEMA_VERSION
 from murauer_dist.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -76,7 +77,7 @@ def build_manifest(split: str, source_root: str, fingerprint: str, settings: dic
     skipped = [item for record in records for item in record["skipped"]]
     shards = [{key: value for key, value in record.items() if key not in ("skipped", "fingerprint", "source_root")}
               for record in records]
-    manifest = {"schema": settings.get("schema", 1), "split": split, "source_root": source_root,
+    manifest = {"schema": settings.get("schema", SCHEMA_VERSION), "split": split, "source_root": source_root,
                 "fingerprint": fingerprint, "settings": settings, "config": config,
                 "num_samples": sum(record["samples"] for record in records), "num_skipped": len(skipped),
                 "shards": shards, "skipped": skipped}
@@ -106,19 +107,22 @@ def shard_file(folder: str | os.PathLike, name: str) -> Path:
     return Path(os.path.normpath(Path(folder) / name))
 
 
-def shard_paths(shards_dir: str | os.PathLike, split: str = "train") -> list[Path]:
-    """Tar files of SHARDS/{split} that hold samples, in order; split may be `labeled/seed1-n100`.
+def listed_shards(folder: str | os.PathLike, manifest: dict) -> list[Path]:
+    """The tars a split folder's manifest lists that hold samples, in order (a full labeled subset
+    lists the train shards). Shards whose frames were all skipped are empty tars: readers choke on them."""
+    return [shard_file(folder, shard["name"]) for shard in manifest.get("shards", [])
+            if isinstance(shard, dict) and "name" in shard and shard.get("samples", 1) > 0]
 
-    Shards whose frames were all skipped are left out (readers choke on empty tars).
-    """
+
+def shard_paths(shards_dir: str | os.PathLike, split: str = "train") -> list[Path]:
+    """Tar files of SHARDS/{split} that hold samples, in order; split may be `labeled/seed1-n100`."""
     return folder_shard_paths(Path(shards_dir) / split)
 
 
 def folder_shard_paths(folder: str | os.PathLike) -> list[Path]:
     """shard_paths of one split folder, e.g. the Path that ensure_labeled_shards returns."""
     folder = Path(folder)
-    manifest = read_manifest(folder)
-    paths = [shard_file(folder, shard["name"]) for shard in manifest["shards"] if shard["samples"] > 0]
+    paths = listed_shards(folder, read_manifest(folder))
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise ShardSetError(f"{folder}: {len(missing)} shard(s) listed in {MANIFEST} are missing, first {missing[0]}; "

@@ -27,8 +27,9 @@ import numpy as np
 from murauer_dist import geometry
 from murauer_dist.data.shards.manifest import MANIFEST, ShardSetError, read_manifest, shard_file, shard_name
 from murauer_dist.data.shards.plan import SplitPlan
-from murauer_dist.data.shards.schema import (CAMERA_SLOTS, CROP_FIELDS, CROP_SHAPE, SCHEMA_VERSION, SchemaError,
-                                             check_member_size, frame_of_key, member_names)
+from murauer_dist.data.shards.schema import (CAMERA_SLOTS, CROP_FIELDS, CROP_MEMBER, META_MEMBER, SCHEMA_VERSION,
+                                             SampleLayout, SchemaError, check_member_size, decode_labels, frame_of_key,
+                                             member_names, split_member_name)
 from murauer_dist.data.shards.writer import sample_digest
 
 PLAN_KEYS = tuple(field.name for field in dataclasses.fields(SplitPlan))
@@ -94,7 +95,7 @@ def _structure_problem(key: str, members: dict[str, bytes], expected: Expected) 
     try:
         for name, data in members.items():
             check_member_size(name, data, expected.stored_size)
-        frame = json.loads(members["meta.json"])["frame"]
+        frame = json.loads(members[META_MEMBER])["frame"]
     except (SchemaError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         return str(err)
     if frame != frame_of_key(key):
@@ -109,7 +110,7 @@ def _differs(manifest_key: str, manifest_value, what: str, value) -> str:
 def _manifest_mismatch(key: str, members: dict[str, bytes], expected: Expected) -> str | None:
     """The first manifest key that disagrees with what this (intact) sample holds, or None."""
     try:
-        meta = json.loads(members["meta.json"])
+        meta = json.loads(members[META_MEMBER])
     except (KeyError, json.JSONDecodeError, UnicodeDecodeError) as err:
         return f"meta.json unreadable ({err})"
     if not isinstance(meta, dict):
@@ -137,7 +138,7 @@ def _manifest_mismatch(key: str, members: dict[str, bytes], expected: Expected) 
     if meta.get("cameras") != cameras:
         return (_differs("settings.swap_side_cameras_before", plan.swap_side_cameras_before, "meta.json cameras",
                          meta.get("cameras")) + f" (the settings give {cameras} for frame {frame})")
-    crop = np.frombuffer(members["crop.f32"], dtype="<f4").reshape(CROP_SHAPE).astype(np.float64)
+    crop = decode_labels(CROP_MEMBER, members[CROP_MEMBER], SampleLayout()).astype(np.float64)
     cube = plan.cube_for(frame)
     second_actor = plan.nyu_split == "test" and 0 <= plan.second_actor_from <= frame
     cube_key = ("settings.second_actor_cube_mm (frames >= settings.second_actor_from)" if second_actor
@@ -190,7 +191,7 @@ def _read_samples(reader: HashingReader, digests: dict[str, str], expected: Expe
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             for info in tar:
-                key, _, member = info.name.partition(".")
+                key, member = split_member_name(info.name)
                 if current is not None and key != current:
                     if reason := judge():
                         return seen, (current, reason)

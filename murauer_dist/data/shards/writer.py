@@ -10,7 +10,6 @@ is still the same.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from murauer_dist import geometry
 from murauer_dist.data import nyu
 from murauer_dist.data.shards.manifest import shard_name, write_sidecar
 from murauer_dist.data.shards.plan import SplitPlan
-from murauer_dist.data.shards.schema import (CAMERA_SLOTS, DOMAINS, SCHEMA_VERSION, crop_member, encode_crop,
-                                             sample_key)
+from murauer_dist.data.shards.schema import (CROP_MEMBER, DOMAINS, JOINTS_MEMBER, META_MEMBER, SampleLayout,
+                                             crop_member, encode_crop, encode_labels, encode_meta, sample_key)
 
 SKIPPABLE = (geometry.CropError, nyu.LayoutError)   # frame-level failures: skip and record, never crash
 TEMP_PREFIX = ".tmp-"
@@ -43,24 +42,23 @@ def crop_slot(split: nyu.NyuSplit, plan: SplitPlan, frame: int, slot: int) -> di
         stored = geometry.crop_depth(split.depth(frame, camera, domain), window, frame=f"{where} {domain}")
         geometry.check_crop(geometry.center_crop(stored, plan.crop_size), center[2], cube, frame=f"{where} {domain}")
         crops[domain] = stored
-    joints = np.stack([labels.eval_uvd, labels.eval_xyz])                       # (2, 14, 3)
+    joints = np.stack([labels.eval_uvd, labels.eval_xyz])                       # (2, joints, 3)
     record = np.array([*center, *labels.center_xyz, cube, window.scale], dtype=np.float64)
     return {"camera": camera, "crops": crops, "joints": joints, "crop": record}
 
 
 def build_sample(split: nyu.NyuSplit, plan: SplitPlan, frame: int) -> dict[str, bytes]:
     """The tar members of frame `frame` (raises a SKIPPABLE error when the frame cannot be cropped)."""
-    slots = {slot: crop_slot(split, plan, frame, slot) for slot in CAMERA_SLOTS}
+    layout = SampleLayout()                   # NYU's camera slots and evaluation joints
+    slots = {slot: crop_slot(split, plan, frame, slot) for slot in layout.slots}
     sample = {"__key__": sample_key(frame)}
     for slot, parts in slots.items():
         for domain in DOMAINS:
             sample[crop_member(domain, slot, plan.encoding)] = encode_crop(parts["crops"][domain], plan.encoding)
-    sample["joints.f32"] = np.stack([slots[s]["joints"] for s in CAMERA_SLOTS]).astype("<f4").tobytes()
-    sample["crop.f32"] = np.stack([slots[s]["crop"] for s in CAMERA_SLOTS]).astype("<f4").tobytes()
-    meta = {"schema": SCHEMA_VERSION, "frame": frame, "split": plan.split, "crop_size": plan.crop_size,
-            "stored_size": plan.stored_size, "margin": plan.margin, "encoding": plan.encoding,
-            "cameras": [slots[s]["camera"] for s in CAMERA_SLOTS]}
-    sample["meta.json"] = json.dumps(meta, sort_keys=True).encode()
+    for member, part in ((JOINTS_MEMBER, "joints"), (CROP_MEMBER, "crop")):
+        sample[member] = encode_labels(member, np.stack([slots[s][part] for s in layout.slots]), layout)
+    sample[META_MEMBER] = encode_meta(frame, plan.split, plan.crop_size, plan.stored_size, plan.margin,
+                                      plan.encoding, [slots[s]["camera"] for s in layout.slots])
     return sample
 
 

@@ -1,4 +1,4 @@
-"""Finding and checking shard tars for the loaders (schema in shards/README.md and batch.py).
+"""Reading shards for the loaders: finding and checking tars (the schema itself: schema.py).
 
 A header-only scan of each tar (no payload read) gives the sample keys and members; it serves the
 sample counts, the rank partitions of the reference loader, the labeled-frame set and the checks:
@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from murauer_dist.data.shards.manifest import MANIFEST, ShardSetError, listed_shards, read_manifest
+from murauer_dist.data.shards.schema import META_MEMBER, SampleLayout, check_version, frame_of_key, split_member_name
 from murauer_dist.errors import UserError
 
-SCHEMA = 1
 MAKE_HINT = "make them with `murauer-dist make-shards --root ROOT --out SHARDS`"
 
 
@@ -36,16 +37,13 @@ def split_tars(shards_dir: str | Path, split: str) -> list[str]:
     """Tars of SHARDS/{split}/ (or of a folder given directly): the manifest's shard list when it
     has one (a full labeled subset points at the train shards), else the sorted shard-*.tar."""
     folder = Path(shards_dir) / split if split else Path(shards_dir)
-    manifest = folder / "manifest.json"
+    manifest = folder / MANIFEST
     tars: list[str] = []
     if manifest.is_file():
         try:
-            entries = json.loads(manifest.read_text()).get("shards", [])
-        except json.JSONDecodeError as err:
-            raise ShardError(f"{manifest}: unreadable manifest ({err}); {MAKE_HINT}") from err
-        # shards whose frames were all skipped are empty tars: readers choke on them
-        tars = [str(Path(os.path.normpath(folder / e["name"]))) for e in entries
-                if isinstance(e, dict) and "name" in e and e.get("samples", 1) > 0]
+            tars = [str(path) for path in listed_shards(folder, read_manifest(folder))]
+        except ShardSetError as err:
+            raise ShardError(f"{err}; {MAKE_HINT}") from err
     if not tars:
         tars = sorted(str(p) for p in folder.glob("shard-*.tar"))
     if not tars:
@@ -59,10 +57,10 @@ def split_tars(shards_dir: str | Path, split: str) -> list[str]:
 
 def labeled_folder(shards_dir: str | Path, n: int, seed: int) -> Path:
     """SHARDS/labeled/seed{S}-n{N}; made (idempotently) by the shard writer when it is not there yet."""
-    folder = Path(shards_dir) / "labeled" / f"seed{seed}-n{n}"
+    from murauer_dist.data.shards.labeled import ensure_labeled_shards, labeled_dir
+    folder = labeled_dir(shards_dir, n, seed)
     if folder.is_dir():
         return folder
-    from murauer_dist.data.shards.labeled import ensure_labeled_shards
     return Path(ensure_labeled_shards(shards_dir, n, seed))
 
 
@@ -75,8 +73,7 @@ def _scan(path: str, mtime_ns: int) -> TarIndex:
             for info in tar:
                 if not info.isfile():
                     continue
-                name = info.name.rsplit("/", 1)[-1]
-                key, _, suffix = name.partition(".")
+                key, suffix = split_member_name(info.name)
                 if key not in members:
                     keys.append(key)
                     members[key] = set()
@@ -88,12 +85,6 @@ def _scan(path: str, mtime_ns: int) -> TarIndex:
 
 def scan_tar(path: str) -> TarIndex:
     return _scan(str(path), Path(path).stat().st_mtime_ns)
-
-
-def frame_of_key(key: str, where: str = "?") -> int:
-    if not (key.startswith("f") and key[1:].isdigit()):
-        raise ShardError(f"{where}: sample key {key!r} is not f<frame:07d>")
-    return int(key[1:])
 
 
 def complete_samples(tars: list[str], needed: list[str], policy: str) -> list[tuple[str, str]]:
@@ -125,19 +116,23 @@ def count_skipped(tars: list[str], needed: list[str]) -> int:
 
 
 def frames_in(tars: list[str]) -> list[int]:
-    return [frame_of_key(key, path) for path in tars for key in scan_tar(path).keys]
+    return [frame_of_key(key, f"shard {path}") for path in tars for key in scan_tar(path).keys]
 
 
 def first_meta(tars: list[str]) -> dict:
     """meta.json of the first sample; checks the schema version."""
     with tarfile.open(tars[0], "r:") as tar:
         for info in tar:
-            if info.name.endswith(".meta.json"):
+            if split_member_name(info.name)[1] == META_MEMBER:
                 meta = json.loads(tar.extractfile(info).read())
-                if meta.get("schema") != SCHEMA:
-                    raise ShardError(f"shard {tars[0]}: schema {meta.get('schema')!r}, this loader reads {SCHEMA}")
+                check_version(meta, f"shard {tars[0]}")
                 return meta
-    raise ShardError(f"shard {tars[0]}: no meta.json member")
+    raise ShardError(f"shard {tars[0]}: no {META_MEMBER} member")
+
+
+def sample_layout(tars: list[str]) -> SampleLayout:
+    """The camera slots and joints of the samples (the first sample's meta.json; NYU's by default)."""
+    return SampleLayout.of(first_meta(tars))
 
 
 def check_geometry(tars: list[str], crop_size: int, stored_size: int, encoding: str) -> None:
