@@ -130,11 +130,13 @@ class OptimConfig:
     weight_decay: float = ranged(1e-3, ge=0)  # coupled L2, as torch.optim.Adam does it (not AdamW)
     betas: list[float] = ranged(factory=lambda: [0.9, 0.999], ge=0, lt=1)
     lr_scaling: str = "none"             # "none", "linear" or "sqrt" in the world size
+    schedule: str = "epoch"              # lr multiplier: "epoch" (the paper's per-epoch values) or "progress"
+                                         # (the paper's curve over the stage's progress; train/schedule.py)
 
 
 @dataclass
 class TrainConfig:
-    method: str = "murauer"              # murauer | real_synth | synth_only | real_only (murauer_dist/methods.py)
+    method: str = "murauer"              # a name of murauer_dist/methods.py METHODS (murauer, real_synth, ...)
     seed: int = ranged(1, ge=0, le=2 ** 31 - 1)
     out: str = "runs/default"
     pretrain_epochs: int = ranged(150, ge=0)  # stage 1 (synthetic only); 0 skips it
@@ -185,6 +187,7 @@ CHOICES = {
     "loader.device": ("auto", "gpu", "cpu"),
     "loader.bad_samples": ("skip", "error"),
     "optim.lr_scaling": ("none", "linear", "sqrt"),
+    "optim.schedule": ("epoch", "progress"),
     "train.method": tuple(METHODS),
     "train.engine": ("ddp", "deepspeed"),
     "train.precision": ("fp32", "bf16"),
@@ -195,11 +198,11 @@ CHOICES = {
 # term off or None, what it feeds). A 0 there would make a loss term silently 0. Every method named
 # here draws that stream in stage 2 (data/batch.py stream_sizes; a test keeps the two in step).
 STREAM_RULES = (
-    ("pairs", ("murauer", "real_synth", "real_only"), None, "L_real (and L_emb)"),
+    ("pairs", ("murauer", "real_synth", "dm_only", "view_only", "real_only"), None, "L_real (and L_emb)"),
     ("synth", ("synth_only",), None, "L_synth"),
-    ("views", ("murauer",), "lambda_g", "L_view"),
-    ("unlabeled_real", ("murauer",), "lambda_m", "L_adv"),
-    ("unlabeled_synth", ("murauer",), "lambda_m", "L_adv"),
+    ("views", ("murauer", "view_only"), "lambda_g", "L_view"),
+    ("unlabeled_real", ("murauer", "dm_only"), "lambda_m", "L_adv"),
+    ("unlabeled_synth", ("murauer", "dm_only"), "lambda_m", "L_adv"),
 )
 
 # What a run may change when it resumes a run directory (train on a train.out that already has a

@@ -8,6 +8,11 @@ tables and plots (experiment.py). Adding a method is one entry here plus a prese
 
 A term's weight is a number or the name of the cfg.loss field that holds it, so for MURAUER
     L = L_synth + beta L_real + lambda_c L_emb + lambda_g L_view + lambda_m L_adv.
+
+The paper's baseline and ablations (docs/method.md §6.2, Fig. 4) are MURAUER with terms switched off,
+as the released code runs them (one trainer; the weights of the switched-off terms set to 0): the
+same five streams, the same steps and stage 1, only fewer terms. A term left out of `terms` is
+exactly a weight of 0 (it adds nothing to the loss and no gradient).
 """
 from __future__ import annotations
 
@@ -26,14 +31,35 @@ class Method:
 # Stage 1 of every method: f and p on synthetic data (the mapping is never trained there).
 PRETRAIN = Method("pretrain", "Synthetic pre-training", streams=("synth",), terms={"L_pretrain": 1.0}, mapped=False)
 
+# What every MURAUER-family method draws each stage-2 step (docs/method.md §5.4).
+FIVE_STREAMS = ("pairs", "synth", "views", "unlabeled_real", "unlabeled_synth")
+# The labeled terms every MURAUER-family method keeps: the labeled pairs, the synthetic crops and the
+# labeled frames of the views stream (L_real and L_emb take those; L_synth all its synthetic inputs).
+_LABELED_TERMS = {"L_synth": 1.0, "L_real": "beta", "L_emb": "lambda_c"}
+
+# Why the baseline and the ablations draw all five streams, although the unlabeled streams feed no term
+# of theirs (real_synth, view_only) and the views stream feeds L_view only where it is kept:
+# - the views stream is not unlabeled data only: its labeled frames (about 3 of 11 at small n) add to
+#   L_real and L_emb, and its synthetic inputs to L_synth, in the released code's baseline too;
+# - every stream is its own forward pass in training mode, so an undrawn stream leaves the other
+#   streams' batch statistics (and so the gradients) unchanged, but NOT the BatchNorm running
+#   statistics that evaluation uses: they are an exponential average over every training-mode pass,
+#   and the two unlabeled passes are the last two of each step (the most weight). Leaving them out
+#   would make the test-time normalisation of the baseline differ from MURAUER's for a reason that
+#   is not a loss term (tests/test_protocol.py checks the running statistics agree).
+# So the unlabeled streams run forward (no discriminator step, no loss) and only the view decoder is
+# skipped where L_view is off (it has its own BatchNorm, which the pose path never uses).
 METHODS = {method.name: method for method in (
-    Method("murauer", "MURAUER (full)",
-           streams=("pairs", "synth", "views", "unlabeled_real", "unlabeled_synth"),
-           terms={"L_synth": 1.0, "L_real": "beta", "L_emb": "lambda_c", "L_view": "lambda_g", "L_adv": "lambda_m"},
-           mapped=True),
-    # labeled real + synthetic: no unlabeled data, no view prediction, no adversarial term
-    Method("real_synth", "Real & Synth (baseline)", streams=("pairs", "synth"),
-           terms={"L_synth": 1.0, "L_real": "beta", "L_emb": "lambda_c"}, mapped=True),
+    Method("murauer", "MURAUER (full)", streams=FIVE_STREAMS,
+           terms={**_LABELED_TERMS, "L_view": "lambda_g", "L_adv": "lambda_m"}, mapped=True),
+    # the paper's "Real & Synth": lambda_g = lambda_m = 0
+    Method("real_synth", "Real & Synth (baseline)", streams=FIVE_STREAMS, terms=dict(_LABELED_TERMS), mapped=True),
+    # the paper's ablations: "Real & Synth + distribution matching only" (lambda_g = 0) and
+    # "Real & Synth + view prediction only" (lambda_m = 0)
+    Method("dm_only", "Real & Synth + distribution matching only", streams=FIVE_STREAMS,
+           terms={**_LABELED_TERMS, "L_adv": "lambda_m"}, mapped=True),
+    Method("view_only", "Real & Synth + view prediction only", streams=FIVE_STREAMS,
+           terms={**_LABELED_TERMS, "L_view": "lambda_g"}, mapped=True),
     Method("synth_only", "Synth only", streams=("synth",), terms={"L_synth": 1.0}, mapped=False),
     # only the real half of each pair is used
     Method("real_only", "Real only", streams=("pairs",), terms={"L_real": "beta"}, mapped=True),

@@ -296,7 +296,8 @@ def test_every_method_entry_is_complete_and_drives_the_config():
     assert len({method.label for method in METHODS.values()}) == len(METHODS)
     # the README's evaluation paths: real -> f -> m -> p unless m was never trained
     assert {name: uses_mapping(name, "main") for name in METHODS} == {
-        "murauer": True, "real_synth": True, "real_only": True, "synth_only": False}
+        "murauer": True, "real_synth": True, "dm_only": True, "view_only": True, "real_only": True,
+        "synth_only": False}
     assert not any(uses_mapping(name, "pretrain") for name in METHODS)
     murauer_main = {"stage": "main", "config": {"train": {"method": "murauer"}}}
     assert ckpt.checkpoint_uses_mapping(murauer_main)

@@ -28,7 +28,7 @@ from murauer_dist.seeds import derive_seed
 from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train.engine import current_lr
 from murauer_dist.train.engine_factory import build_engines
-from murauer_dist.train.schedule import lr_multiplier
+from murauer_dist.train.schedule import stage_multiplier
 from murauer_dist.train.step import train_step
 from murauer_dist.train.validate import validate
 
@@ -243,8 +243,6 @@ def run_stage(run: Run, stage: str, resume: dict | None) -> str:
     if position.iteration == 0:          # resumed at an epoch boundary (a finished stage made longer)
         data_state = None
     while position.epoch <= epochs and position.stage_step < limit:
-        for engine in engines.values():
-            engine.lr_scale(lr_multiplier(position.epoch))
         if data_state is not None:       # resume: the stream seeks to the saved epoch and batch
             stream.load_state_dict(data_state)
             data_state = None
@@ -255,6 +253,11 @@ def run_stage(run: Run, stage: str, resume: dict | None) -> str:
             waited = time.perf_counter()
             batch = to_device(next(batches), info.device)
             waited = time.perf_counter() - waited
+            # From the position alone, so a resumed run gets the same rates (optim.schedule, train/schedule.py).
+            multiplier = stage_multiplier(cfg.optim.schedule, stage, position.epoch, position.stage_step,
+                                          epochs * iters)
+            for engine in engines.values():
+                engine.lr_scale(multiplier)
             result = train_step(engines, batch, cfg, stage)
             run.counters.global_step += 1
             position.iteration += 1

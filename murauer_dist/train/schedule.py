@@ -1,7 +1,21 @@
-"""Learning-rate multiplier of docs/method.md §5.3 and the world-size scaling of the base rate."""
+"""Learning-rate multiplier of docs/method.md §5.3 and the world-size scaling of the base rate.
+
+Two schedules (config optim.schedule):
+  "epoch"     the paper's lambda(e) for the 1-based epoch e of the stage, as the released code applies
+              it; a stage shorter than the paper's ends far from annealed (10 epochs end at 0.67x);
+  "progress"  the paper's curve over the stage's progress: the step s of a stage of T steps (0-based,
+              T = epochs x iterations per epoch) gets lambda(e') with the paper epoch
+              e' = floor(s P / T) + 1, P = the paper's length of that stage (150 epochs for stage 1,
+              120 for stage 2). So any stage length warms up over its first 3/P and anneals to the
+              paper's last value (stage 2: exp(-4.8) = 0.0082x, about 1 % of the peak exp(-0.16));
+              a stage of the paper's length gets exactly the "epoch" values.
+"""
 from __future__ import annotations
 
 import math
+
+SCHEDULES = ("epoch", "progress")
+PAPER_EPOCHS = {"pretrain": 150, "main": 120}       # the paper's stage lengths (docs/method.md §5.1, §5.2)
 
 
 def lr_multiplier(epoch: int) -> float:
@@ -11,6 +25,33 @@ def lr_multiplier(epoch: int) -> float:
     if epoch < 4:
         return 0.33 ** max(0, 2 - epoch // 2)
     return math.exp(-0.04 * epoch)
+
+
+def progress_epoch(stage_step: int, stage_steps: int, paper_epochs: int = 120) -> int:
+    """The paper epoch (1-based) that the 0-based step `stage_step` of a `stage_steps`-step stage maps to:
+    floor(stage_step x paper_epochs / stage_steps) + 1, in integers (no rounding at epoch borders),
+    capped at paper_epochs (a run made longer than planned keeps the last value)."""
+    if stage_steps < 1 or stage_step < 0:
+        raise ValueError(f"need stage_steps >= 1 and stage_step >= 0, got {stage_step} of {stage_steps}")
+    return min(paper_epochs, stage_step * paper_epochs // stage_steps + 1)
+
+
+def progress_multiplier(fraction: float, paper_epochs: int = 120) -> float:
+    """lambda at `fraction` (in [0, 1]) of a stage under the "progress" schedule."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"progress fraction must be in [0, 1], got {fraction}")
+    return lr_multiplier(min(paper_epochs, math.floor(fraction * paper_epochs) + 1))
+
+
+def stage_multiplier(schedule: str, stage: str, epoch: int, stage_step: int, stage_steps: int) -> float:
+    """The multiplier of the next step of `stage`: its 1-based epoch, its 0-based step within the stage
+    and the stage's planned number of steps (epochs x iterations; a train.max_steps cap does not
+    change it, so a capped smoke run trains the first steps of the full run's sequence)."""
+    if schedule == "epoch":
+        return lr_multiplier(epoch)
+    if schedule == "progress":
+        return lr_multiplier(progress_epoch(stage_step, stage_steps, PAPER_EPOCHS[stage]))
+    raise ValueError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
 
 
 def base_lr(cfg, world_size: int) -> float:

@@ -30,10 +30,13 @@ def _image(tensor: torch.Tensor, cfg) -> torch.Tensor:
 def model_requests(batch: dict, cfg, stage: str) -> dict[str, dict]:
     """One forward request per stream half the stage's method uses, in the original call order.
 
-    Real halves go through m when the method maps (methods.py); synthetic ones never do.
+    Real halves go through m when the method maps (methods.py); synthetic ones never do. The view
+    decoder runs only when the method trains L_view, the unlabeled passes keep a graph only when it
+    trains L_adv; without L_adv they still run, for BatchNorm's running statistics (methods.py).
     """
     method = method_for(cfg.train.method, stage)
     drawn, mapped, requests = [s for s in method.streams if s in batch], method.mapped, {}
+    views_cond, adversarial = "L_view" in method.terms, "L_adv" in method.terms
     if "pairs" in drawn:
         requests["pairs_real"] = {"depth": _image(batch["pairs"]["real_depth"], cfg), "mapped": mapped}
         if {"L_synth", "L_emb"} & method.terms.keys():       # real_only trains on the real half alone
@@ -43,13 +46,13 @@ def model_requests(batch: dict, cfg, stage: str) -> dict[str, dict]:
     if "views" in drawn:
         views = batch["views"]
         requests["views_real"] = {"depth": _image(views["real_depth"], cfg), "mapped": mapped,
-                                  "cond": views["real_cond"]}
+                                  "cond": views["real_cond"] if views_cond else None}
         requests["views_synth"] = {"depth": _image(views["synth_depth"], cfg), "mapped": False,
-                                   "cond": views["synth_cond"]}
+                                   "cond": views["synth_cond"] if views_cond else None}
     if "unlabeled_real" in drawn and "unlabeled_synth" in drawn:
         # f's output is detached: the adversarial gradient reaches the mapping only.
         requests["unlabeled_real"] = {"depth": _image(batch["unlabeled_real"]["depth"], cfg), "mapped": mapped,
-                                      "pose": False, "detach_z": True}
+                                      "pose": False, "detach_z": True, "grad": adversarial}
         requests["unlabeled_synth"] = {"depth": _image(batch["unlabeled_synth"]["depth"], cfg), "mapped": False,
                                        "pose": False, "grad": False}
     return requests
@@ -121,7 +124,7 @@ def loss_emb(out: dict, batch: dict, cfg) -> torch.Tensor | None:
 
 def loss_view(out: dict, batch: dict, cfg) -> torch.Tensor | None:
     """L1 of the predicted other view, real and synthetic inputs."""
-    if "views_real" not in out:
+    if "views_real" not in out or "view" not in out["views_real"]:
         return None
     views = batch["views"]
     return (losses.view_l1(out["views_real"]["view"], views["real_view"])
