@@ -25,6 +25,7 @@ from murauer_dist.data.shards import schema
 from murauer_dist.data.shards.read import dali_index_paths
 from murauer_dist.data.streams import needed_members, synth_field
 from murauer_dist.geometry import FX, FY, UX, UY
+from murauer_dist.seeds import derive_seed
 
 SOURCE_INFO_BYTES = 1024       # "shard.tar:offset:key.member", zero-padded to one width for the iterator
 READER = "reader"
@@ -126,10 +127,12 @@ class StreamGraph:
         matrix = np.array([[1.0, 0.0, offset], [0.0, 1.0, offset]], dtype=np.float32)
         return self.image(encoded, matrix)
 
-    def read(self, tars, stream: str, shuffle: bool, name: str = READER, seed_offset: int = 0, part=None) -> dict:
+    def read(self, tars, stream: str, shuffle: bool, name: str = READER, part=None) -> dict:
+        """A reader of `tars`; a second reader of the pipeline (another `name`) gets its own seed."""
         members = needed_members(stream, self.cfg.data.encoding, self.cfg.data.view_camera, self.layout.slots)
-        return _read(tars, members, self.layout, part or self.part, shuffle, self.seed + seed_offset,
-                     self.cfg.loader.shuffle_buffer, name)
+        seed = self.seed if name == READER else derive_seed(self.seed, name)
+        return _read(tars, members, self.layout, part or self.part, shuffle, seed, self.cfg.loader.shuffle_buffer,
+                     name)
 
 
 def _labeled_stream(graph: StreamGraph, sample: dict, image_fields: dict, crop_row) -> dict:
@@ -170,7 +173,7 @@ def synth_graph(graph: StreamGraph, tars) -> dict:
 def views_graph(graph: StreamGraph, labeled_tars, train_tars, labeled_probability: float, labeled_part) -> dict:
     """Camera-1 input (jitter + noise, no rotation) and the target view; labeled with probability p."""
     labeled = graph.read(labeled_tars, "views", shuffle=True, name=READER, part=labeled_part)
-    anyframe = graph.read(train_tars, "views", shuffle=True, name=READER + "_all", seed_offset=7919)
+    anyframe = graph.read(train_tars, "views", shuffle=True, name=READER + "_all")
     from_labeled = fn.random.coin_flip(probability=labeled_probability, dtype=types.BOOL)
     if from_labeled:        # split/merge: only the chosen reader's crops are decoded
         real, synth, real_view, synth_view = (labeled[k] for k in ("real", "synth", "real_view", "synth_view"))

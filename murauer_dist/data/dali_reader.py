@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from murauer_dist import dist
 from murauer_dist.data import augment
 from murauer_dist.data import dali_pipeline as dp
 from murauer_dist.data.shards.schema import SampleLayout
@@ -13,8 +14,7 @@ def _device_id(dali_device: str, device: torch.device):
         return None
     if device.type == "cuda" and device.index is not None:
         return device.index
-    from murauer_dist.data.loaders import local_rank
-    return local_rank()
+    return dist.env_local_rank()
 
 
 def _raw(output: dict) -> dict:

@@ -10,13 +10,11 @@ the labeled set with probability max(0.3, n/N) and from all train frames otherwi
 labeled set drawn there is flagged labeled too), synth / unlabeled_* from all train shards. Within an
 epoch, rank r reads the contiguous part (r + epoch) % world of each set, so ranks never share a sample
 in an epoch and the parts rotate between epochs; a set smaller than the world (a tiny labeled set) is
-read whole by every rank. Seeds derive from (train.seed, stage, epoch, stream) plus the rank.
+read whole by every rank. Seeds derive from (train.seed, stage, epoch, stream, rank).
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 
 import torch
 
@@ -24,6 +22,7 @@ from murauer_dist import geometry
 from murauer_dist.data import streams
 from murauer_dist.data.batch import stream_sizes
 from murauer_dist.data.shards import read as shard_read
+from murauer_dist.seeds import derive_seed
 
 
 @contextlib.contextmanager
@@ -42,8 +41,7 @@ def single_torch_thread(device: torch.device):
 
 
 def stream_seed(seed: int, stage: str, epoch: int, stream: str, rank: int) -> int:
-    digest = hashlib.sha256(f"{seed}/{stage}/{epoch}/{stream}".encode()).digest()
-    return (int.from_bytes(digest[:4], "little") % 1_000_000_007) + rank
+    return derive_seed(seed, stage, epoch, stream, rank)
 
 
 class DataSources:
@@ -214,7 +212,3 @@ class EvalLoader:
 def build_eval_loader(cfg, split: str, rank: int = 0, world_size: int = 1, device="cpu",
                       domain: str = "real") -> EvalLoader:
     return EvalLoader(cfg, split, rank, world_size, device, domain)
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))

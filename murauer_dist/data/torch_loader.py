@@ -20,6 +20,7 @@ from murauer_dist.data import augment
 from murauer_dist.data.shards import schema
 from murauer_dist.data.shards.read import ShardError
 from murauer_dist.data.streams import EVAL_STREAMS, needed_members, synth_field
+from murauer_dist.seeds import derive_seed
 
 
 def decode_member(name: str, data: bytes, stored: int, layout: schema.SampleLayout, where: str) -> np.ndarray:
@@ -46,7 +47,8 @@ class SampleSource:
         data = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)
         data = data.select(lambda s: (s["__url__"], s["__key__"]) in self.mine)
         if self.shuffle:
-            data = data.shuffle(self.buffer, initial=self.buffer, rng=random.Random(self.seed * 1_000_003 + number))
+            rng = random.Random(derive_seed(self.seed, "pass", number))
+            data = data.shuffle(self.buffer, initial=self.buffer, rng=rng)
         for raw in data:
             where = f"shard {raw['__url__']}, sample {raw['__key__']}"
             out = {field: decode_member(name, raw[name], self.stored, self.layout, where)
@@ -164,17 +166,17 @@ class RawBatches(torch.utils.data.IterableDataset):
         self.stored, self.layout = stored, layout
         self.seed, self.repeat, self.labeled_probability = seed, repeat, labeled_probability
 
-    def _source(self, name: str, worker: int, workers: int, offset: int = 0) -> SampleSource:
+    def _source(self, name: str, worker: int, workers: int) -> SampleSource:
         members = needed_members(self.stream, self.cfg.data.encoding, self.cfg.data.view_camera, self.layout.slots)
         return SampleSource(self.sources[name], members, self.stored, self.layout, shuffle=self.repeat,
-                            seed=self.seed + 7919 * offset + 104_729 * worker,
+                            seed=derive_seed(self.seed, name, worker),
                             buffer=self.cfg.loader.shuffle_buffer, worker=worker, workers=workers,
                             repeat=self.repeat)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        gen = torch.Generator().manual_seed(self.seed * 65_537 + worker)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "augment", worker))
         aug = Augmenter(self.cfg, gen, self.stored, self.layout)
         if self.stream == "views":
             yield from self._views(aug, worker, workers)
@@ -192,7 +194,7 @@ class RawBatches(torch.utils.data.IterableDataset):
 
     def _views(self, aug: Augmenter, worker: int, workers: int):
         labeled = iter(self._source("labeled", worker, workers))
-        anyframe = iter(self._source("main", worker, workers, offset=1))
+        anyframe = iter(self._source("main", worker, workers))
         while True:
             coin = torch.rand(self.batch_size, generator=aug.gen) < self.labeled_probability
             records = [next(labeled) if c else next(anyframe) for c in coin.tolist()]
