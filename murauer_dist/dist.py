@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from murauer_dist.errors import UserError
+
 
 @dataclass
 class DistInfo:
@@ -26,6 +28,10 @@ class DistInfo:
         return self.rank == 0
 
 
+class LaunchError(UserError):
+    """A launch environment (variables, devices) this process cannot run in."""
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -33,7 +39,8 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+        raise LaunchError(f"environment variable {name}={value!r} is not an integer; unset it or start "
+                          "through torchrun (launch/torchrun.sh)") from None
 
 
 def env_local_rank() -> int:
@@ -47,7 +54,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
     local_rank = env_local_rank()
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "gpu"
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("loader/device 'gpu' requested but CUDA is not available")
+        raise LaunchError(f"loader.device=gpu, but CUDA is not available here (torch {torch.__version__}); "
+                          "use loader.device=auto or cpu, or install a CUDA build of torch")
     if use_cuda:
         torch.cuda.set_device(local_rank)
         torch_device = torch.device("cuda", local_rank)

@@ -16,6 +16,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from murauer_dist.errors import UserError
 from murauer_dist.data import nyu
 from murauer_dist.data.shards import ensure_labeled_shards, read_manifest
 from murauer_dist.data.shards.cli import make_shard_set, make_shards_command
@@ -81,7 +82,7 @@ def test_shards_from_another_root_are_not_reused(roots, shard_set, tmp_path):
 
     error = one_line_error(cli("make-shards", str(roots["b"]), str(out), *SMALL, "--shard-size", "2",
                                "--workers", "1"))
-    assert error.startswith(f"make-shards: {out}: ") and "--overwrite" in error
+    assert error.startswith(f"murauer-dist: {out}: ") and "--overwrite" in error
     assert tree_bytes(out) == before
 
     lines = []
@@ -283,11 +284,11 @@ def test_a_mat_file_that_is_not_one_is_a_one_line_error(small_root, tmp_path, co
     if content == "text":                                              # once through the real command line
         error = one_line_error(cli("make-shards", str(root), str(tmp_path / "out"), "--split", "test"))
     else:
-        with pytest.raises(SystemExit) as caught:
+        with pytest.raises(UserError) as caught:
             make_shards_command(root=str(root), out=str(tmp_path / "out"), split="test", workers=1)
-        error = str(caught.value.code)
+        error = str(caught.value)
         assert "\n" not in error
-    assert error.startswith(f"make-shards: {mat}: not a readable .mat file"), error
+    assert error.removeprefix("murauer-dist: ").startswith(f"{mat}: not a readable .mat file"), error
     assert "expected a MATLAB .mat file" in error and "joint_uvd and joint_xyz of shape (3, N, 36, 3)" in error
     assert not (tmp_path / "out" / "test" / "manifest.json").exists()
 
@@ -304,5 +305,5 @@ def test_a_mat_file_without_the_expected_arrays_is_a_clear_error(small_root, tmp
     root = Path(shutil.copytree(small_root, tmp_path / "root"))
     mat = root / "test" / "joint_data.mat"
     scipy.io.savemat(mat, arrays)
-    with pytest.raises(SystemExit, match=f"^make-shards: {mat}: {expected}"):
+    with pytest.raises(UserError, match=f"^{mat}: {expected}"):
         make_shards_command(root=str(root), out=str(tmp_path / "out"), split="test", workers=1)

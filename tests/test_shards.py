@@ -12,6 +12,7 @@ import pytest
 import scipy.io
 import webdataset as wds
 
+from murauer_dist.errors import UserError
 from murauer_dist import geometry as geo
 from murauer_dist.data import nyu
 from murauer_dist.data.shards import (decode_sample, ensure_labeled_shards, folder_shard_paths, labeled_frames,
@@ -223,7 +224,7 @@ def test_bad_frames_are_skipped_and_counted(tmp_path):
 
 
 def test_wrong_root_and_bad_mat_give_one_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match=f"dataset root {tmp_path / 'nope'} does not exist"):
+    with pytest.raises(UserError, match=f"dataset root {tmp_path / 'nope'} does not exist"):
         make_shards_command(root=str(tmp_path / "nope"), out=str(tmp_path / "out"))
     (tmp_path / "empty" / "train").mkdir(parents=True)
     (tmp_path / "empty" / "test").mkdir()
@@ -231,13 +232,13 @@ def test_wrong_root_and_bad_mat_give_one_clear_error(tmp_path):
 
     for split in ("train", "test"):
         scipy.io.savemat(tmp_path / "empty" / split / "joint_data.mat", arrays)
-    with pytest.raises(SystemExit, match="holds no real depth images .*depth_1_0000001.png"):
+    with pytest.raises(UserError, match="holds no real depth images .*depth_1_0000001.png"):
         make_shards_command(root=str(tmp_path / "empty"), out=str(tmp_path / "out"))
     scipy.io.savemat(tmp_path / "empty" / "test" / "joint_data.mat",
                      {"joint_uvd": np.zeros((3, 2, 14, 3)), "joint_xyz": np.zeros((3, 2, 14, 3))})
-    with pytest.raises(SystemExit, match=r"shape \(3, 2, 14, 3\), expected \(3, N, 36, 3\)"):
+    with pytest.raises(UserError, match=r"shape \(3, 2, 14, 3\), expected \(3, N, 36, 3\)"):
         make_shards_command(root=str(tmp_path / "empty"), out=str(tmp_path / "out"), split="test")
-    with pytest.raises(SystemExit, match="no split folder with a manifest.json"):
+    with pytest.raises(UserError, match="no split folder with a manifest.json"):
         make_shards_command(verify=str(tmp_path / "empty"))
 
 

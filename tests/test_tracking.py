@@ -143,7 +143,7 @@ def test_wandb_mode_resolution(wandb_env, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "dryrun")
     assert resolve_wandb_mode("online") == "offline"              # the environment wins
     monkeypatch.setenv("WANDB_MODE", "sometimes")
-    with pytest.raises(ValueError, match="WANDB_MODE='sometimes'.*online, offline, disabled"):
+    with pytest.raises(UserError, match="WANDB_MODE='sometimes'.*online, offline, disabled"):
         resolve_wandb_mode("auto")
     assert FAKE_KEY not in "".join(capsys.readouterr())
 

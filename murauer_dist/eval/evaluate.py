@@ -76,7 +76,8 @@ def predict(model: torch.nn.Module, batches, device: torch.device | str | None =
         parts["depth"].append(_as_numpy(batch["depth"][_example_slice(len(pose)), 0]))
     model.train(was_training)
     if not parts["frames"]:
-        raise ValueError("the evaluation loader yielded no batches (is the test split empty?)")
+        raise EvaluationError("the evaluation loader yielded no batches: the test split holds no frames "
+                              "(check the shard set's test/manifest.json)")
     batch_start = np.cumsum([0] + [len(f) for f in parts["frames"][:-1]])
     kept = np.concatenate([start + np.arange(len(f))[_example_slice(len(f))]
                            for start, f in zip(batch_start, parts["frames"])])

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from murauer_dist.errors import UserError
 from murauer_dist.tracking.console import ConsoleView
 from murauer_dist.tracking.secrets import redact_text
 from murauer_dist.tracking.wandb_run import open_wandb_run, resolve_wandb_mode
@@ -128,5 +129,6 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
             if number == len(lines):
                 print(f"[tracking] {path}:{number}: ignoring truncated last line", file=sys.stderr)
                 break
-            raise ValueError(f"{path}:{number}: not a JSON object ({err.msg})") from None
+            raise UserError(f"{path}:{number}: not a JSON object ({err.msg}); the metrics file is damaged "
+                            "(only a killed run's last line may be cut short)") from None
     return records

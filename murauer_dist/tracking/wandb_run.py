@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
+from murauer_dist.errors import UserError
 from murauer_dist.tracking.secrets import redact_text, scrub_secrets
 
 MODES = ("online", "offline", "disabled")
@@ -48,7 +49,7 @@ def resolve_wandb_mode(config_mode: str) -> str:
     if env_mode:
         mode = ENV_ALIASES.get(env_mode, env_mode)
         if mode not in MODES:
-            raise ValueError(f"environment variable WANDB_MODE={env_mode!r}: expected one of {', '.join(MODES)}")
+            raise UserError(f"environment variable WANDB_MODE={env_mode!r}: expected one of {', '.join(MODES)}")
         return mode
     if config_mode == "auto":
         return "online" if has_wandb_credentials() else "offline"

@@ -24,6 +24,7 @@ import torch.distributed as torch_dist
 
 from murauer_dist.config import CONFIG_DIR, ConfigError
 from murauer_dist.data.batch import stream_sizes
+from murauer_dist.dist import LaunchError
 from murauer_dist.train.engine import ScheduledLr, make_adam
 
 
@@ -187,7 +188,7 @@ def _single_process_environment(world_size: int) -> None:
     (else it tries MPI discovery); a single plain `python` process gets a one-rank group."""
     if torch_dist.is_initialized() or world_size > 1:
         if "LOCAL_RANK" not in os.environ:
-            raise RuntimeError("DeepSpeed with several ranks needs LOCAL_RANK in the environment: "
+            raise LaunchError("DeepSpeed with several ranks needs LOCAL_RANK in the environment: "
                                "start through torchrun (launch/torchrun.sh) or the deepspeed launcher")
         return
     os.environ.setdefault("LOCAL_RANK", "0")

@@ -72,13 +72,10 @@ def make_shard_set(root: str, out: str, split: str = "all", shard_size: int = 0,
 
 def make_shards_command(root: str = "", out: str = "", split: str = "all", shard_size: int = 0, workers: int = 2,
                         preset: str = "", verify: str = "", overrides=(), overwrite: bool = False) -> None:
-    """The `make-shards` command; a bad dataset or a bad shard set exits with one clear message."""
-    try:
-        if verify:
-            counts = verify_shard_set(verify, log=_log)
-            _log(f"verified {sum(counts.values())} samples in {len(counts)} split folder(s) of {verify}: all ok")
-            return
-        make_shard_set(root, out, split=split, shard_size=shard_size, workers=workers, preset=preset,
-                       overrides=overrides, overwrite=overwrite)
-    except UserError as err:
-        raise SystemExit(f"make-shards: {err}") from err
+    """The `make-shards` command; a bad dataset or a bad shard set is a UserError naming it."""
+    if verify:
+        counts = verify_shard_set(verify, log=_log)
+        _log(f"verified {sum(counts.values())} samples in {len(counts)} split folder(s) of {verify}: all ok")
+        return
+    make_shard_set(root, out, split=split, shard_size=shard_size, workers=workers, preset=preset,
+                   overrides=overrides, overwrite=overwrite)
