@@ -19,10 +19,13 @@ def print_config(preset: str = "", *overrides: str) -> None:
 
 
 def synth_data(out: str, frames_train: int = 4000, frames_test: int = 800, seed: int = 0,
-               workers: int = 2, overwrite: bool = False) -> None:
-    """Write the procedural NYU-layout dataset (real and synthetic domains, 3 cameras) to OUT."""
+               workers: int = 2, overwrite: bool = False, dataset: str = "nyu") -> None:
+    """Write the procedural NYU-layout dataset (real and synthetic domains, 3 cameras) to OUT.
+
+    --dataset names the sensor and joints (murauer_dist/datasets.py): nyu (default) or qvga."""
     from murauer_dist.data.procedural.generate import synth_data as run
-    run(out, frames_train=frames_train, frames_test=frames_test, seed=seed, workers=workers, overwrite=overwrite)
+    run(out, frames_train=frames_train, frames_test=frames_test, seed=seed, workers=workers, overwrite=overwrite,
+        dataset=dataset)
 
 
 def make_shards(root: str = "", out: str = "", *overrides: str, split: str = "all", shard_size: int = 0,
@@ -52,10 +55,13 @@ def evaluate(checkpoint: str, test_shards: str = "", out: str = "", batch: int =
     evaluate_command(checkpoint, test_shards=test_shards, out=out, batch=batch, domain=domain)
 
 
-def score(*predictions: str, ground_truth: str = "", format: str = "auto", out: str = "") -> None:
-    """Score result files (uvd or xyz, 8252x42 community layout) against GROUND_TRUTH."""
+def score(*predictions: str, ground_truth: str = "", format: str = "auto", out: str = "",
+          dataset: str = "nyu") -> None:
+    """Score result files (uvd or xyz, 8252x42 community layout) against GROUND_TRUTH.
+
+    --dataset (default nyu) gives the camera that converts uvd <-> xyz and the joint count."""
     from murauer_dist.eval.score import score_command
-    score_command(list(predictions), ground_truth=ground_truth, fmt=format, out=out)
+    score_command(list(predictions), ground_truth=ground_truth, fmt=format, out=out, dataset=dataset)
 
 
 def bench(what: str, *args: str, **kwargs) -> None:

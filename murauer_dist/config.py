@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from murauer_dist.atomic import atomic_write_text
+from murauer_dist.datasets import DATASETS, DEFAULT_DATASET
 from murauer_dist.errors import UserError
 from murauer_dist.methods import METHODS
 
@@ -60,6 +61,7 @@ def ranged(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, **bounds
 class DataConfig:
     root: str = "data/procedural"        # NYU-layout folder (real download or `synth-data` output)
     shards: str = "data/shards"          # output of `make-shards`: {train,val,test}/ and labeled/
+    dataset: str = DEFAULT_DATASET       # camera, joints and files of the data (murauer_dist/datasets.py)
     crop_size: int = ranged(128, ge=16)  # network input side (pixels); its minimum: min_crop_size
     cube_mm: float = ranged(300.0, gt=0)  # edge of the 3D crop cube
     second_actor_cube_mm: float = ranged(249.9, gt=0)  # NYU test frames >= second_actor_from use this cube
@@ -182,6 +184,7 @@ class Config:
 
 
 CHOICES = {
+    "data.dataset": tuple(DATASETS),
     "data.encoding": ("png", "raw"),
     "loader.backend": ("dali", "reference"),
     "loader.device": ("auto", "gpu", "cpu"),
@@ -240,6 +243,13 @@ def _rule_problems(cfg: "Config") -> list[str]:
         problems.append(f"config key 'data.crop_size': {cfg.data.crop_size} is too small for the network: it must be "
                         f">= {need} (the encoder halves it {len(widths) + 1} times: its max-pool and "
                         f"{len(widths)} stride-2 stages, one per model.stage_widths entry)")
+    spec = DATASETS[cfg.data.dataset]
+    if cfg.model.num_joints != spec.joints.count:
+        problems.append(f"config key 'model.num_joints': {cfg.model.num_joints}, but data.dataset={spec.name} has "
+                        f"{spec.joints.count} joints; set model.num_joints={spec.joints.count}")
+    if cfg.data.view_camera > spec.num_cameras:
+        problems.append(f"config key 'data.view_camera': {cfg.data.view_camera}, but data.dataset={spec.name} has "
+                        f"{spec.num_cameras} camera slot(s)")
     for stream, methods, weight, feeds in STREAM_RULES:
         size = getattr(cfg.loader, stream)
         if size > 0 or cfg.train.method not in methods or (weight and getattr(cfg.loss, weight) == 0):

@@ -1,8 +1,10 @@
-"""NYU camera model, uvd <-> xyz, the 3D cube crop and its inverses (numpy).
+"""Camera model, uvd <-> xyz, the 3D cube crop and its inverses (numpy).
 
 Conventions (docs/method.md §1-2):
-- camera: fx=588.03, fy=587.07, ux=320, uy=240; x right, **y up**, z = depth in mm;
-  u = ux + fx*x/z, v = uy - fy*y/z.
+- camera: a datasets.Camera (the dataset's: datasets.spec_of(cfg).camera, or the one a shard set
+  records); x right, z = depth in mm, y up (NYU: fx=588.03, fy=587.07, ux=320, uy=240) or down;
+  u = ux + fx*x/z, v = uy - fy_signed*y/z (fy_signed = fy for y up, -fy for y down). Functions
+  default to NYU's camera only for old callers; the pipeline passes its dataset's.
 - pixel p covers [p, p+1): a continuous (u, v) reads depth[floor(v), floor(u)].
 - crop: a square window of half-side (cube/2)*fx/z_c pixels around the centre (u_c, v_c), resampled
   by nearest neighbour. A *stored* crop covers `margin` times that window (room for rotation and
@@ -16,15 +18,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from murauer_dist.datasets import NYU, Camera
 from murauer_dist.errors import UserError
 
-FX, FY, UX, UY = 588.03, 587.07, 320.0, 240.0
-IMAGE_WIDTH, IMAGE_HEIGHT = 640, 480
-
-# The 14 evaluated joints, as indices into NYU's 36, in output order; the last is the palm centre.
-EVAL_JOINTS = (0, 3, 6, 9, 12, 15, 18, 21, 24, 25, 27, 30, 31, 32)
-JOINT_LABELS = ("P1", "P2", "R1", "R2", "M1", "M2", "I1", "I2", "T1", "T2", "T3", "W1", "W2", "C")
-CENTER_JOINT = 13                 # index of NYU joint 32 within EVAL_JOINTS
+# NYU's constants under their old names, for old callers only: the pipeline takes a dataset's
+# Camera and JointSpec (murauer_dist/datasets.py) instead.
+NYU_CAMERA = NYU.camera
+FX, FY, UX, UY = NYU_CAMERA.fx, NYU_CAMERA.fy, NYU_CAMERA.ux, NYU_CAMERA.uy
+IMAGE_WIDTH, IMAGE_HEIGHT = NYU_CAMERA.width, NYU_CAMERA.height
+EVAL_JOINTS = NYU.joints.evaluated
+JOINT_LABELS = NYU.joints.labels
+CENTER_JOINT = NYU.joints.center
 MIN_VALID_PIXELS = 40             # fewer valid hand pixels in a crop: the frame is unusable
 MIN_RATIO_INSIDE = 0.3            # crop window at least this fraction inside the image
 
@@ -33,26 +37,27 @@ class CropError(UserError, ValueError):
     """A frame whose crop cannot be made (centre off-image, too few valid pixels)."""
 
 
-def uvd_to_xyz(uvd: np.ndarray) -> np.ndarray:
+def uvd_to_xyz(uvd: np.ndarray, camera: Camera = NYU_CAMERA) -> np.ndarray:
     uvd = np.asarray(uvd, dtype=np.float64)
     z = uvd[..., 2]
-    x = (uvd[..., 0] - UX) * z / FX
-    y = (UY - uvd[..., 1]) * z / FY
+    x = (uvd[..., 0] - camera.ux) * z / camera.fx
+    y = (camera.uy - uvd[..., 1]) * z / camera.fy_signed
     return np.stack([x, y, z], axis=-1)
 
 
-def xyz_to_uvd(xyz: np.ndarray) -> np.ndarray:
+def xyz_to_uvd(xyz: np.ndarray, camera: Camera = NYU_CAMERA) -> np.ndarray:
     xyz = np.asarray(xyz, dtype=np.float64)
     z = xyz[..., 2]
     safe_z = np.where(z == 0, 1.0, z)
-    u = np.where(z == 0, UX, UX + FX * xyz[..., 0] / safe_z)
-    v = np.where(z == 0, UY, UY - FY * xyz[..., 1] / safe_z)
+    u = np.where(z == 0, camera.ux, camera.ux + camera.fx * xyz[..., 0] / safe_z)
+    v = np.where(z == 0, camera.uy, camera.uy - camera.fy_signed * xyz[..., 1] / safe_z)
     return np.stack([u, v, z], axis=-1)
 
 
-def crop_scale(center_z: float | np.ndarray, cube_mm: float | np.ndarray, crop_size: int) -> np.ndarray:
+def crop_scale(center_z: float | np.ndarray, cube_mm: float | np.ndarray, crop_size: int,
+               camera: Camera = NYU_CAMERA) -> np.ndarray:
     """Crop pixels per image pixel for a cube at depth z (square window, fx for both axes)."""
-    half_window = (np.asarray(cube_mm) / 2.0) * FX / np.asarray(center_z, dtype=np.float64)
+    half_window = (np.asarray(cube_mm) / 2.0) * camera.fx / np.asarray(center_z, dtype=np.float64)
     return crop_size / (2.0 * half_window)
 
 
@@ -66,9 +71,10 @@ class CropWindow:
     scale: float         # crop pixels per image pixel
 
     @classmethod
-    def around(cls, center_uvd, cube_mm: float, size: int, margin: float = 1.0) -> "CropWindow":
+    def around(cls, center_uvd, cube_mm: float, size: int, margin: float = 1.0,
+               camera: Camera = NYU_CAMERA) -> "CropWindow":
         u, v, d = (float(c) for c in center_uvd)
-        return cls((u, v, d), float(cube_mm), int(size), float(crop_scale(d, cube_mm, size) / margin))
+        return cls((u, v, d), float(cube_mm), int(size), float(crop_scale(d, cube_mm, size, camera) / margin))
 
     def matrix(self) -> np.ndarray:
         """3x3 M: homogeneous image (u, v) -> crop (x, y) pixel coordinates."""

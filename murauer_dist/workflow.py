@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from murauer_dist.config import Config
+from murauer_dist.datasets import DEFAULT_DATASET
 from murauer_dist.errors import UserError
 
 
@@ -42,6 +43,10 @@ def _check_procedural_record(root: Path, cfg: Config) -> None:
                          f"but the config asks for frames={wanted['frames']}, seed={wanted['seed']} "
                          f"(data.synth_frames_train/test, data.synth_seed); set data.root (and data.shards) to "
                          f"another folder, or delete {root} to make it again")
+    made_dataset = made.get("dataset", DEFAULT_DATASET)
+    if made_dataset != cfg.data.dataset:
+        raise WorkflowError(f"{record}: this dataset was made as dataset {made_dataset!r}, but the config says "
+                            f"data.dataset={cfg.data.dataset}; set data.root (and data.shards) to another folder")
 
 
 def ensure_dataset(cfg: Config, workers: int = 2) -> None:
@@ -55,7 +60,7 @@ def ensure_dataset(cfg: Config, workers: int = 2) -> None:
     print(f"[data] generating {cfg.data.synth_frames_train} + {cfg.data.synth_frames_test} procedural frames in {root}")
     start = time.perf_counter()
     synth_data(str(root), frames_train=cfg.data.synth_frames_train, frames_test=cfg.data.synth_frames_test,
-               seed=cfg.data.synth_seed, workers=workers, overwrite=root.exists())
+               seed=cfg.data.synth_seed, workers=workers, overwrite=root.exists(), dataset=cfg.data.dataset)
     print(f"[data] done in {time.perf_counter() - start:.0f} s")
 
 

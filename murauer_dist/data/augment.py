@@ -17,7 +17,8 @@ back-projection; targets are (xyz - jittered centre) / (cube/2), clipped to [-1,
 added to valid pixels only, then normalised around z' (0 or outside the cube -> +1).
 
 The DALI pipeline builds the same matrix from the same formula (dali_pipeline.affine_node); the
-random draws come from DALI there and from a torch.Generator here.
+random draws come from DALI there and from a torch.Generator here. Projections use the dataset's
+camera (datasets.Camera; the loaders pass it, NYU's is only the default for old callers).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ import math
 import torch
 
 from murauer_dist.data.shards.schema import CROP_FIELDS
-from murauer_dist.geometry import FX, FY, UX, UY
+from murauer_dist.datasets import Camera
+from murauer_dist.geometry import NYU_CAMERA
 
 # columns of a crop.f32 row (shard schema)
 U_C, V_C, D_C, X_C, Y_C, Z_C, CUBE, SCALE = (CROP_FIELDS.index(field) for field in
@@ -42,19 +44,24 @@ def draw_params(generator: torch.Generator, batch: int, rotation_deg: float, jit
     return {"theta": theta, "jitter": jitter}
 
 
-def jittered_center(crop: torch.Tensor, jitter: torch.Tensor) -> dict:
+def project(xyz: torch.Tensor, camera: Camera) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image (u, v) of camera points (..., 3) mm."""
+    return (camera.ux + camera.fx * xyz[..., 0] / xyz[..., 2],
+            camera.uy - camera.fy_signed * xyz[..., 1] / xyz[..., 2])
+
+
+def jittered_center(crop: torch.Tensor, jitter: torch.Tensor, camera: Camera = NYU_CAMERA) -> dict:
     """The jittered 3D centre (B,3) mm and its projection (B,2) image pixels."""
     xyz = crop[:, X_C:Z_C + 1].double() + jitter.double()
-    u = UX + FX * xyz[:, 0] / xyz[:, 2]
-    v = UY - FY * xyz[:, 1] / xyz[:, 2]
+    u, v = project(xyz, camera)
     return {"xyz": xyz, "uv": torch.stack([u, v], dim=1)}
 
 
 def affine_matrix(crop: torch.Tensor, theta: torch.Tensor, jitter: torch.Tensor,
-                  crop_size: int, stored_size: int) -> torch.Tensor:
+                  crop_size: int, stored_size: int, camera: Camera = NYU_CAMERA) -> torch.Tensor:
     """(B,2,3) float64: network-crop pixel (x, y) -> stored-crop pixel (x, y), see the module doc."""
     crop = crop.double()
-    center = jittered_center(crop, jitter)
+    center = jittered_center(crop, jitter, camera)
     du = center["uv"][:, 0] - crop[:, U_C]
     dv = center["uv"][:, 1] - crop[:, V_C]
     cos, sin = torch.cos(theta.double()), torch.sin(theta.double())
@@ -99,15 +106,15 @@ def normalize_depth(depth_mm: torch.Tensor, center_z: torch.Tensor, cube_mm: tor
     return torch.where(background, torch.ones((), device=norm.device), norm)
 
 
-def back_project(uv: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """(..., 2) pixels and (...) mm -> (..., 3) xyz mm (NYU: y up)."""
-    x = (uv[..., 0] - UX) * d / FX
-    y = (UY - uv[..., 1]) * d / FY
+def back_project(uv: torch.Tensor, d: torch.Tensor, camera: Camera = NYU_CAMERA) -> torch.Tensor:
+    """(..., 2) pixels and (...) mm -> (..., 3) xyz mm (in the camera's axes: NYU's y up)."""
+    x = (uv[..., 0] - camera.ux) * d / camera.fx
+    y = (camera.uy - uv[..., 1]) * d / camera.fy_signed
     return torch.stack([x, y, d], dim=-1)
 
 
 def transform_joints(uvd: torch.Tensor, xyz: torch.Tensor, crop: torch.Tensor, theta: torch.Tensor,
-                     jitter: torch.Tensor) -> dict:
+                     jitter: torch.Tensor, camera: Camera = NYU_CAMERA) -> dict:
     """Rotated joints and targets: {"target" (B,J,3) float32, "center_xyz" (B,3) float32 mm}."""
     uvd, xyz, crop = uvd.double(), xyz.double(), crop.double()
     palm = crop[:, None, U_C:V_C + 1]
@@ -116,8 +123,8 @@ def transform_joints(uvd: torch.Tensor, xyz: torch.Tensor, crop: torch.Tensor, t
     rotated = torch.stack([cos * offset[..., 0] - sin * offset[..., 1],
                            sin * offset[..., 0] + cos * offset[..., 1]], dim=-1) + palm
     # Keep the stored xyz exactly when theta = 0 (back-projection differs from it by rounding).
-    xyz_rotated = xyz + (back_project(rotated, uvd[..., 2]) - back_project(uvd[..., :2], uvd[..., 2]))
-    center = jittered_center(crop, jitter)["xyz"]
+    xyz_rotated = xyz + (back_project(rotated, uvd[..., 2], camera) - back_project(uvd[..., :2], uvd[..., 2], camera))
+    center = jittered_center(crop, jitter, camera)["xyz"]
     half = crop[:, CUBE, None, None] / 2.0
     target = ((xyz_rotated - center[:, None, :]) / half).clamp(-1.0, 1.0)
     return {"target": target.float(), "center_xyz": center.float()}
@@ -131,13 +138,12 @@ def condition(center_xyz: torch.Tensor, noise_mm: torch.Tensor) -> torch.Tensor:
     return cond.clamp(-1.0, 1.0).float()
 
 
-def network_pixels(xyz: torch.Tensor, center_xyz: torch.Tensor, scale: torch.Tensor, crop_size: int) -> torch.Tensor:
+def network_pixels(xyz: torch.Tensor, center_xyz: torch.Tensor, scale: torch.Tensor, crop_size: int,
+                   camera: Camera = NYU_CAMERA) -> torch.Tensor:
     """Where 3D points (B,J,3) land (continuous pixel x, y) in a network crop around `center_xyz`
     whose scale is `scale` (B,) crop pixels per image pixel."""
     xyz, center, scale = xyz.double(), center_xyz.double(), scale.double()
-    u = UX + FX * xyz[..., 0] / xyz[..., 2]
-    v = UY - FY * xyz[..., 1] / xyz[..., 2]
-    cu = UX + FX * center[:, 0] / center[:, 2]
-    cv = UY - FY * center[:, 1] / center[:, 2]
+    u, v = project(xyz, camera)
+    cu, cv = project(center, camera)
     return torch.stack([(u - cu[:, None]) * scale[:, None] + crop_size / 2.0,
                         (v - cv[:, None]) * scale[:, None] + crop_size / 2.0], dim=-1)

@@ -24,7 +24,8 @@ from murauer_dist.data.augment import SCALE, U_C, V_C, X_C, Y_C, Z_C
 from murauer_dist.data.shards import schema
 from murauer_dist.data.shards.read import dali_index_paths
 from murauer_dist.data.streams import needed_members, synth_field
-from murauer_dist.geometry import FX, FY, UX, UY
+from murauer_dist.datasets import Camera, spec_of
+from murauer_dist.geometry import NYU_CAMERA
 from murauer_dist.seeds import derive_seed
 
 SOURCE_INFO_BYTES = 1024       # "shard.tar:offset:key.member", zero-padded to one width for the iterator
@@ -73,12 +74,12 @@ def _decode(node, encoding: str, stored: int, device: str):
     return fn.cast(image, dtype=types.FLOAT)
 
 
-def affine_node(crop_row, theta, jitter, crop_size: int, stored_size: int):
+def affine_node(crop_row, theta, jitter, crop_size: int, stored_size: int, camera: Camera = NYU_CAMERA):
     """(2,3) network -> stored pixel matrix, the graph twin of augment.affine_matrix (CPU nodes)."""
     x, y = crop_row[X_C] + jitter[0], crop_row[Y_C] + jitter[1]
     z = crop_row[Z_C] + jitter[2]
-    du = UX + FX * x / z - crop_row[U_C]
-    dv = UY - FY * y / z - crop_row[V_C]
+    du = camera.ux + camera.fx * x / z - crop_row[U_C]
+    dv = camera.uy - camera.fy_signed * y / z - crop_row[V_C]
     cos, sin = dmath.cos(theta), dmath.sin(theta)
     k = crop_row[Z_C] / z
     scale = crop_row[SCALE]
@@ -102,6 +103,7 @@ class StreamGraph:
 
     def __init__(self, cfg, device: str, seed: int, part: tuple[int, int], layout: schema.SampleLayout):
         self.cfg, self.device, self.seed, self.part, self.layout = cfg, device, seed, part, layout
+        self.camera = spec_of(cfg).camera          # the loaders checked data.dataset against the shards
         self.crop_size = cfg.data.crop_size
         from murauer_dist.geometry import stored_size
         self.stored_size = stored_size(cfg.data.crop_size, cfg.data.crop_margin)
@@ -137,7 +139,7 @@ class StreamGraph:
 
 def _labeled_stream(graph: StreamGraph, sample: dict, image_fields: dict, crop_row) -> dict:
     draws = graph.draws()
-    matrix = affine_node(crop_row, draws["theta"], draws["jitter"], graph.crop_size, graph.stored_size)
+    matrix = affine_node(crop_row, draws["theta"], draws["jitter"], graph.crop_size, graph.stored_size, graph.camera)
     out = {field: graph.image(sample[member], matrix) for field, member in image_fields.items()}
     return {**out, "crop": sample["crop"], "joints": sample["joints"], **draws, "matrix": matrix,
             "info": sample["info"]}
@@ -182,7 +184,7 @@ def views_graph(graph: StreamGraph, labeled_tars, train_tars, labeled_probabilit
         real, synth, real_view, synth_view = (anyframe[k] for k in ("real", "synth", "real_view", "synth_view"))
         crop, joints, info = anyframe["crop"], anyframe["joints"], anyframe["info"]
     draws = graph.draws(rotate=False)
-    matrix = affine_node(crop[0], draws["theta"], draws["jitter"], graph.crop_size, graph.stored_size)
+    matrix = affine_node(crop[0], draws["theta"], draws["jitter"], graph.crop_size, graph.stored_size, graph.camera)
     return {"real": graph.image(real, matrix), "synth": graph.image(synth, matrix),
             "real_view": graph.central(real_view), "synth_view": graph.central(synth_view),
             "cond_real": fn.random.normal(shape=[3]) * graph.cond_mm,
@@ -193,7 +195,8 @@ def views_graph(graph: StreamGraph, labeled_tars, train_tars, labeled_probabilit
 def unlabeled_graph(graph: StreamGraph, tars, stream: str) -> dict:
     sample = graph.read(tars, stream, shuffle=True)
     draws = graph.draws()
-    matrix = affine_node(sample["crop"][0], draws["theta"], draws["jitter"], graph.crop_size, graph.stored_size)
+    matrix = affine_node(sample["crop"][0], draws["theta"], draws["jitter"], graph.crop_size, graph.stored_size,
+                         graph.camera)
     return {"depth": graph.image(sample["depth"], matrix), "crop": sample["crop"], **draws,
             "matrix": matrix, "info": sample["info"]}
 

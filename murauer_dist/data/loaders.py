@@ -11,6 +11,9 @@ labeled set drawn there is flagged labeled too), synth / unlabeled_* from all tr
 epoch, rank r reads the contiguous part (r + epoch) % world of each set, so ranks never share a sample
 in an epoch and the parts rotate between epochs; a set smaller than the world (a tiny labeled set) is
 read whole by every rank. Seeds derive from (train.seed, stage, epoch, stream, rank).
+
+The dataset (camera, joints) is the config's data.dataset, checked against the one the shard
+manifests record (shard_read.check_dataset); the readers and streams.finish take its camera.
 """
 from __future__ import annotations
 
@@ -51,8 +54,9 @@ class DataSources:
         self.cfg = cfg
         self.stored = geometry.stored_size(cfg.data.crop_size, cfg.data.crop_margin)
         self.train_tars = shard_read.split_tars(cfg.data.shards, "train")
+        self.spec = shard_read.check_dataset(cfg, cfg.data.shards, "train")
         shard_read.check_geometry(self.train_tars, cfg.data.crop_size, self.stored, cfg.data.encoding)
-        self.layout = shard_read.sample_layout(self.train_tars)
+        self.layout = shard_read.sample_layout(self.train_tars, self.spec)
         self.labeled_tars: list[str] = []
         if need_labeled:
             folder = shard_read.labeled_folder(cfg.data.shards, cfg.data.n_labeled, cfg.data.label_seed)
@@ -141,7 +145,8 @@ class TrainStream:
         with single_torch_thread(self.device):
             for name, reader in self._readers.items():
                 raw = {key: value.to(self.device, non_blocking=True) for key, value in reader.next_raw().items()}
-                batch[name] = streams.finish(name, raw, self.labeled_frames, self.cfg.data.view_camera)
+                batch[name] = streams.finish(name, raw, self.sources.spec.camera, self.labeled_frames,
+                                             self.cfg.data.view_camera)
         self.step_in_epoch += 1
         return batch
 
@@ -182,8 +187,9 @@ class EvalLoader:
         self.cfg, self.rank, self.world, self.device = cfg, rank, world_size, torch.device(device)
         self.stored = geometry.stored_size(cfg.data.crop_size, cfg.data.crop_margin)
         self.tars = shard_read.split_tars(cfg.data.shards, split)
+        self.spec = shard_read.check_dataset(cfg, cfg.data.shards, split)
         shard_read.check_geometry(self.tars, cfg.data.crop_size, self.stored, cfg.data.encoding)
-        self.layout = shard_read.sample_layout(self.tars)
+        self.layout = shard_read.sample_layout(self.tars, self.spec)
         members = list(streams.needed_members(self.stream, cfg.data.encoding).values())
         self.samples = shard_read.complete_samples(self.tars, members, cfg.loader.bad_samples)
         self.part = shard_read.partition(len(self.samples), rank, world_size)
@@ -205,7 +211,8 @@ class EvalLoader:
             raw = {key: value.to(self.device, non_blocking=True) for key, value in raw.items()}
             with single_torch_thread(self.device):
                 out = streams.finish(self.stream, {**raw, "theta": torch.zeros(len(raw["frame"]), device=self.device),
-                                            "jitter": torch.zeros(len(raw["frame"]), 3, device=self.device)})
+                                            "jitter": torch.zeros(len(raw["frame"]), 3, device=self.device)},
+                                     self.spec.camera)
             yield out
 
 

@@ -1,10 +1,12 @@
-"""Reader (and writer) for the NYU hand pose layout, used for the real download and the procedural set.
+"""Reader (and writer) for the NYU hand pose layout, used for the real download and the procedural sets.
 
-    ROOT/{train,test}/depth_{cam}_{frame:07d}.png       real depth, cam in 1..3, frame 1-based
+    ROOT/{train,test}/depth_{cam}_{frame:07d}.png       real depth, cam in 1..C, frame 1-based
     ROOT/{train,test}/synthdepth_{cam}_{frame:07d}.png  synthetic rendering of the same pose
-    ROOT/{train,test}/joint_data.mat                     joint_uvd, joint_xyz: (3 cams, N, 36, 3)
+    ROOT/{train,test}/joint_data.mat                     joint_uvd, joint_xyz: (C cams, N, J_source, 3)
 
-Depth PNGs are 640x480 RGB with depth in mm = (G << 8) | B.
+The dataset spec (murauer_dist/datasets.py) gives C, J_source, the image size and the depth
+encoding: NYU's depth PNGs are 640x480 RGB with depth in mm = (G << 8) | B ("nyu-rgb"); "gray16"
+PNGs hold the depth in mm as 16-bit grayscale. The reader interface is data/readers.py.
 """
 from __future__ import annotations
 
@@ -21,13 +23,13 @@ import scipy.io
 from PIL import Image
 from scipy.io.matlab import MatReadError
 
-from murauer_dist import geometry
+from murauer_dist.datasets import NYU, DatasetSpec, JointSpec
 from murauer_dist.errors import UserError
 
 SPLITS = ("train", "test")
 DOMAINS = {"real": "depth", "synth": "synthdepth"}
-CAMERAS = (1, 2, 3)
-NUM_NYU_JOINTS = 36
+CAMERAS = tuple(range(1, NYU.num_cameras + 1))       # NYU's; a split's own: NyuSplit.cameras
+NUM_NYU_JOINTS = NYU.joints.source_count
 MAKE_HINT = ("download the NYU hand pose dataset, or make the procedural one with "
              "`murauer-dist synth-data OUT`")
 
@@ -70,10 +72,15 @@ def png_corruption(data: bytes) -> str | None:
         at = end + 4
 
 
-def decode_depth_png(data: bytes | str | os.PathLike) -> np.ndarray:
-    """NYU PNG (bytes or path) -> uint16 depth in mm, (480, 640).
+GRAY16_MODES = ("I;16", "I;16B", "I;16L", "I")          # what Pillow opens a 16-bit grayscale PNG as
 
-    Raises CorruptImageError (an OSError) when a chunk's CRC or the compressed stream is broken.
+
+def decode_depth_png(data: bytes | str | os.PathLike, encoding: str = "nyu-rgb") -> np.ndarray:
+    """Depth PNG (bytes or path) -> uint16 depth in mm, (H, W); `encoding` a datasets.DEPTH_ENCODINGS key
+    (NYU's "nyu-rgb" by default).
+
+    Raises CorruptImageError (an OSError) when a chunk's CRC or the compressed stream is broken, or
+    when a "gray16" file is not a 16-bit grayscale image.
     """
     if not isinstance(data, (bytes, bytearray)):
         data = Path(data).read_bytes()
@@ -82,19 +89,29 @@ def decode_depth_png(data: bytes | str | os.PathLike) -> np.ndarray:
         raise CorruptImageError(problem)
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if encoding == "gray16":
+                if image.mode not in GRAY16_MODES:
+                    raise CorruptImageError(f"a {image.mode} PNG, but the dataset's depth encoding is gray16 "
+                                            f"(16-bit grayscale)")
+                return np.asarray(image).astype(np.uint16)
             rgb = np.asarray(image.convert("RGB"))
     except DECODE_ERRORS as err:
+        if isinstance(err, CorruptImageError):
+            raise
         raise CorruptImageError(f"does not decode ({type(err).__name__}: {err})") from err
     return (rgb[..., 1].astype(np.uint16) << 8) | rgb[..., 2].astype(np.uint16)
 
 
-def encode_depth_png(depth_mm: np.ndarray) -> bytes:
-    """uint16 depth (mm) -> NYU PNG bytes (R=0, G=high byte, B=low byte)."""
+def encode_depth_png(depth_mm: np.ndarray, encoding: str = "nyu-rgb") -> bytes:
+    """uint16 depth (mm) -> PNG bytes: "nyu-rgb" (R=0, G=high byte, B=low byte) or "gray16"."""
     depth = np.asarray(depth_mm, dtype=np.uint16)
+    buffer = io.BytesIO()
+    if encoding == "gray16":
+        Image.fromarray(depth).save(buffer, format="PNG", compress_level=1)      # mode I;16
+        return buffer.getvalue()
     rgb = np.zeros(depth.shape + (3,), dtype=np.uint8)
     rgb[..., 1] = depth >> 8
     rgb[..., 2] = depth & 0xFF
-    buffer = io.BytesIO()
     Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
@@ -106,26 +123,28 @@ def depth_filename(domain: str, cam: int, index: int) -> str:
 
 @dataclass(frozen=True)
 class FrameLabels:
-    """Joints of one frame in one camera: all 36 NYU joints, uvd (px, px, mm) and xyz (mm, y up)."""
+    """Joints of one frame in one camera: all source joints (NYU: 36), uvd (px, px, mm) and xyz (mm, in
+    the dataset camera's axes); `joints` says which are evaluated and which is the crop centre."""
 
-    uvd: np.ndarray   # (36, 3)
-    xyz: np.ndarray   # (36, 3)
+    uvd: np.ndarray   # (J_source, 3)
+    xyz: np.ndarray   # (J_source, 3)
+    joints: JointSpec = NYU.joints
 
     @property
     def eval_uvd(self) -> np.ndarray:
-        return self.uvd[list(geometry.EVAL_JOINTS)]
+        return self.uvd[..., list(self.joints.evaluated), :]
 
     @property
     def eval_xyz(self) -> np.ndarray:
-        return self.xyz[list(geometry.EVAL_JOINTS)]
+        return self.xyz[..., list(self.joints.evaluated), :]
 
     @property
     def center_uvd(self) -> np.ndarray:
-        return self.uvd[geometry.EVAL_JOINTS[geometry.CENTER_JOINT]]
+        return self.uvd[..., self.joints.center_source, :]
 
     @property
     def center_xyz(self) -> np.ndarray:
-        return self.xyz[geometry.EVAL_JOINTS[geometry.CENTER_JOINT]]
+        return self.xyz[..., self.joints.center_source, :]
 
 
 def _mat_variables(path: Path) -> str:
@@ -138,13 +157,14 @@ def _mat_variables(path: Path) -> str:
 
 
 class NyuSplit:
-    """One split (`train` or `test`) of an NYU-layout folder."""
+    """One split (`train` or `test`) of an NYU-layout folder holding a dataset of `spec` (NYU's by default)."""
 
-    def __init__(self, root: str | os.PathLike, split: str):
+    def __init__(self, root: str | os.PathLike, split: str, spec: DatasetSpec = NYU):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.root = Path(root)
         self.split = split
+        self.spec = spec
         self.folder = self.root / split
         if not self.root.is_dir():
             raise LayoutError(f"dataset root {self.root} does not exist; {MAKE_HINT}")
@@ -157,10 +177,43 @@ class NyuSplit:
     def mat_path(self) -> Path:
         return self.folder / "joint_data.mat"
 
+    @property
+    def cameras(self) -> tuple[int, ...]:
+        """The physical cameras of a frame (1-based)."""
+        return tuple(range(1, self.spec.num_cameras + 1))
+
+    def check_images(self) -> None:
+        """LayoutError unless the split holds at least one depth PNG of camera 1 per domain, and the first
+        one's header (size, bit depth, colour type) fits the dataset spec: a folder of another dataset
+        is named as such instead of every frame failing to crop."""
+        for domain, prefix in DOMAINS.items():
+            first = next(self.folder.glob(f"{prefix}_1_*.png"), None)
+            if first is None:
+                raise LayoutError(f"{self.folder} holds no {domain} depth images (expected files like "
+                                  f"{self.depth_path(0, 1, domain).name}); {MAKE_HINT}")
+            self._check_header(first)
+
+    def _check_header(self, path: Path) -> None:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+        if head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+            return                                       # a broken file: reported per frame when it is read
+        width, height, bits, colour = struct.unpack(">IIBB", head[16:26])
+        camera, encoding = self.spec.camera, self.spec.depth_encoding
+        gray16 = bits == 16 and colour == 0
+        if (width, height) != camera.size or gray16 != (encoding == "gray16"):
+            kind = "16-bit grayscale" if gray16 else f"{bits}-bit colour type {colour}"
+            raise LayoutError(f"{path}: a {width}x{height} {kind} PNG, but dataset {self.spec.name!r} has "
+                              f"{camera.width}x{camera.height} {encoding} depth images: is this a dataset of "
+                              f"another kind? Choose it with data.dataset=NAME (one of murauer_dist/datasets.py)")
+
     @cached_property
     def _joints(self) -> dict[str, np.ndarray]:
+        cams, n_joints = self.spec.num_cameras, self.spec.joints.source_count
+        shape = f"({cams}, N, {n_joints}, 3)"
+        layout = "as in the NYU download" if self.spec is NYU else f"as dataset {self.spec.name!r} has"
         expected = (f"expected a MATLAB .mat file (version 5 to 7.2) with numeric joint_uvd and joint_xyz of "
-                    f"shape (3, N, {NUM_NYU_JOINTS}, 3), as in the NYU download; {MAKE_HINT}")
+                    f"shape {shape}, {layout}; {MAKE_HINT}")
         try:
             mat = scipy.io.loadmat(self.mat_path, variable_names=["joint_uvd", "joint_xyz"])
         except NotImplementedError as err:       # scipy's answer to MATLAB v7.3 (HDF5) files
@@ -179,8 +232,9 @@ class NyuSplit:
             except (TypeError, ValueError) as err:
                 raise LayoutError(f"{self.mat_path}: '{key}' is not a numeric array (a {type(mat[key]).__name__} "
                                   f"of dtype {getattr(mat[key], 'dtype', '?')}); {expected}") from err
-            if array.ndim != 4 or array.shape[0] != 3 or array.shape[2] != NUM_NYU_JOINTS or array.shape[3] != 3:
-                raise LayoutError(f"{self.mat_path}: '{key}' has shape {array.shape}, expected (3, N, 36, 3)")
+            if array.ndim != 4 or array.shape[0] != cams or array.shape[2] != n_joints or array.shape[3] != 3:
+                raise LayoutError(f"{self.mat_path}: '{key}' has shape {array.shape}, expected {shape}"
+                                  + ("" if self.spec is NYU else f" (dataset {self.spec.name!r})"))
             joints[key] = array
         if joints["joint_uvd"].shape != joints["joint_xyz"].shape:
             raise LayoutError(f"{self.mat_path}: joint_uvd {joints['joint_uvd'].shape} and joint_xyz "
@@ -193,24 +247,27 @@ class NyuSplit:
         return self._joints["joint_uvd"].shape[1]
 
     def labels(self, index: int, cam: int) -> FrameLabels:
-        return FrameLabels(self._joints["joint_uvd"][cam - 1, index], self._joints["joint_xyz"][cam - 1, index])
+        return FrameLabels(self._joints["joint_uvd"][cam - 1, index], self._joints["joint_xyz"][cam - 1, index],
+                           self.spec.joints)
 
     def all_labels(self, cam: int) -> FrameLabels:
-        """All frames at once: uvd/xyz of shape (N, 36, 3)."""
-        return FrameLabels(self._joints["joint_uvd"][cam - 1], self._joints["joint_xyz"][cam - 1])
+        """All frames at once: uvd/xyz of shape (N, J_source, 3)."""
+        return FrameLabels(self._joints["joint_uvd"][cam - 1], self._joints["joint_xyz"][cam - 1], self.spec.joints)
 
     def depth_path(self, index: int, cam: int, domain: str = "real") -> Path:
         return self.folder / depth_filename(domain, cam, index)
 
     def depth(self, index: int, cam: int, domain: str = "real") -> np.ndarray:
-        """uint16 depth in mm (480, 640). A missing or unreadable file names its path."""
+        """uint16 depth in mm (height, width of the camera). A missing or unreadable file names its path."""
         path = self.depth_path(index, cam, domain)
         if not path.is_file():
             raise LayoutError(f"{path} is missing (frame {index}, camera {cam}, {domain})")
         try:
-            depth = decode_depth_png(path)
+            depth = decode_depth_png(path, self.spec.depth_encoding)
         except OSError as err:
             raise LayoutError(f"{path}: not a readable PNG ({err})") from err
-        if depth.shape != (geometry.IMAGE_HEIGHT, geometry.IMAGE_WIDTH):
-            raise LayoutError(f"{path}: {depth.shape[1]}x{depth.shape[0]} pixels, expected 640x480")
+        camera = self.spec.camera
+        if depth.shape != (camera.height, camera.width):
+            raise LayoutError(f"{path}: {depth.shape[1]}x{depth.shape[0]} pixels, expected "
+                              f"{camera.width}x{camera.height}")
         return depth

@@ -11,14 +11,16 @@ import numpy as np
 import scipy.ndimage
 
 from murauer_dist import geometry
-from murauer_dist.data.nyu import NyuSplit
+from murauer_dist.data.readers import open_split
+from murauer_dist.datasets import spec_of
 
 
 class OriginalStyleLoader:
     """Synthetic (or real) crops with full augmentation from an NYU-layout root, per sample in numpy."""
 
     def __init__(self, root: str, cfg, split: str = "train", seed: int = 0):
-        self.split = NyuSplit(root, split)
+        self.spec = spec_of(cfg)
+        self.split = open_split(root, split, self.spec)
         self.cfg, self.rng = cfg, np.random.RandomState(seed)
 
     def _rotate(self, depth: np.ndarray, center_uv: np.ndarray, theta: float) -> np.ndarray:
@@ -40,10 +42,11 @@ class OriginalStyleLoader:
         offset = uvd[:, :2] - center_uvd[:2]
         uvd[:, 0] = center_uvd[0] + np.cos(theta) * offset[:, 0] - np.sin(theta) * offset[:, 1]
         uvd[:, 1] = center_uvd[1] + np.sin(theta) * offset[:, 0] + np.cos(theta) * offset[:, 1]
-        xyz = geometry.uvd_to_xyz(uvd)
+        camera = self.spec.camera
+        xyz = geometry.uvd_to_xyz(uvd, camera)
         center_xyz = labels.center_xyz + self.rng.normal(0.0, aug.center_jitter_mm, 3)
-        center = geometry.xyz_to_uvd(center_xyz)
-        window = geometry.CropWindow.around(center, data.cube_mm, data.crop_size)
+        center = geometry.xyz_to_uvd(center_xyz, camera)
+        window = geometry.CropWindow.around(center, data.cube_mm, data.crop_size, camera=camera)
         crop = geometry.crop_depth(depth, window, frame=str(index))
         return {"depth": geometry.normalize_depth(crop, center_xyz[2], data.cube_mm)[None],
                 "target": geometry.normalize_joints(xyz, center_xyz, data.cube_mm).astype(np.float32)}
@@ -51,6 +54,6 @@ class OriginalStyleLoader:
     def batch(self, size: int, domain: str = "synth") -> dict:
         """`size` samples of random frames and random camera slots, stacked."""
         frames = self.rng.randint(0, len(self.split), size)
-        cams = self.rng.randint(1, 4, size)
+        cams = self.rng.randint(1, self.spec.num_cameras + 1, size)
         samples = [self.sample(int(f), int(c), domain) for f, c in zip(frames, cams)]
         return {key: np.stack([s[key] for s in samples]) for key in samples[0]}

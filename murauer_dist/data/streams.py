@@ -18,6 +18,7 @@ import torch
 from murauer_dist.data import augment
 from murauer_dist.data.augment import CUBE, Z_C
 from murauer_dist.data.shards.schema import CAMERA_SLOTS, CROP_MEMBER, JOINTS_MEMBER, crop_member
+from murauer_dist.datasets import Camera
 
 
 # Evaluation reads camera-1 crops of one domain: real (the protocol) or their synthetic twins (to
@@ -60,23 +61,24 @@ def _camera(tensor: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
     return tensor[torch.arange(tensor.shape[0], device=tensor.device), cam]
 
 
-def _labeled_sample(raw: dict, cam: torch.Tensor) -> dict:
+def _labeled_sample(raw: dict, cam: torch.Tensor, camera: Camera) -> dict:
     crop, joints = _camera(raw["crop"], cam), _camera(raw["joints"], cam)
-    out = augment.transform_joints(joints[:, 0], joints[:, 1], crop, raw["theta"], raw["jitter"])
+    out = augment.transform_joints(joints[:, 0], joints[:, 1], crop, raw["theta"], raw["jitter"], camera)
     out["center_z"] = crop[:, Z_C].double() + raw["jitter"][:, 2].double()
     out["cube_mm"] = crop[:, CUBE].float()
     return out
 
 
-def finish(stream: str, raw: dict, labeled_frames: torch.Tensor | None = None, view_camera: int = 3) -> dict:
-    """Raw stream dict -> the contract's named tensors (same device as `raw`)."""
+def finish(stream: str, raw: dict, camera: Camera, labeled_frames: torch.Tensor | None = None,
+           view_camera: int = 3) -> dict:
+    """Raw stream dict -> the contract's named tensors (same device as `raw`); `camera`: the dataset's."""
     batch = raw["frame"].shape[0]
     cam1 = torch.zeros(batch, dtype=torch.long, device=raw["frame"].device)
     if stream in ("unlabeled_real", "unlabeled_synth"):
         z = raw["crop"][:, 0, Z_C].double() + raw["jitter"][:, 2].double()
         return {"depth": augment.normalize_depth(raw["depth"], z, raw["crop"][:, 0, CUBE]), "frame": raw["frame"]}
     cam = raw["cam"].long() if stream == "synth" else cam1
-    sample = _labeled_sample(raw, cam)
+    sample = _labeled_sample(raw, cam, camera)
     labels = {"target": sample["target"], "center_xyz": sample["center_xyz"], "cube_mm": sample["cube_mm"],
               "frame": raw["frame"]}
 

@@ -20,6 +20,7 @@ from murauer_dist.data import augment
 from murauer_dist.data.shards import schema
 from murauer_dist.data.shards.read import ShardError
 from murauer_dist.data.streams import EVAL_STREAMS, needed_members, synth_field
+from murauer_dist.datasets import spec_of
 from murauer_dist.seeds import derive_seed
 
 
@@ -90,6 +91,7 @@ class Augmenter:
         self.noise_mm = aug.depth_noise_mm if on else 0.0
         self.cond_mm = aug.cond_noise_mm if on else 0.0
         self.crop_size, self.stored, self.layout, self.gen = cfg.data.crop_size, stored, layout, generator
+        self.camera = spec_of(cfg).camera          # the loaders checked data.dataset against the shards
 
     def draws(self, batch: int, rotate: bool = True) -> dict:
         params = augment.draw_params(self.gen, batch, self.rotation_deg if rotate else 0.0, self.jitter_mm)
@@ -99,7 +101,8 @@ class Augmenter:
         return torch.randn(batch, 1, self.crop_size, self.crop_size, generator=self.gen) * self.noise_mm
 
     def warp(self, images: torch.Tensor, crop_row, draws, noise=None) -> tuple[torch.Tensor, torch.Tensor]:
-        matrix = augment.affine_matrix(crop_row, draws["theta"], draws["jitter"], self.crop_size, self.stored)
+        matrix = augment.affine_matrix(crop_row, draws["theta"], draws["jitter"], self.crop_size, self.stored,
+                                       self.camera)
         out = augment.warp_nearest(images, matrix, self.crop_size)
         return (out if noise is None else augment.add_depth_noise(out, noise)), matrix
 

@@ -11,7 +11,9 @@ the domain gap a model still has.
 
 DIR gets results_xyz.txt and results_uvd.txt (community layout, one line per evaluated test frame
 in frame order), groundtruth_uvd.txt (the same frames' ground truth, so `score` can re-check any
-run), frames.txt (the test frame index of every line), metrics.json and PNG plots.
+run), frames.txt (the test frame index of every line), metrics.json and PNG plots. The dataset
+(data.dataset of the checkpoint's config, checked against the shards) gives the camera of the uvd
+files, the joint labels, the overlay bones and the subject split; metrics.json records its name.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ import torch
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.data.batch import to_device
 from murauer_dist.data.streams import EVAL_STREAMS
+from murauer_dist.datasets import NYU, DatasetSpec
 from murauer_dist.errors import UserError
-from murauer_dist.eval.metrics import NYU_SUBJECT_SPLIT, compute_metrics
+from murauer_dist.eval.metrics import compute_metrics
 from murauer_dist.eval.result_files import write_result_file
 from murauer_dist.eval.score import format_table
 from murauer_dist.geometry import denormalize_joints
@@ -120,12 +123,13 @@ def subject_split_row(frames: np.ndarray, split_frame: int | None) -> int | None
 
 def write_evaluation(out_dir: str | Path, pred_xyz: np.ndarray, gt_xyz: np.ndarray, depth_examples: dict | None = None,
                      frames: np.ndarray | None = None, subject_split: int | None = None, name: str = "model",
-                     info: dict | None = None) -> dict:
+                     info: dict | None = None, spec: DatasetSpec = NYU) -> dict:
     """Write result files, metrics.json and plots; print the table; return the metrics.
 
     pred_xyz, gt_xyz: (N, J, 3) camera mm in frame order; frames: the test frame of every row
     (default 0..N-1); depth_examples: {depth (K, H, W) normalised crops, frame, center_xyz, cube_mm}
-    for the overlay grid; subject_split: frame where the second test subject starts (NYU: 2440).
+    for the overlay grid; subject_split: frame where the second test subject starts (NYU: 2440);
+    spec: the dataset (camera of the uvd files, joint labels, bones).
     """
     from murauer_dist.eval.plots import plot_overlays, plot_per_joint_error, plot_success_curves
     out_dir = Path(out_dir)
@@ -133,18 +137,20 @@ def write_evaluation(out_dir: str | Path, pred_xyz: np.ndarray, gt_xyz: np.ndarr
     frames = np.arange(len(pred_xyz)) if frames is None else np.asarray(frames, np.int64)
     if np.any(np.diff(frames) <= 0):
         raise ValueError("frames must be strictly increasing (rows in test frame order)")
-    metrics = compute_metrics(pred_xyz, gt_xyz, subject_split_row(frames, subject_split))
+    metrics = compute_metrics(pred_xyz, gt_xyz, subject_split_row(frames, subject_split),
+                              joint_labels=spec.joints.labels)
     metrics["subject_split"] = subject_split
-    write_result_file(out_dir / "results_xyz.txt", pred_xyz, "xyz")
-    write_result_file(out_dir / "results_uvd.txt", pred_xyz, "uvd")
-    write_result_file(out_dir / "groundtruth_uvd.txt", gt_xyz, "uvd")
+    write_result_file(out_dir / "results_xyz.txt", pred_xyz, "xyz", spec.camera)
+    write_result_file(out_dir / "results_uvd.txt", pred_xyz, "uvd", spec.camera)
+    write_result_file(out_dir / "groundtruth_uvd.txt", gt_xyz, "uvd", spec.camera)
     atomic_write_text(out_dir / "frames.txt", "".join(f"{int(f)}\n" for f in frames))
-    atomic_write_text(out_dir / "metrics.json", json.dumps({"name": name, **(info or {}), **metrics}, indent=1) + "\n")
+    record = {"name": name, "dataset": spec.name, **(info or {}), **metrics}
+    atomic_write_text(out_dir / "metrics.json", json.dumps(record, indent=1) + "\n")
     plot_success_curves({name: metrics}, out_dir / "success_rate.png")
     plot_per_joint_error(metrics, out_dir / "per_joint_error.png")
     if depth_examples is not None and len(depth_examples["depth"]):
         examples = _pick_examples(depth_examples, np.asarray(pred_xyz), np.asarray(gt_xyz), frames, OVERLAY_COUNT)
-        plot_overlays(examples, out_dir / "qualitative.png")
+        plot_overlays(examples, out_dir / "qualitative.png", camera=spec.camera, bones=spec.joints.bones)
     print(format_table({name: metrics}))
     return metrics
 
@@ -185,10 +191,12 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
     run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
     out_dir = Path(out) if out else eval_dir(run_dir, domain)
     # NYU's test set shows two people; the smaller second-actor cube marks a two-subject test set.
-    split = NYU_SUBJECT_SPLIT if cfg.data.second_actor_from >= 0 else None
+    spec = loader.spec                       # data.dataset, checked against the shards' manifest
+    split = spec.test_subject_split if cfg.data.second_actor_from >= 0 else None
     info = {"checkpoint": str(checkpoint), "shards": cfg.data.shards, "method": cfg.train.method,
             "domain": domain, "mapped": mapped}
     metrics = write_evaluation(out_dir, prediction["pred_xyz"], prediction["gt_xyz"], prediction["examples"],
-                               frames=prediction["frames"], subject_split=split, name=Path(checkpoint).stem, info=info)
+                               frames=prediction["frames"], subject_split=split, name=Path(checkpoint).stem, info=info,
+                               spec=spec)
     print(f"wrote results_xyz.txt, results_uvd.txt, metrics.json and plots to {out_dir}")
     return metrics

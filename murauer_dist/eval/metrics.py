@@ -6,15 +6,16 @@ Definitions (docs/method.md §6.1):
 - frame success rate at t: fraction of frames whose *worst* joint is within t mm;
 - MD-score(d) ("MD80" for d = 80): (1/d) * sum_{j=0}^{d-1} success(j), the area under that curve;
 - joint success AUC ("JS80"): the same area with every (frame, joint) error counted on its own;
-- per-subject ME: NYU's test set shows two people, frames [0, split) and [split, N).
+- per-subject ME: NYU's test set shows two people, frames [0, split) and [split, N) (the split is the
+  dataset's, datasets.DatasetSpec.test_subject_split).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from murauer_dist.geometry import JOINT_LABELS
+from murauer_dist.datasets import NYU
 
-NYU_SUBJECT_SPLIT = 2440          # first test frame of NYU's second test subject
+NYU_SUBJECT_SPLIT = NYU.test_subject_split     # first test frame of NYU's second test subject (2440)
 MAX_THRESHOLD_MM = 80             # success curves run over 0..80 mm, the AUC over 0..79
 REPORT_THRESHOLDS_MM = (10, 20, 30, 40, 50, 80)
 
@@ -49,7 +50,7 @@ def subject_errors(frame_mean: np.ndarray, subject_split: int | None) -> dict:
 
 
 def compute_metrics(pred_xyz: np.ndarray, gt_xyz: np.ndarray, subject_split: int | None = NYU_SUBJECT_SPLIT,
-                    max_threshold: int = MAX_THRESHOLD_MM, joint_labels=JOINT_LABELS) -> dict:
+                    max_threshold: int = MAX_THRESHOLD_MM, joint_labels=NYU.joints.labels) -> dict:
     """All metrics as a JSON-serialisable dict of named values (mm; fractions in [0, 1])."""
     errors = joint_errors(pred_xyz, gt_xyz)
     if errors.shape[0] == 0:

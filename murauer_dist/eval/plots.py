@@ -10,11 +10,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from murauer_dist.atomic import save_figure
-from murauer_dist.geometry import CropWindow, xyz_to_uvd
+from murauer_dist.datasets import NYU, Camera
+from murauer_dist.geometry import NYU_CAMERA, CropWindow, xyz_to_uvd
 
 # Bones of the 14 NYU joints (P1 P2 R1 R2 M1 M2 I1 I2 T1 T2 T3 W1 W2 C): finger tip -> middle -> palm.
-BONES = ((0, 1), (1, 13), (2, 3), (3, 13), (4, 5), (5, 13), (6, 7), (7, 13),
-         (8, 9), (9, 10), (10, 13), (11, 13), (12, 13))
+# Other datasets: their JointSpec.bones.
+BONES = NYU.joints.bones
 DPI = 100
 
 
@@ -56,24 +57,28 @@ def plot_per_joint_error(metrics: dict, path: str | Path) -> Path:
     return save_png(figure, path)
 
 
-def joints_to_crop_pixels(joints_xyz: np.ndarray, center_xyz: np.ndarray, cube_mm: float, crop_size: int) -> np.ndarray:
+def joints_to_crop_pixels(joints_xyz: np.ndarray, center_xyz: np.ndarray, cube_mm: float, crop_size: int,
+                          camera: Camera = NYU_CAMERA) -> np.ndarray:
     """(J, 3) camera mm -> (J, 2) crop pixel coordinates (x right, y down; pixel centres at integers)."""
-    window = CropWindow.around(xyz_to_uvd(np.asarray(center_xyz, np.float64)), float(cube_mm), crop_size)
-    return window.image_to_crop(xyz_to_uvd(joints_xyz)[:, :2]) - 0.5
+    window = CropWindow.around(xyz_to_uvd(np.asarray(center_xyz, np.float64), camera), float(cube_mm), crop_size,
+                               camera=camera)
+    return window.image_to_crop(xyz_to_uvd(joints_xyz, camera)[:, :2]) - 0.5
 
 
-def _draw_hand(axes, points: np.ndarray, colour: str, label: str) -> None:
-    for start, end in BONES:
+def _draw_hand(axes, points: np.ndarray, colour: str, label: str, bones=BONES) -> None:
+    for start, end in bones:
         if max(start, end) < len(points):
             axes.plot(points[[start, end], 0], points[[start, end], 1], color=colour, linewidth=1.2)
     axes.scatter(points[:, 0], points[:, 1], s=10, color=colour, label=label, zorder=3)
 
 
-def plot_overlays(examples: dict[str, np.ndarray], path: str | Path, columns: int = 4) -> Path:
+def plot_overlays(examples: dict[str, np.ndarray], path: str | Path, columns: int = 4, camera: Camera = NYU_CAMERA,
+                  bones=BONES) -> Path:
     """A grid of depth crops with predicted (red) and true (green) joints.
 
     `examples`: depth (K, H, W) normalised crops; pred_xyz, gt_xyz (K, J, 3) camera mm;
     center_xyz (K, 3); cube_mm (K,); frame (K,) test frame index; optional error_mm (K,).
+    `camera`, `bones`: the dataset's (datasets.DatasetSpec; NYU's by default).
     """
     depth = np.asarray(examples["depth"])
     count, size = depth.shape[0], depth.shape[-1]
@@ -83,8 +88,8 @@ def plot_overlays(examples: dict[str, np.ndarray], path: str | Path, columns: in
         axes = figure.add_subplot(rows, min(count, columns), k + 1)
         axes.imshow(depth[k], cmap="gray", vmin=-1.0, vmax=1.0)
         center, cube = examples["center_xyz"][k], examples["cube_mm"][k]
-        _draw_hand(axes, joints_to_crop_pixels(examples["gt_xyz"][k], center, cube, size), "#2ca02c", "true")
-        _draw_hand(axes, joints_to_crop_pixels(examples["pred_xyz"][k], center, cube, size), "#d62728", "predicted")
+        for key, colour, label in (("gt_xyz", "#2ca02c", "true"), ("pred_xyz", "#d62728", "predicted")):
+            _draw_hand(axes, joints_to_crop_pixels(examples[key][k], center, cube, size, camera), colour, label, bones)
         title = f"frame {int(examples['frame'][k])}"
         if "error_mm" in examples:
             title += f": {float(examples['error_mm'][k]):.1f} mm"

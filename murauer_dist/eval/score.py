@@ -1,11 +1,17 @@
 """`murauer-dist score`: score community result files against ground truth, as one comparison table.
 
     murauer-dist score PRED.txt [PRED2.txt ...] GROUND_TRUTH.txt [--format uvd|xyz|auto] [--out DIR]
+                       [--dataset nyu|...]
     murauer-dist score PRED.txt --ground-truth GT.txt
 
 Without --ground-truth the last file is the ground truth. Every prediction file must have one line
 per ground-truth frame; its units are checked against the data and, since a file read in the wrong
 units scores hundreds of mm off, against the ground truth as well.
+
+--dataset (default nyu) names the datasets.DatasetSpec whose camera converts uvd <-> xyz and whose
+joint count and labels the files have; files that `evaluate` wrote sit next to a metrics.json that
+records their dataset, and a different --dataset is refused. The subject split (NYU: frame 2440)
+applies to files of exactly the dataset's full test length.
 """
 from __future__ import annotations
 
@@ -15,19 +21,34 @@ from pathlib import Path
 import numpy as np
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.eval.metrics import MAX_THRESHOLD_MM, NYU_SUBJECT_SPLIT, REPORT_THRESHOLDS_MM, compute_metrics
+from murauer_dist.datasets import DEFAULT_DATASET, NYU, DatasetSpec, dataset_spec
+from murauer_dist.eval.metrics import MAX_THRESHOLD_MM, REPORT_THRESHOLDS_MM, compute_metrics
 from murauer_dist.eval.result_files import (FORMATS, ResultFile, ResultFormatError, plausible_formats,
                                             read_result_file)
 
-NYU_TEST_FRAMES = 8252
+NYU_TEST_FRAMES = NYU.test_frames
 # Declared units are rejected when they score this far off while the other units fit the ground truth.
 WRONG_UNITS_MIN_ERROR_MM = 50.0
 WRONG_UNITS_RATIO = 3.0
 
 
-def default_subject_split(frames: int) -> int | None:
-    """NYU's two test subjects split at frame 2440; other test sets have no such split."""
-    return NYU_SUBJECT_SPLIT if frames == NYU_TEST_FRAMES else None
+def default_subject_split(frames: int, spec: DatasetSpec = NYU) -> int | None:
+    """The dataset's subject split (NYU's two test subjects split at frame 2440) for a file of its whole
+    test split; other files have no such split."""
+    return spec.test_subject_split if spec.test_frames is not None and frames == spec.test_frames else None
+
+
+def check_recorded_dataset(path: str, spec: DatasetSpec) -> None:
+    """A result file that `evaluate` wrote has a metrics.json beside it naming its dataset: refuse to
+    score it as another dataset (the camera and joints would be the wrong ones)."""
+    record = Path(path).parent / "metrics.json"
+    try:
+        recorded = json.loads(record.read_text()).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(recorded, str) and recorded != spec.name:
+        raise ResultFormatError(f"{path}: {record} says these results are of dataset {recorded!r}, but they are "
+                                f"scored as dataset {spec.name!r}; pass --dataset {recorded}")
 
 
 def _mean_error(values_xyz: np.ndarray, gt_xyz: np.ndarray) -> float:
@@ -49,13 +70,13 @@ def _check_row_count(pred: ResultFile, gt: ResultFile) -> None:
 
 
 def load_predictions(path: str, gt: ResultFile, fmt: str = "auto") -> ResultFile:
-    """Read a prediction file, check its length and its units against the ground truth."""
-    pred = read_result_file(path, fmt)
+    """Read a prediction file, check its length and its units against the ground truth (in its camera)."""
+    pred = read_result_file(path, fmt, num_joints=gt.values.shape[1], camera=gt.camera)
     _check_row_count(pred, gt)
-    candidates = plausible_formats(pred.values) if fmt == "auto" else list(FORMATS)
-    errors = {f: _mean_error(ResultFile(path, f, pred.values).xyz, gt.xyz) for f in candidates}
+    candidates = plausible_formats(pred.values, gt.camera) if fmt == "auto" else list(FORMATS)
+    errors = {f: _mean_error(ResultFile(path, f, pred.values, gt.camera).xyz, gt.xyz) for f in candidates}
     if fmt == "auto":
-        return ResultFile(path, min(errors, key=errors.get), pred.values)
+        return ResultFile(path, min(errors, key=errors.get), pred.values, gt.camera)
     other = next(f for f in FORMATS if f != fmt)
     if errors[fmt] > WRONG_UNITS_MIN_ERROR_MM and errors[other] * WRONG_UNITS_RATIO < errors[fmt]:
         raise ResultFormatError(f"{path}: declared {fmt}, but read as {fmt} the mean error is {errors[fmt]:.1f} mm "
@@ -76,14 +97,18 @@ def _method_names(paths: list[str]) -> list[str]:
 
 
 def score_files(predictions: list[str], ground_truth: str, fmt: str = "auto",
-                subject_split: int | None | str = "auto") -> dict[str, dict]:
-    """{method name: metrics dict (+ file, format)} for every prediction file."""
-    gt = read_result_file(ground_truth, "auto")
-    split = default_subject_split(len(gt.values)) if subject_split == "auto" else subject_split
+                subject_split: int | None | str = "auto", dataset: str = DEFAULT_DATASET) -> dict[str, dict]:
+    """{method name: metrics dict (+ file, format, dataset)} for every prediction file."""
+    spec = dataset_spec(dataset)
+    for path in (*predictions, ground_truth):
+        check_recorded_dataset(path, spec)
+    gt = read_result_file(ground_truth, "auto", num_joints=spec.joints.count, camera=spec.camera)
+    split = default_subject_split(len(gt.values), spec) if subject_split == "auto" else subject_split
     results = {}
     for name, path in zip(_method_names(predictions), predictions):
         pred = load_predictions(path, gt, fmt)
-        results[name] = {"file": path, "format": pred.fmt, **compute_metrics(pred.xyz, gt.xyz, split)}
+        results[name] = {"file": path, "format": pred.fmt, "dataset": spec.name,
+                         **compute_metrics(pred.xyz, gt.xyz, split, joint_labels=spec.joints.labels)}
     return results
 
 
@@ -132,8 +157,10 @@ def _check_ground_truth_last(predictions: list[str], ground_truth: str) -> None:
                                 f"last file ({ground_truth}); put it last or pass --ground-truth {named_gt[0]}")
 
 
-def score_command(predictions: list[str], ground_truth: str = "", fmt: str = "auto", out: str = "") -> dict:
-    """Score PREDICTIONS against GROUND_TRUTH (or the last positional file); print the table."""
+def score_command(predictions: list[str], ground_truth: str = "", fmt: str = "auto", out: str = "",
+                  dataset: str = DEFAULT_DATASET) -> dict:
+    """Score PREDICTIONS against GROUND_TRUTH (or the last positional file) as files of `dataset`; print
+    the table."""
     predictions = [str(p) for p in predictions]
     if not ground_truth:
         if len(predictions) < 2:
@@ -141,7 +168,7 @@ def score_command(predictions: list[str], ground_truth: str = "", fmt: str = "au
                                     "e.g. score results_uvd.txt nyu_test_groundtruth_label.txt")
         predictions, ground_truth = predictions[:-1], predictions[-1]
         _check_ground_truth_last(predictions, ground_truth)
-    results = score_files(predictions, str(ground_truth), fmt)
+    results = score_files(predictions, str(ground_truth), fmt, dataset=dataset)
     print(f"ground truth: {ground_truth}")
     print(format_table(results))
     if out:

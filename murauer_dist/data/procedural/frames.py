@@ -16,6 +16,7 @@ import numpy as np
 from murauer_dist import geometry
 from murauer_dist.data.procedural import hand, poses, render, sensor
 from murauer_dist.data.procedural.rig import Rig
+from murauer_dist.datasets import DEFAULT_DATASET, DatasetSpec, dataset_spec
 
 SPLIT_CODES = {"train": 0, "test": 1}
 ACTORS = {"train": hand.ACTOR_TRAIN, "test": hand.ACTOR_TEST}
@@ -24,11 +25,32 @@ _POSES, _SCENE, _FRAME = 0, 1, 2                  # RNG stream tags
 
 @dataclass(frozen=True)
 class GeneratorSettings:
-    """Everything that shapes the data besides seed and frame counts."""
+    """Everything that shapes the data besides seed and frame counts; `dataset` names the DatasetSpec
+    whose camera the rig carries, whose joints coordinates and depth PNG encoding the files get."""
 
     sensor: sensor.SensorModel = field(default_factory=sensor.SensorModel)
     motion: poses.MotionConfig = field(default_factory=poses.MotionConfig)
     rig: Rig = field(default_factory=Rig.default)
+    dataset: str = DEFAULT_DATASET
+
+    def __post_init__(self):
+        if self.rig.camera != self.spec.camera:
+            raise ValueError(f"the rig's camera {self.rig.camera} is not dataset {self.dataset!r}'s "
+                             f"{self.spec.camera}; use GeneratorSettings.for_dataset")
+        if self.spec.num_cameras != len(self.rig.centers):
+            raise ValueError(f"dataset {self.dataset!r} has {self.spec.num_cameras} cameras, the procedural rig "
+                             f"{len(self.rig.centers)}")
+
+    @classmethod
+    def for_dataset(cls, name: str, **fields) -> "GeneratorSettings":
+        """Settings of dataset `name`: its camera on the default rig, unless `fields` give a rig."""
+        spec = dataset_spec(name)
+        fields.setdefault("rig", Rig.default(camera=spec.camera))
+        return cls(dataset=spec.name, **fields)
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return dataset_spec(self.dataset)
 
     @property
     def reach_mm(self) -> float:
@@ -69,18 +91,22 @@ class FrameRenderer:
         return hand.transform(local, seq["rotation"][index], seq["position"][index])
 
     def render(self, index: int) -> dict[str, np.ndarray]:
-        """{'real': (3,480,640) uint16, 'synth': (3,480,640) uint16, 'uvd'/'xyz': (3,36,3)} for frame `index`."""
+        """{'real': (3,H,W) uint16, 'synth': (3,H,W) uint16, 'uvd'/'xyz': (3,36,3)} for frame `index`; H, W
+        are the camera's, xyz in its axes (y up, or down: y negated), uvd projected with it."""
         rig = self.settings.rig
+        camera = rig.camera
         actor, template = self.posed(index, ACTORS[self.split]), self.posed(index, hand.TEMPLATE)
         models = (actor, template)
         a = np.stack([rig.to_camera(m.capsules["a"], cam) for m in models for cam in (1, 2, 3)])
         b = np.stack([rig.to_camera(m.capsules["b"], cam) for m in models for cam in (1, 2, 3)])
         radius = np.stack([m.capsules["radius"] for m in models for _ in (1, 2, 3)])
-        clean = render.render_capsules(a, b, radius)
+        clean = render.render_capsules(a, b, radius, camera=camera)
         clutter = sensor.render_clutter(self.scene(int(self.sequence["segment"][index])), rig)
         rng = split_rng(self.seed, self.split, _FRAME, index)
-        real = np.stack([sensor.apply_sensor(clean[cam], clutter[cam], rng, self.bank, self.settings.sensor)
+        real = np.stack([sensor.apply_sensor(clean[cam], clutter[cam], rng, self.bank, self.settings.sensor, camera)
                          for cam in range(3)])
-        xyz = rig.all_cameras(actor.joints)
+        xyz = rig.all_cameras(actor.joints)                       # y up
+        if not camera.y_up:
+            xyz = xyz * np.array([1.0, -1.0, 1.0])
         return {"real": real, "synth": np.round(clean[3:]).astype(np.uint16),
-                "xyz": xyz, "uvd": geometry.xyz_to_uvd(xyz)}
+                "xyz": xyz, "uvd": geometry.xyz_to_uvd(xyz, camera)}

@@ -5,6 +5,9 @@
     OUT/{train,test}/joint_data.mat                     joint_uvd, joint_xyz (3, N, 36, 3), joint_names
     OUT/procedural.json                                 what made it (seed, counts, shapes, sensor)
 
+`dataset` (datasets.DATASETS, default nyu) chooses the camera of the rig (intrinsics, image size, y
+axis) and the depth PNG encoding; procedural.json records it (and the camera) unless it is NYU.
+
 Pose sequences are made in this process; frames are rendered by worker processes in chunks, each
 frame from its own (seed, split, frame) RNG, so the bytes do not depend on the number of workers.
 Each file is written atomically; joint_data.mat last, so an interrupted run is not a valid split.
@@ -28,7 +31,9 @@ from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist.data import nyu
 from murauer_dist.data.procedural import hand, png
 from murauer_dist.data.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
+from murauer_dist.datasets import DATASETS, DEFAULT_DATASET
 from murauer_dist.errors import UserError
+from murauer_dist.memory import keep_freed_memory
 from murauer_dist.tracking.progress import ProgressLines
 
 CHUNK_FRAMES = 8
@@ -43,7 +48,7 @@ class SynthDataError(UserError, ValueError):
 
 def synth_data(out: str | os.PathLike, frames_train: int = 4000, frames_test: int = 800, seed: int = 0,
                workers: int = 2, overwrite: bool = False, settings: GeneratorSettings | None = None,
-               progress: bool | None = None, timings: list | None = None) -> Path:
+               progress: bool | None = None, timings: list | None = None, dataset: str | None = None) -> Path:
     """Write the dataset to `out` and return its path; see the module docstring for the layout.
 
     `progress`: True: a tqdm bar; False: nothing; None (default): a bar when stderr is a terminal,
@@ -54,8 +59,13 @@ def synth_data(out: str | os.PathLike, frames_train: int = 4000, frames_test: in
     workers = _positive_int("workers", workers)
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise SynthDataError(f"seed must be a non-negative integer, got {seed!r}")
+    if settings is not None and dataset is not None and settings.dataset != dataset:
+        raise SynthDataError(f"dataset {dataset!r} and settings of dataset {settings.dataset!r} disagree")
+    if dataset is not None and dataset not in DATASETS:
+        raise SynthDataError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     root = _prepare_output(Path(out), overwrite)
-    settings = settings or GeneratorSettings()
+    keep_freed_memory()                     # here and in the forked workers: no fresh pages per image
+    settings = settings or GeneratorSettings.for_dataset(dataset or DEFAULT_DATASET)
     sequences = {split: make_split_sequence(int(seed), split, n, settings) for split, n in counts.items()}
     total = sum(counts.values())
     if progress is None and not sys.stderr.isatty():
@@ -142,7 +152,7 @@ def _init_worker(root: str, seed: int, sequences: dict, settings: GeneratorSetti
     for split, sequence in sequences.items():
         bank = next(iter(renderers.values())).bank if renderers else None
         renderers[split] = FrameRenderer(seed, split, sequence, settings, bank=bank)
-    _WORKER.update(root=Path(root), renderers=renderers)
+    _WORKER.update(root=Path(root), renderers=renderers, encode=png.ENCODERS[settings.spec.depth_encoding])
 
 
 def _render_chunk(task: tuple[str, int, int]):
@@ -154,7 +164,7 @@ def _render_chunk(task: tuple[str, int, int]):
         for cam in (1, 2, 3):
             for domain in ("real", "synth"):
                 path = folder / nyu.depth_filename(domain, cam, index)
-                atomic_write_bytes(path, png.encode_depth_png(frame[domain][cam - 1]))
+                atomic_write_bytes(path, _WORKER["encode"](frame[domain][cam - 1]))
         uvd.append(frame["uvd"])
         xyz.append(frame["xyz"])
     return split, start, np.stack(uvd, axis=1), np.stack(xyz, axis=1)
@@ -179,4 +189,7 @@ def _write_manifest(root: Path, seed: int, counts: dict, settings: GeneratorSett
         "sensor": settings.sensor.to_dict(), "motion": asdict(settings.motion),
         "rig": {"rotations": settings.rig.rotations.tolist(), "centers_mm": settings.rig.centers.tolist()},
     }
+    if settings.dataset != DEFAULT_DATASET:                       # absent: nyu (and files made before)
+        manifest["dataset"] = settings.dataset
+        manifest["camera"] = asdict(settings.rig.camera)
     atomic_write_bytes(root / "procedural.json", (json.dumps(manifest, indent=2) + "\n").encode())

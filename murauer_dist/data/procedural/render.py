@@ -8,32 +8,36 @@ projection can reach (a conservative 2D capsule around the projected axis: it sk
 the box pixels of a hand without changing any depth). The tiles of all capsules of all images go
 through one array with the tile as its long axis, so the per-capsule terms broadcast instead of
 being gathered per pixel; np.maximum.at on reversed keys keeps the nearest surface per pixel.
-Depth 0 means no surface.
+Depth 0 means no surface. Points are in a camera's y-up coordinates (the rig's); the camera
+(datasets.Camera: intrinsics and image size, NYU's by default) only sets where pixels look.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from murauer_dist import geometry
+from murauer_dist.datasets import Camera
+from murauer_dist.geometry import NYU_CAMERA
 
 NEAR_MM = 60.0
 TILE = 4                     # culling tile (grid pixels); 4 measured fastest of 2-12
 
 
-def ray_slopes(rows: np.ndarray, cols: np.ndarray, step: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """x/z and y/z of the rays through pixel centres of a grid subsampled by `step`."""
-    dx = ((cols + 0.5) * step - geometry.UX) / geometry.FX
-    dy = -((rows + 0.5) * step - geometry.UY) / geometry.FY
+def ray_slopes(rows: np.ndarray, cols: np.ndarray, step: float = 1.0,
+               camera: Camera = NYU_CAMERA) -> tuple[np.ndarray, np.ndarray]:
+    """x/z and y/z (y up) of the rays through pixel centres of a grid subsampled by `step`."""
+    dx = ((cols + 0.5) * step - camera.ux) / camera.fx
+    dy = -((rows + 0.5) * step - camera.uy) / camera.fy
     return dx.astype(np.float32), dy.astype(np.float32)
 
 
-def capsule_boxes(a: np.ndarray, b: np.ndarray, radius: np.ndarray, height: int, width: int, step: float):
+def capsule_boxes(a: np.ndarray, b: np.ndarray, radius: np.ndarray, height: int, width: int, step: float,
+                  camera: Camera = NYU_CAMERA):
     """Inclusive pixel boxes (u0, u1, v0, v1) of capsules (K,) on a grid of `step` image pixels."""
     ends = np.stack([a, b])                                     # (2, K, 3)
     z = np.maximum(ends[..., 2], NEAR_MM)
-    u = geometry.UX + geometry.FX * ends[..., 0] / z
-    v = geometry.UY - geometry.FY * ends[..., 1] / z
-    pad = radius * max(geometry.FX, geometry.FY) / (z.min(axis=0) - radius).clip(NEAR_MM) + 2.0
+    u = camera.ux + camera.fx * ends[..., 0] / z
+    v = camera.uy - camera.fy * ends[..., 1] / z
+    pad = radius * max(camera.fx, camera.fy) / (z.min(axis=0) - radius).clip(NEAR_MM) + 2.0
     visible = (ends[..., 2].max(axis=0) > NEAR_MM + radius)
     box = [np.floor((u.min(axis=0) - pad) / step), np.floor((u.max(axis=0) + pad) / step),
            np.floor((v.min(axis=0) - pad) / step), np.floor((v.max(axis=0) + pad) / step)]
@@ -44,7 +48,8 @@ def capsule_boxes(a: np.ndarray, b: np.ndarray, radius: np.ndarray, height: int,
 
 
 def _reach_px(a: np.ndarray, b: np.ndarray, radius: np.ndarray) -> np.ndarray:
-    """Radius (image pixels) of a 2D capsule around the projected axis that holds a 3D capsule's projection.
+    """Radius, in units of the focal length (times max(fx, fy): image pixels), of a 2D capsule around
+    the projected axis that holds a 3D capsule's projection.
 
     A point c + r n of the sphere around axis point c projects within f r |c| / (c_z (c_z - r)) of c's
     projection (Cauchy-Schwarz on the perspective division), and the axis projects to the segment
@@ -55,7 +60,7 @@ def _reach_px(a: np.ndarray, b: np.ndarray, radius: np.ndarray) -> np.ndarray:
     norm = np.maximum(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1))
     gap = z_min - radius
     with np.errstate(divide="ignore", invalid="ignore"):
-        reach = max(geometry.FX, geometry.FY) * radius * norm / (z_min * gap)
+        reach = radius * norm / (z_min * gap)
     return np.where(gap > 0.5 * NEAR_MM, reach, np.inf)
 
 
@@ -67,7 +72,7 @@ def _segment_distance(px, py, ax, ay, bx, by):
     return np.hypot(px - ax - t * ex, py - ay - t * ey)
 
 
-def _tiles(u0, u1, v0, v1, a, b, radius, step: float):
+def _tiles(u0, u1, v0, v1, a, b, radius, step: float, camera: Camera = NYU_CAMERA):
     """The TILE x TILE tiles of the capsules' boxes that a capsule's projection can reach: top-left
     (col, row) per tile and its capsule. A tile is kept when the centre of its pixel centres lies within
     the capsule's reach (plus the tile's half-diagonal and a pixel of slack) of the projected axis, so
@@ -82,9 +87,9 @@ def _tiles(u0, u1, v0, v1, a, b, radius, step: float):
     c1, r1 = np.minimum(c0 + TILE - 1, u1[owner]), np.minimum(r0 + TILE - 1, v1[owner])
     ends = np.stack([a, b])                                     # (2, K, 3); all in front when reach is finite
     with np.errstate(divide="ignore", invalid="ignore"):
-        u = geometry.UX + geometry.FX * ends[..., 0] / ends[..., 2]
-        v = geometry.UY - geometry.FY * ends[..., 1] / ends[..., 2]
-    reach = _reach_px(a, b, radius)
+        u = camera.ux + camera.fx * ends[..., 0] / ends[..., 2]
+        v = camera.uy - camera.fy * ends[..., 1] / ends[..., 2]
+    reach = max(camera.fx, camera.fy) * _reach_px(a, b, radius)
     centre_u, centre_v = (c0 + c1 + 1) * (0.5 * step), (r0 + r1 + 1) * (0.5 * step)
     half_diagonal = 0.5 * step * np.hypot(c1 - c0, r1 - r0)
     distance = _segment_distance(centre_u, centre_v, u[0][owner], v[0][owner], u[1][owner], v[1][owner])
@@ -93,7 +98,8 @@ def _tiles(u0, u1, v0, v1, a, b, radius, step: float):
 
 
 def trace_tiles(c0: np.ndarray, r0: np.ndarray, owner: np.ndarray, last_col: np.ndarray, last_row: np.ndarray,
-                a: np.ndarray, b: np.ndarray, radius: np.ndarray, step: float = 1.0) -> np.ndarray:
+                a: np.ndarray, b: np.ndarray, radius: np.ndarray, step: float = 1.0,
+                camera: Camera = NYU_CAMERA) -> np.ndarray:
     """Depth (TILE, TILE, n) float32 of the nearest hit of the rays (dx, dy, 1) through the pixels of n
     tiles (top-left c0, r0 on the grid; index: row in tile, column in tile, tile) with their capsules
     a[owner], b[owner] (K, 3), radius[owner] (K,); inf on a miss and on pixels beyond the capsule's box
@@ -106,7 +112,7 @@ def trace_tiles(c0: np.ndarray, r0: np.ndarray, owner: np.ndarray, last_col: np.
     """
     span = np.arange(TILE)
     cols, rows = c0 + span[:, None], r0 + span[:, None]                       # (T, n)
-    dx, dy = ray_slopes(rows.astype(np.float32), cols.astype(np.float32), step)
+    dx, dy = ray_slopes(rows.astype(np.float32), cols.astype(np.float32), step, camera)
     dx, dy = dx[None], dy[:, None]                                    # (1, T, n) per column, (T, 1, n) per row
     per_tile = lambda x: np.asarray(x).astype(np.float32)[owner]      # noqa: E731
     length = np.linalg.norm(b - a, axis=1).clip(1e-6)
@@ -138,14 +144,17 @@ def trace_tiles(c0: np.ndarray, r0: np.ndarray, owner: np.ndarray, last_col: np.
     return np.where(cylinder & (depth > NEAR_MM), depth, np.float32(np.inf))
 
 
-def render_capsules(a: np.ndarray, b: np.ndarray, radius: np.ndarray, height: int = geometry.IMAGE_HEIGHT,
-                    width: int = geometry.IMAGE_WIDTH, step: float = 1.0) -> np.ndarray:
-    """Depth maps (n_img, height, width) float32 of capsules a, b (n_img, C, 3), radius (n_img, C)."""
+def render_capsules(a: np.ndarray, b: np.ndarray, radius: np.ndarray, height: int | None = None,
+                    width: int | None = None, step: float = 1.0, camera: Camera = NYU_CAMERA) -> np.ndarray:
+    """Depth maps (n_img, height, width) float32 of capsules a, b (n_img, C, 3), radius (n_img, C);
+    height and width default to the camera's image."""
+    height = camera.height if height is None else height
+    width = camera.width if width is None else width
     n_img, n_caps = radius.shape
     flat_a, flat_b, flat_r = a.reshape(-1, 3), b.reshape(-1, 3), radius.reshape(-1)
-    u0, u1, v0, v1 = capsule_boxes(flat_a, flat_b, flat_r, height, width, step)
-    c0, r0, owner = _tiles(u0, u1, v0, v1, flat_a, flat_b, flat_r, step)
-    depth = trace_tiles(c0, r0, owner, u1, v1, flat_a, flat_b, flat_r, step)
+    u0, u1, v0, v1 = capsule_boxes(flat_a, flat_b, flat_r, height, width, step, camera)
+    c0, r0, owner = _tiles(u0, u1, v0, v1, flat_a, flat_b, flat_r, step, camera)
+    depth = trace_tiles(c0, r0, owner, u1, v1, flat_a, flat_b, flat_r, step, camera)
     span = np.arange(TILE)
     corner = ((owner // n_caps) * height + r0) * width + c0                  # flat pixel of each tile's corner
     pixel = corner + (span * width)[:, None, None] + span[None, :, None]    # (T, T, n)
@@ -158,9 +167,10 @@ def render_capsules(a: np.ndarray, b: np.ndarray, radius: np.ndarray, height: in
     return np.negative(buffer, out=buffer).view(np.float32).reshape(n_img, height, width)
 
 
-def render_plane(normal: np.ndarray, offset: float, height: int, width: int, step: float = 1.0) -> np.ndarray:
+def render_plane(normal: np.ndarray, offset: float, height: int, width: int, step: float = 1.0,
+                 camera: Camera = NYU_CAMERA) -> np.ndarray:
     """Depth (height, width) of the plane normal . p = offset seen from the origin; 0 where it is behind."""
-    dx, dy = ray_slopes(np.arange(height)[:, None], np.arange(width)[None, :], step)
+    dx, dy = ray_slopes(np.arange(height)[:, None], np.arange(width)[None, :], step, camera)
     facing = dx * normal[0] + dy * normal[1] + normal[2]
     with np.errstate(divide="ignore", invalid="ignore"):
         depth = offset / facing

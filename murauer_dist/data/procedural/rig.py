@@ -1,6 +1,8 @@
-"""A fixed rig of three depth cameras with NYU intrinsics: camera 1 frontal, cameras 2 and 3 at the sides.
+"""A fixed rig of three depth cameras of one kind: camera 1 frontal, cameras 2 and 3 at the sides.
 
-Each camera has its own coordinates (x right, y up, z = depth; geometry.py's projection). Camera 1's
+The cameras share the intrinsics and image size of `Rig.camera` (a datasets.Camera: NYU's by
+default, a dataset spec's for `synth-data --dataset`). Each camera has its own coordinates (x right,
+y up, z = depth; a y-down dataset flips y when the labels are written, frames.py). Camera 1's
 frame is the world frame; camera k sees p_k = R_k (p_1 - C_k). Cameras 2 and 3 sit on a circle around
 a pivot in front of camera 1 (where the hand moves), turned by +-yaw and looking at the pivot, so a
 view from camera 1 predicts the side views consistently (NYU's view-prediction target is slot 3).
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from murauer_dist import geometry
+from murauer_dist.datasets import NYU, Camera
 
 
 def look_at(center: np.ndarray, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> np.ndarray:
@@ -25,13 +27,15 @@ def look_at(center: np.ndarray, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> np.nd
 
 @dataclass(frozen=True)
 class Rig:
-    """Camera extrinsics relative to camera 1: rotations (3, 3, 3) and centres (3, 3)."""
+    """Camera extrinsics relative to camera 1: rotations (3, 3, 3) and centres (3, 3); the intrinsics."""
 
     rotations: np.ndarray
     centers: np.ndarray
+    camera: Camera = NYU.camera
 
     @classmethod
-    def default(cls, pivot_mm: float = 750.0, yaw_deg: float = 50.0, height_mm: float = 120.0) -> "Rig":
+    def default(cls, pivot_mm: float = 750.0, yaw_deg: float = 50.0, height_mm: float = 120.0,
+                camera: Camera = NYU.camera) -> "Rig":
         pivot = np.array([0.0, 0.0, pivot_mm])
         rotations, centers = [np.eye(3)], [np.zeros(3)]
         for side, lift in ((-1.0, height_mm), (1.0, -0.5 * height_mm)):   # cam 2 left/above, cam 3 right
@@ -39,7 +43,7 @@ class Rig:
             center = pivot + np.array([-np.sin(yaw) * pivot_mm, lift, -np.cos(yaw) * pivot_mm])
             rotations.append(look_at(center, pivot))
             centers.append(center)
-        return cls(np.stack(rotations), np.stack(centers))
+        return cls(np.stack(rotations), np.stack(centers), camera)
 
     def to_camera(self, points: np.ndarray, cam: int) -> np.ndarray:
         """Camera-1 coordinates (..., 3) -> camera `cam` (1-based) coordinates."""
@@ -55,8 +59,9 @@ class Rig:
         Linear in the point, so the set of allowed palm positions is convex."""
         p = self.to_camera(points, cam)
         x, y, z = p[..., 0], p[..., 1], p[..., 2]
-        half_u = geometry.IMAGE_WIDTH / 2.0 - border_px
-        half_v = geometry.IMAGE_HEIGHT / 2.0 - border_px
-        du = (half_u * z - geometry.FX * np.abs(x + (geometry.UX - geometry.IMAGE_WIDTH / 2.0) * z / geometry.FX))
-        dv = (half_v * z - geometry.FY * np.abs(y - (geometry.UY - geometry.IMAGE_HEIGHT / 2.0) * z / geometry.FY))
-        return np.minimum(du / np.hypot(geometry.FX, half_u), dv / np.hypot(geometry.FY, half_v))
+        c = self.camera
+        half_u = c.width / 2.0 - border_px
+        half_v = c.height / 2.0 - border_px
+        du = (half_u * z - c.fx * np.abs(x + (c.ux - c.width / 2.0) * z / c.fx))
+        dv = (half_v * z - c.fy * np.abs(y - (c.uy - c.height / 2.0) * z / c.fy))
+        return np.minimum(du / np.hypot(c.fx, half_u), dv / np.hypot(c.fy, half_v))

@@ -8,7 +8,8 @@ What a PrimeSense/Kinect-style camera does to a clean depth map, each with a str
 - depth-dependent noise and quantisation, both in disparity units (so they grow with z^2).
 Heavy full-image work stays cheap: the clutter is rendered at 1/4 resolution (smooth surfaces, far
 from the hand), edge effects run only in the hand's box, and the noise comes from a bank made once
-per process from the seed (per-image offsets drawn from the frame's RNG).
+per process from the seed (per-image offsets drawn from the frame's RNG). Image size and focal
+length are the rig's camera's (Rig.camera, a datasets.Camera).
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from murauer_dist import geometry
 from murauer_dist.data.procedural import render
 from murauer_dist.data.procedural.rig import Rig
+from murauer_dist.datasets import Camera
+from murauer_dist.geometry import NYU_CAMERA
 
 FAR_MM = 10000.0
 
@@ -50,10 +52,9 @@ class SensorModel:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @property
-    def disparity_scale(self) -> float:
-        """disparity (in quantisation steps) = disparity_scale / z."""
-        return geometry.FX * self.baseline_mm * self.subpixel
+    def disparity_scale(self, fx: float) -> float:
+        """disparity (in quantisation steps) = disparity_scale(fx) / z, for a camera of focal length fx."""
+        return fx * self.baseline_mm * self.subpixel
 
 
 def sample_scene(rng: np.random.Generator, palm_positions: np.ndarray, reach_mm: float,
@@ -75,18 +76,22 @@ def sample_scene(rng: np.random.Generator, palm_positions: np.ndarray, reach_mm:
 
 
 def render_clutter(scene: dict, rig: Rig, step: int = 4) -> np.ndarray:
-    """Clutter depth (3 cams, 480, 640) float32, rendered at 1/step resolution and repeated up."""
-    height, width = geometry.IMAGE_HEIGHT // step, geometry.IMAGE_WIDTH // step
+    """Clutter depth (3 cams, height, width of rig.camera) float32, rendered at 1/step resolution and
+    repeated up."""
+    camera = rig.camera
+    height, width = camera.height // step, camera.width // step
     depth = np.zeros((3, height, width), dtype=np.float32)
     for cam in (1, 2, 3):
         layers = []
         for normal, offset in scene["planes"]:
             cam_normal = rig.rotations[cam - 1] @ normal
-            layers.append(render.render_plane(cam_normal, offset - normal @ rig.centers[cam - 1], height, width, step))
+            layers.append(render.render_plane(cam_normal, offset - normal @ rig.centers[cam - 1], height, width, step,
+                                              camera))
         if scene["torso"] is not None:
             top, bottom, radius = scene["torso"]
             caps = [rig.to_camera(np.asarray(p)[None, None], cam) for p in (top, bottom)]
-            layers.append(render.render_capsules(caps[0], caps[1], np.array([[radius]]), height, width, step)[0])
+            layers.append(render.render_capsules(caps[0], caps[1], np.array([[radius]]), height, width, step,
+                                                 camera)[0])
         for layer in layers:
             layer = np.where(layer > 0, layer, FAR_MM)
             depth[cam - 1] = np.where(depth[cam - 1] > 0, np.minimum(depth[cam - 1], layer), layer)
@@ -114,15 +119,15 @@ def hand_box(hand_depth: np.ndarray, pad: int = 12):
 
 
 def apply_sensor(hand_depth: np.ndarray, clutter: np.ndarray, rng: np.random.Generator, bank: np.ndarray,
-                 sensor: SensorModel) -> np.ndarray:
-    """A clean hand render (480, 640) and its clutter -> what the sensor reads, uint16 mm."""
+                 sensor: SensorModel, camera: Camera = NYU_CAMERA) -> np.ndarray:
+    """A clean hand render (the camera's height, width) and its clutter -> what the sensor reads, uint16 mm."""
     box = hand_box(hand_depth)
     depth = clutter.copy()                                       # outside the box there is no hand
     if box is not None:
         hand, back = hand_depth[box], clutter[box]
         nearest = np.where((hand > 0) & ((back == 0) | (hand < back)), hand, back)
-        depth[box] = _edge_effects(nearest, hand > 0, rng, sensor)
-    return _noise_and_quantise(depth, rng, bank, sensor)
+        depth[box] = _edge_effects(nearest, hand > 0, rng, sensor, camera.fx)
+    return _noise_and_quantise(depth, rng, bank, sensor, camera.fx)
 
 
 def square_filter(image: np.ndarray, size: int, op=np.maximum) -> np.ndarray:
@@ -140,7 +145,8 @@ def square_filter(image: np.ndarray, size: int, op=np.maximum) -> np.ndarray:
     return image
 
 
-def _edge_effects(depth: np.ndarray, hand: np.ndarray, rng: np.random.Generator, sensor: SensorModel) -> np.ndarray:
+def _edge_effects(depth: np.ndarray, hand: np.ndarray, rng: np.random.Generator, sensor: SensorModel,
+                  fx: float) -> np.ndarray:
     far = np.where(depth > 0, depth, FAR_MM)
     near_max, near_min = square_filter(far, 3, np.maximum), square_filter(far, 3, np.minimum)
     # Only edges the hand takes part in: the clutter's own (blocky, far) edges stay as they are.
@@ -153,7 +159,7 @@ def _edge_effects(depth: np.ndarray, hand: np.ndarray, rng: np.random.Generator,
     draws = rng.random((4,) + depth.shape, dtype=np.float32)     # flying, mix, dropout, speckle
     flying = edge & (draws[0] < sensor.flying_pixels) & (near_max < FAR_MM)
     out = np.where(flying, near_min + (near_max - near_min) * draws[1], out)
-    out[_shadow(hand, depth, sensor)] = 0.0
+    out[_shadow(hand, depth, sensor, fx)] = 0.0
     band = square_filter(edge, 2 * sensor.edge_band_px + 1) if sensor.edge_band_px > 0 else edge
     out[band & (draws[2] < sensor.edge_dropout)] = 0.0
     out[_holes(depth.shape, rng, sensor)] = 0.0
@@ -161,13 +167,13 @@ def _edge_effects(depth: np.ndarray, hand: np.ndarray, rng: np.random.Generator,
     return out
 
 
-def _shadow(hand: np.ndarray, depth: np.ndarray, sensor: SensorModel) -> np.ndarray:
+def _shadow(hand: np.ndarray, depth: np.ndarray, sensor: SensorModel, fx: float) -> np.ndarray:
     """Background the projector cannot light: the hand mask shifted by the parallax of hand vs background."""
     behind = depth[~hand & (depth > 0)]
     if sensor.shadow <= 0 or not hand.any() or behind.size == 0:
         return np.zeros_like(hand)
     z_hand, z_back = np.median(depth[hand]), np.median(behind)
-    shift = int(round(sensor.shadow * geometry.FX * sensor.baseline_mm * max(1 / z_hand - 1 / z_back, 0.0)))
+    shift = int(round(sensor.shadow * fx * sensor.baseline_mm * max(1 / z_hand - 1 / z_back, 0.0)))
     if shift == 0:
         return np.zeros_like(hand)
     shifted = np.zeros_like(hand)
@@ -190,16 +196,16 @@ def _holes(shape: tuple, rng: np.random.Generator, sensor: SensorModel) -> np.nd
 
 
 def _noise_and_quantise(depth: np.ndarray, rng: np.random.Generator, bank: np.ndarray,
-                        sensor: SensorModel) -> np.ndarray:
+                        sensor: SensorModel, fx: float) -> np.ndarray:
     height, width = depth.shape
     top, left = rng.integers(0, bank.shape[0] - height + 1), rng.integers(0, bank.shape[1] - width + 1)
     valid = depth > 0
     with np.errstate(divide="ignore"):
-        disparity = np.float32(sensor.disparity_scale) / depth
+        disparity = np.float32(sensor.disparity_scale(fx)) / depth
     disparity += np.multiply(bank[top:top + height, left:left + width], np.float32(sensor.noise_disparity))
     if sensor.quantise:
         np.rint(disparity, out=disparity)
     with np.errstate(divide="ignore"):
-        noisy = np.float32(sensor.disparity_scale) / disparity
+        noisy = np.float32(sensor.disparity_scale(fx)) / disparity
     keep = valid & (disparity > 0) & (noisy < sensor.max_range_mm)
     return np.where(keep, np.rint(noisy, out=noisy), 0).astype(np.uint16)

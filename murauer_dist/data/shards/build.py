@@ -12,7 +12,7 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from murauer_dist.data import nyu
+from murauer_dist.data.readers import FrameReader
 from murauer_dist.data.shards.manifest import (MANIFEST, PARTS, ShardSetError, build_manifest, read_sidecar,
                                                sha256_file, shard_name, shards_source_digest, write_manifest)
 from murauer_dist.data.shards.plan import SplitPlan
@@ -21,7 +21,7 @@ from murauer_dist.data.shards.writer import TEMP_PREFIX, source_digest, source_r
 _WORKER_STATE: dict = {}
 
 
-def _init_worker(split: nyu.NyuSplit, plan: SplitPlan, folder: Path) -> None:
+def _init_worker(split: FrameReader, plan: SplitPlan, folder: Path) -> None:
     _WORKER_STATE.update(split=split, plan=plan, folder=folder)
 
 
@@ -48,7 +48,7 @@ def _source_change(record: dict, root: str, digest: str) -> str | None:
     return None
 
 
-def _sidecar(split: nyu.NyuSplit, folder: Path, plan: SplitPlan, index: int,
+def _sidecar(split: FrameReader, folder: Path, plan: SplitPlan, index: int,
              root: str) -> tuple[dict | None, str | None]:
     """(record, None) if shard `index` has a sidecar of this plan and source; (None, None) without a
     sidecar; (None, how its source differs) if made from another source. Other settings raise."""
@@ -83,7 +83,7 @@ def _other_source(out: Path, plan: SplitPlan, root: str, changed: list[tuple[int
     log(f"{plan.split}: --overwrite: rewriting {len(changed)} shard(s) ({what})")
 
 
-def check_source(split: nyu.NyuSplit, plan: SplitPlan, out: Path) -> None:
+def check_source(split: FrameReader, plan: SplitPlan, out: Path) -> None:
     """Raise ShardSetError if OUT/{plan.split} holds finished shards made with other settings or from
     another source (stat calls and sidecar reads only; lets a run stop before it writes any split)."""
     folder, root = Path(out) / plan.split, source_root(split)
@@ -110,7 +110,7 @@ def _remove_stale_temps(folder: Path) -> None:
         temp.unlink(missing_ok=True)
 
 
-def _run(split: nyu.NyuSplit, plan: SplitPlan, folder: Path, todo: list[int], workers: int, log) -> list[dict]:
+def _run(split: FrameReader, plan: SplitPlan, folder: Path, todo: list[int], workers: int, log) -> list[dict]:
     records, started = [], time.perf_counter()
     if workers <= 1 or len(todo) <= 1:
         for index in todo:
@@ -125,7 +125,7 @@ def _run(split: nyu.NyuSplit, plan: SplitPlan, folder: Path, todo: list[int], wo
     return records
 
 
-def split_source(split: nyu.NyuSplit, records: list[dict]) -> dict:
+def split_source(split: FrameReader, records: list[dict]) -> dict:
     """The manifest's `source`: resolved root, joint_data.mat (size, SHA-256), digest over the shards' sources."""
     mat = split.mat_path
     return {"root": source_root(split), "shards_digest": shards_source_digest(records),
@@ -133,7 +133,7 @@ def split_source(split: nyu.NyuSplit, records: list[dict]) -> dict:
                            "sha256": sha256_file(mat)}}
 
 
-def build_split(split: nyu.NyuSplit, plan: SplitPlan, out: Path, config: dict, workers: int = 1,
+def build_split(split: FrameReader, plan: SplitPlan, out: Path, config: dict, workers: int = 1,
                 log=print, overwrite: bool = False) -> dict:
     """Write (or finish) SHARDS/{plan.split}; return its manifest.
 

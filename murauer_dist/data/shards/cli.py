@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 
 from murauer_dist.config import load_config
-from murauer_dist.data import nyu
+from murauer_dist.data.readers import FrameReader, open_split
 from murauer_dist.data.shards.build import build_split, check_source
 from murauer_dist.data.shards.manifest import MANIFEST, read_manifest
 from murauer_dist.data.shards.plan import SPLIT_CHOICES, PlanError, plan_splits
 from murauer_dist.data.shards.verify import verify_shard_set
+from murauer_dist.datasets import NYU, DatasetSpec, spec_of
 from murauer_dist.errors import UserError
 
 
@@ -19,16 +20,14 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def open_splits(root: str | Path, nyu_names: set[str]) -> dict[str, nyu.NyuSplit]:
-    """NyuSplits with joint_data.mat loaded and at least one depth PNG per domain, else one clear LayoutError."""
+def open_splits(root: str | Path, nyu_names: set[str], spec: DatasetSpec = NYU) -> dict[str, FrameReader]:
+    """Readers of `spec`'s dataset with joint_data.mat loaded and at least one depth PNG per domain, else
+    one clear LayoutError."""
     splits = {}
     for name in sorted(nyu_names):
-        split = nyu.NyuSplit(root, name)
+        split = open_split(root, name, spec)
         len(split)                                      # loads and shape-checks joint_data.mat now
-        for domain, prefix in nyu.DOMAINS.items():
-            if next(split.folder.glob(f"{prefix}_1_*.png"), None) is None:
-                raise nyu.LayoutError(f"{split.folder} holds no {domain} depth images (expected files like "
-                                      f"{split.depth_path(0, 1, domain).name}); {nyu.MAKE_HINT}")
+        split.check_images()
         splits[name] = split
     return splits
 
@@ -53,7 +52,7 @@ def make_shard_set(root: str, out: str, split: str = "all", shard_size: int = 0,
     if split not in SPLIT_CHOICES:
         raise PlanError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
     nyu_names = {"test" if name == "test" else "train" for name in SPLIT_CHOICES[split]}
-    splits = open_splits(root, nyu_names)
+    splits = open_splits(root, nyu_names, spec_of(cfg))
     plans = plan_splits(cfg, {name: len(s) for name, s in splits.items()}, split, shard_size)
     config = {"preset": preset, "overrides": [str(o) for o in overrides], "data": cfg.to_dict()["data"]}
     if not overwrite:                                   # stop before writing any split, not after some

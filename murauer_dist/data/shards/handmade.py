@@ -3,6 +3,7 @@
 For tests and the shard benchmark when no dataset is at hand. Per camera and frame, a random palm
 centre and 36 joints around it; the synthetic domain is the clean blob on an empty background, the
 real domain adds a back wall, speckle and dropped pixels (so its PNGs are about as large as NYU's).
+It is an NYU dataset by construction (datasets.NYU: its camera, joints and PNG encoding).
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import scipy.io
 from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist import geometry
 from murauer_dist.data import nyu
+from murauer_dist.datasets import NYU
 
-CENTER_NYU_JOINT = geometry.EVAL_JOINTS[geometry.CENTER_JOINT]
+CAMERA = NYU.camera
+CENTER_NYU_JOINT = NYU.joints.center_source
 JOINT_RADIUS_MM = 16.0
 
 
@@ -27,16 +30,16 @@ def random_joints(rng: np.random.Generator, frames: int) -> dict[str, np.ndarray
     offsets = np.clip(rng.normal(0.0, 35.0, (3, frames, 36, 3)), -80, 80) * np.array([1.0, 1.0, 0.4])
     offsets[:, :, CENTER_NYU_JOINT] = 0.0
     xyz = center[:, :, None, :] + offsets
-    return {"joint_uvd": geometry.xyz_to_uvd(xyz), "joint_xyz": xyz}
+    return {"joint_uvd": geometry.xyz_to_uvd(xyz, CAMERA), "joint_xyz": xyz}
 
 
 def render_blob(joints_uvd: np.ndarray) -> np.ndarray:
     """uint16 depth (480, 640): a disc per joint at the joint's depth, nearer joints on top."""
-    depth = np.zeros((geometry.IMAGE_HEIGHT, geometry.IMAGE_WIDTH), dtype=np.float64)
+    depth = np.zeros((CAMERA.height, CAMERA.width), dtype=np.float64)
     for u, v, d in sorted(joints_uvd.tolist(), key=lambda joint: -joint[2]):
-        radius = JOINT_RADIUS_MM * geometry.FX / d
-        rows = np.arange(max(int(v - radius), 0), min(int(v + radius) + 2, geometry.IMAGE_HEIGHT))
-        cols = np.arange(max(int(u - radius), 0), min(int(u + radius) + 2, geometry.IMAGE_WIDTH))
+        radius = JOINT_RADIUS_MM * CAMERA.fx / d
+        rows = np.arange(max(int(v - radius), 0), min(int(v + radius) + 2, CAMERA.height))
+        cols = np.arange(max(int(u - radius), 0), min(int(u + radius) + 2, CAMERA.width))
         if rows.size == 0 or cols.size == 0:
             continue
         inside = ((rows[:, None] + 0.5 - v) ** 2 + (cols[None, :] + 0.5 - u) ** 2) <= radius ** 2

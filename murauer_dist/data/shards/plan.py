@@ -1,5 +1,10 @@
 """What a shard set holds: which NYU frames go to which split and shard, with which crop settings.
 
+`dataset` names the DatasetSpec (murauer_dist/datasets.py) whose camera, joints and files the shards
+were cut with. settings() records it only when it is not NYU: a manifest without it means NYU, so
+NYU shard sets keep the settings and fingerprints they had before datasets were data (and stay
+resumable and verifiable).
+
 The plan is a pure function of the config and the NYU split lengths, so an interrupted run restarted
 with the same arguments plans the same shards (its fingerprint says whether finished shards fit).
 Shard i of a split holds the frames [start + i*shard_size, start + (i+1)*shard_size) of that split;
@@ -13,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 from murauer_dist import geometry
 from murauer_dist.config import Config
+from murauer_dist.datasets import DEFAULT_DATASET, DatasetSpec, dataset_spec
 from murauer_dist.data.shards.schema import ENCODINGS, SCHEMA_VERSION
 from murauer_dist.errors import UserError
 
@@ -39,6 +45,11 @@ class SplitPlan:
     swap_side_cameras_before: int  # train/val only; 0 elsewhere
     encoding: str
     shard_size: int
+    dataset: str = DEFAULT_DATASET   # a datasets.DATASETS name
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return dataset_spec(self.dataset)
 
     @property
     def num_frames(self) -> int:
@@ -64,7 +75,10 @@ class SplitPlan:
         return slot
 
     def settings(self) -> dict:
-        return {"schema": SCHEMA_VERSION, **asdict(self)}
+        settings = {"schema": SCHEMA_VERSION, **asdict(self)}
+        if settings["dataset"] == DEFAULT_DATASET:       # absent means NYU (see the module doc)
+            del settings["dataset"]
+        return settings
 
     @property
     def fingerprint(self) -> str:
@@ -91,7 +105,7 @@ def plan_splits(cfg: Config, nyu_lengths: dict[str, int], split: str, shard_size
         raise PlanError(f"shard size (--shard-size or data.shard_size) must be >= 1, got {size}")
     common = dict(crop_size=data.crop_size, stored_size=geometry.stored_size(data.crop_size, data.crop_margin),
                   margin=float(data.crop_margin), cube_mm=float(data.cube_mm), encoding=data.encoding,
-                  shard_size=size)
+                  shard_size=size, dataset=dataset_spec(data.dataset).name)
     plans = []
     for name in SPLIT_CHOICES[split]:
         nyu_split = "test" if name == "test" else "train"

@@ -216,14 +216,15 @@ def decode_member(member: str, data: bytes, stored_size: int, layout: SampleLayo
     return decode_crop(data, member, stored_size)
 
 
-def decode_sample(sample: dict) -> dict:
+def decode_sample(sample: dict, layout: SampleLayout | None = None) -> dict:
     """A webdataset sample (member name -> bytes, plus `__key__`) -> named numpy arrays.
 
     Returns {"key", "meta", "joints" float32 joints_shape, "crop" float32 crop_shape,
-    "real1".."synth{C}" (S,S) uint16}, the layout from its meta.json. For tests and tools.
+    "real1".."synth{C}" (S,S) uint16}, the layout from its meta.json unless given (meta.json does not
+    record the joint count: pass the dataset's layout for a dataset other than NYU). For tests and tools.
     """
     meta = json.loads(sample[META_MEMBER])
-    size, encoding, layout = meta["stored_size"], meta["encoding"], SampleLayout.of(meta)
+    size, encoding, layout = meta["stored_size"], meta["encoding"], layout or SampleLayout.of(meta)
     decoded = {"key": sample["__key__"], "meta": meta,
                "joints": decode_labels(JOINTS_MEMBER, sample[JOINTS_MEMBER], layout),
                "crop": decode_labels(CROP_MEMBER, sample[CROP_MEMBER], layout)}

@@ -27,12 +27,14 @@ import numpy as np
 from murauer_dist import geometry
 from murauer_dist.data.shards.manifest import MANIFEST, ShardSetError, read_manifest, shard_file, shard_name
 from murauer_dist.data.shards.plan import SplitPlan
-from murauer_dist.data.shards.schema import (CAMERA_SLOTS, CROP_FIELDS, CROP_MEMBER, META_MEMBER, SCHEMA_VERSION,
-                                             SampleLayout, SchemaError, check_member_size, decode_labels, frame_of_key,
+from murauer_dist.data.shards.schema import (CROP_FIELDS, CROP_MEMBER, META_MEMBER, SCHEMA_VERSION, SampleLayout,
+                                             SchemaError, check_member_size, decode_labels, frame_of_key,
                                              member_names, split_member_name)
 from murauer_dist.data.shards.writer import sample_digest
+from murauer_dist.datasets import DATASETS, DatasetSpec, recorded_dataset
 
 PLAN_KEYS = tuple(field.name for field in dataclasses.fields(SplitPlan))
+OPTIONAL_PLAN_KEYS = ("dataset",)                                      # absent: NYU (plan.py)
 META_SETTINGS = ("crop_size", "stored_size", "margin", "encoding")     # meta.json keys copied from settings
 
 
@@ -67,6 +69,15 @@ class Expected:
     def stored_size(self) -> int:
         return self.settings.get("stored_size", 0)
 
+    @property
+    def spec(self) -> DatasetSpec:
+        """The dataset the settings record (an unknown name is reported for the manifest; NYU meanwhile)."""
+        return DATASETS.get(recorded_dataset(self.settings), DATASETS["nyu"])
+
+    @property
+    def layout(self) -> SampleLayout:
+        return SampleLayout(num_cameras=self.spec.num_cameras, num_joints=self.spec.joints.count)
+
 
 class HashingReader:
     """Read-through wrapper that hashes everything read (one pass for the tar parse and the SHA-256)."""
@@ -88,13 +99,13 @@ class HashingReader:
 def _structure_problem(key: str, members: dict[str, bytes], expected: Expected) -> str | None:
     """Member names and sizes against the schema and the manifest's encoding and stored size."""
     names = set(members)
-    wanted = set(member_names(expected.encoding))
+    wanted = set(member_names(expected.encoding, expected.layout.num_cameras))
     if names != wanted:
         missing, extra = sorted(wanted - names), sorted(names - wanted)
         return f"members differ from the schema (missing {missing}, unexpected {extra})"
     try:
         for name, data in members.items():
-            check_member_size(name, data, expected.stored_size)
+            check_member_size(name, data, expected.stored_size, expected.layout)
         frame = json.loads(members[META_MEMBER])["frame"]
     except (SchemaError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         return str(err)
@@ -134,21 +145,22 @@ def _manifest_mismatch(key: str, members: dict[str, bytes], expected: Expected) 
     plan = expected.plan
     if plan is None:
         return None
-    cameras = [plan.physical_camera(frame, slot) for slot in CAMERA_SLOTS]
+    layout = expected.layout
+    cameras = [plan.physical_camera(frame, slot) for slot in layout.slots]
     if meta.get("cameras") != cameras:
         return (_differs("settings.swap_side_cameras_before", plan.swap_side_cameras_before, "meta.json cameras",
                          meta.get("cameras")) + f" (the settings give {cameras} for frame {frame})")
-    crop = decode_labels(CROP_MEMBER, members[CROP_MEMBER], SampleLayout()).astype(np.float64)
+    crop = decode_labels(CROP_MEMBER, members[CROP_MEMBER], layout).astype(np.float64)
     cube = plan.cube_for(frame)
     second_actor = plan.nyu_split == "test" and 0 <= plan.second_actor_from <= frame
     cube_key = ("settings.second_actor_cube_mm (frames >= settings.second_actor_from)" if second_actor
                 else "settings.cube_mm")
-    for slot in CAMERA_SLOTS:
+    for slot in layout.slots:
         row = dict(zip(CROP_FIELDS, crop[slot - 1].tolist()))
         if row["cube_mm"] != float(np.float32(cube)):
             return _differs(cube_key, cube, f"crop.f32 cube_mm of camera slot {slot}", row["cube_mm"])
         scale = geometry.CropWindow.around((row["u_c"], row["v_c"], row["d_c"]), cube, plan.stored_size,
-                                           margin=plan.margin).scale
+                                           margin=plan.margin, camera=expected.spec.camera).scale
         if not math.isclose(row["scale"], scale, rel_tol=1e-5):
             return (f"the sample's crop.f32 scale of camera slot {slot} is {row['scale']:.6g}, but the manifest's "
                     f"settings.stored_size {plan.stored_size}, settings.margin {plan.margin} and cube {cube} give "
@@ -237,11 +249,14 @@ def verify_shard(path: Path, expected: Expected) -> Problem | None:
 
 def _settings_plan(settings: dict) -> tuple[SplitPlan | None, str | None]:
     """The SplitPlan the manifest's settings describe, or (None, why not)."""
-    missing = [key for key in ("schema", *PLAN_KEYS) if key not in settings]
+    missing = [key for key in ("schema", *PLAN_KEYS) if key not in settings and key not in OPTIONAL_PLAN_KEYS]
     unknown = sorted(set(settings) - {"schema", *PLAN_KEYS})
     if missing or unknown:
         return None, f"manifest settings lack {missing} or hold unknown keys {unknown}"
-    return SplitPlan(**{key: settings[key] for key in PLAN_KEYS}), None
+    if recorded_dataset(settings) not in DATASETS:
+        return None, (f"manifest settings.dataset = {settings['dataset']!r} is not a known dataset "
+                      f"({', '.join(DATASETS)})")
+    return SplitPlan(**{key: settings[key] for key in PLAN_KEYS if key in settings}), None
 
 
 def _manifest_problems(manifest: dict, plan: SplitPlan | None) -> list[str]:

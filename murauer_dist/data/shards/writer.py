@@ -18,6 +18,7 @@ import webdataset as wds
 
 from murauer_dist import geometry
 from murauer_dist.data import nyu
+from murauer_dist.data.readers import FrameReader
 from murauer_dist.data.shards.manifest import shard_name, write_sidecar
 from murauer_dist.data.shards.plan import SplitPlan
 from murauer_dist.data.shards.schema import (CROP_MEMBER, DOMAINS, JOINTS_MEMBER, META_MEMBER, SampleLayout,
@@ -27,7 +28,13 @@ SKIPPABLE = (geometry.CropError, nyu.LayoutError)   # frame-level failures: skip
 TEMP_PREFIX = ".tmp-"
 
 
-def crop_slot(split: nyu.NyuSplit, plan: SplitPlan, frame: int, slot: int) -> dict:
+def sample_layout(plan: SplitPlan) -> SampleLayout:
+    """The camera slots and evaluated joints of the plan's dataset."""
+    spec = plan.spec
+    return SampleLayout(num_cameras=spec.num_cameras, num_joints=spec.joints.count)
+
+
+def crop_slot(split: FrameReader, plan: SplitPlan, frame: int, slot: int) -> dict:
     """Both domains' stored crops of one camera slot, its eval joints and its crop record."""
     camera = plan.physical_camera(frame, slot)
     labels = split.labels(frame, camera)
@@ -36,7 +43,7 @@ def crop_slot(split: nyu.NyuSplit, plan: SplitPlan, frame: int, slot: int) -> di
     if not (np.all(np.isfinite(center)) and center[2] > 0):
         raise geometry.CropError(f"frame {where}: palm centre {np.round(center, 2).tolist()} has no valid depth")
     cube = plan.cube_for(frame)
-    window = geometry.CropWindow.around(center, cube, plan.stored_size, margin=plan.margin)
+    window = geometry.CropWindow.around(center, cube, plan.stored_size, margin=plan.margin, camera=split.spec.camera)
     crops = {}
     for domain in DOMAINS:
         stored = geometry.crop_depth(split.depth(frame, camera, domain), window, frame=f"{where} {domain}")
@@ -47,9 +54,9 @@ def crop_slot(split: nyu.NyuSplit, plan: SplitPlan, frame: int, slot: int) -> di
     return {"camera": camera, "crops": crops, "joints": joints, "crop": record}
 
 
-def build_sample(split: nyu.NyuSplit, plan: SplitPlan, frame: int) -> dict[str, bytes]:
+def build_sample(split: FrameReader, plan: SplitPlan, frame: int) -> dict[str, bytes]:
     """The tar members of frame `frame` (raises a SKIPPABLE error when the frame cannot be cropped)."""
-    layout = SampleLayout()                   # NYU's camera slots and evaluation joints
+    layout = sample_layout(plan)              # the dataset's camera slots and evaluation joints
     slots = {slot: crop_slot(split, plan, frame, slot) for slot in layout.slots}
     sample = {"__key__": sample_key(frame)}
     for slot, parts in slots.items():
@@ -62,12 +69,12 @@ def build_sample(split: nyu.NyuSplit, plan: SplitPlan, frame: int) -> dict[str, 
     return sample
 
 
-def source_root(split: nyu.NyuSplit) -> str:
+def source_root(split: FrameReader) -> str:
     """The dataset root a shard set records as its source: the resolved path."""
     return str(Path(split.root).resolve())
 
 
-def source_digest(split: nyu.NyuSplit, plan: SplitPlan, index: int) -> str:
+def source_digest(split: FrameReader, plan: SplitPlan, index: int) -> str:
     """Digest of what shard `index` reads: per frame the labels of all cameras (both arrays of
     joint_data.mat) and the name, size and mtime of each of its 6 depth PNGs ("missing" when absent).
 
@@ -78,7 +85,7 @@ def source_digest(split: nyu.NyuSplit, plan: SplitPlan, index: int) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for frame in plan.shard_frames(index):
         digest.update(f"frame {frame}\n".encode())
-        for camera in nyu.CAMERAS:
+        for camera in split.cameras:
             labels = split.labels(frame, camera)
             digest.update(np.ascontiguousarray(labels.uvd, "<f8").tobytes())
             digest.update(np.ascontiguousarray(labels.xyz, "<f8").tobytes())
@@ -119,7 +126,7 @@ def deterministic_tar_writer(handle) -> wds.TarWriter:
     return wds.TarWriter(handle, user="", group="", mode=0o444, encoder=False, mtime=0.0)
 
 
-def write_shard(split: nyu.NyuSplit, plan: SplitPlan, folder: Path, index: int) -> dict:
+def write_shard(split: FrameReader, plan: SplitPlan, folder: Path, index: int) -> dict:
     """Write shard `index` of `plan` into `folder` (temp name, then rename) and its sidecar; return the record."""
     final = folder / shard_name(index)
     temp = folder / f"{TEMP_PREFIX}{final.name}.{os.getpid()}"
