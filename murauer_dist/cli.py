@@ -66,7 +66,8 @@ def score(*predictions: str, ground_truth: str = "", format: str = "auto", out: 
 
 def bench(what: str, *args: str, **kwargs) -> None:
     """Benchmarks: `bench synth-data`, `bench shards`, `bench loader`, `bench train`, `bench dist`,
-    `bench gpu-check OUT_DIR [--device cuda|cpu]` (a new GPU node in one run)."""
+    `bench gpu-check OUT_DIR [--device cuda|cpu]` (a new GPU node in one run),
+    `bench infer [--preset demo-cpu] [--batches 1,64]` (CPU inference: torch, TorchScript, ONNX Runtime)."""
     from murauer_dist.bench import bench_command
     bench_command(what, *args, **kwargs)
 
@@ -100,6 +101,23 @@ def experiment(name: str = "label-efficiency", *overrides: str, preset: str = "l
                        ablation_ns=ablation_ns, select=select, select_on=select_on)
 
 
+def export(checkpoint: str, format: str = "onnx", out: str = "", batch: str = "dynamic", check: bool = True) -> None:
+    """Export CHECKPOINT's inference path (real crop -> f -> m -> p, or f -> p) as ONNX or TorchScript.
+
+    --format onnx|torchscript; --out FILE (default: beside the checkpoint); --batch dynamic or a fixed
+    size. The file is run once against torch (--nocheck skips it); OUT.json holds the conventions."""
+    from murauer_dist.export import export_command
+    export_command(checkpoint, fmt=format, out=out, batch=batch, check=check)
+
+
+def import_original(source: str, out: str, *overrides: str, preset: str = "nyu", method: str = "murauer") -> None:
+    """Convert a model file of the original MURAUER code (FILE.mdl, a state dict) into a checkpoint OUT.pt
+    that `evaluate` scores; --preset (default nyu) and key=value overrides give the network size,
+    --method the path (murauer: mapped; synth_only for the synthetic-only pre-trained model)."""
+    from murauer_dist.import_original import import_original_command
+    import_original_command(source, out, preset=preset, overrides=overrides, method=method)
+
+
 COMMANDS = {
     "print-config": print_config,
     "synth-data": synth_data,
@@ -111,6 +129,8 @@ COMMANDS = {
     "sweep": sweep,
     "demo": demo,
     "experiment": experiment,
+    "export": export,
+    "import-original": import_original,
 }
 
 

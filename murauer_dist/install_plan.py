@@ -12,10 +12,11 @@ Machine without a GPU (nvidia-smi missing or listing none): exactly the pinned C
     pip install -q --no-deps -e REPO
 
 GPU machine: the environment's CUDA torch is kept (pinned to its installed version, so pip fails
-rather than replace it) and the package is installed with the test extra and the DALI wheel of
-the CUDA major version (extras dali-cuda120 / dali-cuda130 in setup.cfg):
+rather than replace it) and the package is installed with the test and export extras (pytest;
+onnx and onnxruntime for `murauer-dist export` and its tests) and the DALI wheel of the CUDA major
+version (extras dali-cuda120 / dali-cuda130 in setup.cfg):
 
-    pip install -q -e REPO[test,dali-cuda120] torch==<installed version>
+    pip install -q -e REPO[test,export,dali-cuda120] torch==<installed version>
 
 The CUDA major comes from the environment's torch (torch.version.cuda, read from torch/version.py
 without importing torch) when it is a CUDA build, else from the CUDA version nvidia-smi reports
@@ -36,6 +37,7 @@ from pathlib import Path
 
 DALI_WHEELS = {12: "nvidia-dali-cuda120", 13: "nvidia-dali-cuda130"}      # CUDA major -> wheel
 DALI_EXTRAS = {12: "dali-cuda120", 13: "dali-cuda130"}                    # ... -> extra in setup.cfg
+BASE_EXTRAS = ("test", "export")           # extras of every GPU install; the CPU pins hold the same packages
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ def make_plan(detection: Detection, repo: str) -> Plan:
         chosen = None
         plan.notes.append(f"CUDA {cuda_major} ({source}): DALI 2 has no wheel for it; DALI is not installed, "
                           f"train with loader.backend=reference")
-    extras = ["test"]
+    extras = list(BASE_EXTRAS)
     if chosen is not None:
         plan.dali = DALI_WHEELS[chosen]
         extras.append(DALI_EXTRAS[chosen])

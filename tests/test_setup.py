@@ -39,7 +39,7 @@ def test_gpu_machine_keeps_torch_and_picks_dali_from_torch_cuda():
                           installed_dali=("nvidia-dali-cuda120",))
     plan = make_plan(detection, "/repo")
     assert plan.gpu and plan.dali == "nvidia-dali-cuda120"
-    assert plan.commands == [["install", "-q", "-e", "/repo[test,dali-cuda120]", "torch==2.7.1+cu128"]]
+    assert plan.commands == [["install", "-q", "-e", "/repo[test,export,dali-cuda120]", "torch==2.7.1+cu128"]]
     assert plan.notes == []
     assert venv_args(detection) == ["--system-site-packages"]
 
@@ -47,7 +47,7 @@ def test_gpu_machine_keeps_torch_and_picks_dali_from_torch_cuda():
 def test_gpu_machine_without_torch_uses_the_driver_cuda_version():
     plan = make_plan(Detection(gpus=H100, driver_cuda="13.0"), "/repo")
     assert plan.dali == "nvidia-dali-cuda130"
-    assert plan.commands == [["install", "-q", "-e", "/repo[test,dali-cuda130]"]]
+    assert plan.commands == [["install", "-q", "-e", "/repo[test,export,dali-cuda130]"]]
     assert any("no torch in this environment" in note for note in plan.notes)
 
 
@@ -55,12 +55,12 @@ def test_switching_cuda_major_uninstalls_the_other_dali_wheel():
     plan = make_plan(Detection(gpus=H100, driver_cuda="13.0", torch_version="2.9.0+cu130", torch_cuda="13.0",
                                installed_dali=("nvidia-dali-cuda120",)), "/repo")
     assert plan.commands == [["uninstall", "-q", "-y", "nvidia-dali-cuda120"],
-                             ["install", "-q", "-e", "/repo[test,dali-cuda130]", "torch==2.9.0+cu130"]]
+                             ["install", "-q", "-e", "/repo[test,export,dali-cuda130]", "torch==2.9.0+cu130"]]
 
 
 def test_gpu_machine_edge_cases():
     old = make_plan(Detection(gpus=H100, driver_cuda="11.8", torch_version="2.3.0+cu118", torch_cuda="11.8"), "/repo")
-    assert old.dali is None and old.commands == [["install", "-q", "-e", "/repo[test]", "torch==2.3.0+cu118"]]
+    assert old.dali is None and old.commands == [["install", "-q", "-e", "/repo[test,export]", "torch==2.3.0+cu118"]]
     assert any("loader.backend=reference" in note for note in old.notes)
     newer = make_plan(Detection(gpus=H100, driver_cuda="14.1"), "/repo")
     assert newer.dali == "nvidia-dali-cuda130" and any("no DALI wheel for it yet" in n for n in newer.notes)
@@ -107,6 +107,20 @@ def test_setup_cfg_has_a_dali_extra_per_cuda_major_and_cpu_pins_stay():
     for cuda, extra in install_plan.DALI_EXTRAS.items():
         assert install_plan.DALI_WHEELS[cuda] in extras[extra]
     assert "nvidia-dali-cuda120==2.4.0" in (REPO / "requirements-cpu.txt").read_text().splitlines()
+
+
+def test_every_extra_of_the_gpu_plan_is_pinned_for_cpu_machines():
+    """The GPU plan installs the extras in BASE_EXTRAS; CPU machines get the same packages from the pins."""
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    extras = cfg["options.extras_require"]
+    pinned = {line.split("==")[0].strip().lower() for line in (REPO / "requirements-cpu.txt").read_text().splitlines()
+              if "==" in line and not line.lstrip().startswith("#")}
+    for extra in install_plan.BASE_EXTRAS:
+        for requirement in extras[extra].split():
+            name = requirement.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+            assert name in pinned, f"{name} (extra {extra}) is not pinned in requirements-cpu.txt"
+    assert {"onnx", "onnxruntime"} <= pinned
 
 
 # ------------------------------------------------------------------------------- launch/setup.sh

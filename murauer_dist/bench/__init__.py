@@ -15,6 +15,7 @@ BENCHMARKS = {
     "train": "murauer_dist.bench.train",
     "dist": "murauer_dist.bench.dist",
     "gpu-check": "murauer_dist.bench.gpu_check",
+    "infer": "murauer_dist.bench.infer",
 }
 
 
