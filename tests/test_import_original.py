@@ -120,8 +120,8 @@ def test_original_state_dict_imports_and_predicts_as_the_original(tmp_path, tiny
         saved = {f"module.{key}": value for key, value in state.items()}
     elif wrap == "under_state_dict":
         saved = {"state_dict": state, "epoch": 120}
-    elif wrap == "legacy_format":                             # torch < 1.6 files are not zip archives
-        kwargs = {"_use_new_zipfile_serialization": False}
+    elif wrap == "legacy_format":                             # torch < 1.6 files (as torch 0.4.1 under Python 2)
+        kwargs = {"_use_new_zipfile_serialization": False, "pickle_protocol": 2}
     source, out = tmp_path / "model_full.mdl", tmp_path / "imported.pt"
     torch.save(saved, source, **kwargs)
     summary = import_original(source, out, preset="tiny")
