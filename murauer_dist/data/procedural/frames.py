@@ -2,6 +2,8 @@
 
 "real" = the actor's hand (train or test actor) seen by the sensor model, with clutter;
 "synth" = the template hand at the same palm position, rotation and joint angles, rendered clean.
+With the "nyu-fit" realism profile (realism.py) the labels and the synthetic twin are at the fitted
+pose instead (as NYU's: from a model fitted to the real frame) and the real frame shows the actor's arm.
 Labels are the actor's joints (as NYU's, from the real hand); they lie inside the template hand too,
 because only bone lengths and thicknesses differ by a few per cent.
 Every random draw comes from (seed, split, frame) or (seed, split, segment): the output of a frame
@@ -14,13 +16,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from murauer_dist import geometry
-from murauer_dist.data.procedural import hand, poses, render, sensor
+from functools import partial
+
+from murauer_dist.data.procedural import hand, poses, realism, render, sensor
 from murauer_dist.data.procedural.rig import Rig
 from murauer_dist.datasets import DEFAULT_DATASET, DatasetSpec, dataset_spec
 
 SPLIT_CODES = {"train": 0, "test": 1}
 ACTORS = {"train": hand.ACTOR_TRAIN, "test": hand.ACTOR_TEST}
-_POSES, _SCENE, _FRAME = 0, 1, 2                  # RNG stream tags
+_POSES, _SCENE, _FRAME, _FIT = 0, 1, 2, 3          # RNG stream tags
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class GeneratorSettings:
     motion: poses.MotionConfig = field(default_factory=poses.MotionConfig)
     rig: Rig = field(default_factory=Rig.default)
     dataset: str = DEFAULT_DATASET
+    realism: realism.Realism = field(default_factory=realism.Realism)   # a profile of realism.PROFILES
 
     def __post_init__(self):
         if self.rig.camera != self.spec.camera:
@@ -64,8 +69,11 @@ def split_rng(seed: int, split: str, tag: int, index: int = 0) -> np.random.Gene
 
 def make_split_sequence(seed: int, split: str, frames: int, settings: GeneratorSettings) -> dict[str, np.ndarray]:
     """The pose sequence of a whole split, made once (in the parent process)."""
-    return poses.make_sequence(split_rng(seed, split, _POSES), frames, settings.rig, settings.reach_mm,
-                               settings.motion)
+    sequence = poses.make_sequence(split_rng(seed, split, _POSES), frames, settings.rig, settings.reach_mm,
+                                   settings.motion)
+    if settings.realism.fitting.enabled:
+        sequence.update(realism.fitted_sequence(split_rng(seed, split, _FIT), sequence, settings.realism.fitting))
+    return sequence
 
 
 class FrameRenderer:
@@ -85,27 +93,41 @@ class FrameRenderer:
                 self.settings.reach_mm, self.settings.sensor)
         return self._scenes[segment]
 
-    def posed(self, index: int, shape: hand.HandShape) -> hand.HandModel:
+    def posed(self, index: int, shape: hand.HandShape, fitted: bool = False, arm=None) -> hand.HandModel:
+        """`shape` at the true pose of frame `index`, or at the fitted one (realism profile; the true one
+        when the profile has no fitting error)."""
         seq = self.sequence
-        local = hand.pose_hand(shape, seq["angles"][index], seq["wrist"][index])
-        return hand.transform(local, seq["rotation"][index], seq["position"][index])
+        pre = "fit_" if fitted and "fit_angles" in seq else ""
+        local = hand.pose_hand(shape, seq[pre + "angles"][index], seq["wrist"][index], arm=arm)
+        return hand.transform(local, seq[pre + "rotation"][index], seq[pre + "position"][index])
 
     def render(self, index: int) -> dict[str, np.ndarray]:
         """{'real': (3,H,W) uint16, 'synth': (3,H,W) uint16, 'uvd'/'xyz': (3,36,3)} for frame `index`; H, W
         are the camera's, xyz in its axes (y up, or down: y negated), uvd projected with it."""
         rig = self.settings.rig
         camera = rig.camera
-        actor, template = self.posed(index, ACTORS[self.split]), self.posed(index, hand.TEMPLATE)
-        models = (actor, template)
-        a = np.stack([rig.to_camera(m.capsules["a"], cam) for m in models for cam in (1, 2, 3)])
-        b = np.stack([rig.to_camera(m.capsules["b"], cam) for m in models for cam in (1, 2, 3)])
-        radius = np.stack([m.capsules["radius"] for m in models for _ in (1, 2, 3)])
+        profile = self.settings.realism
+        if profile.forearm is None and not profile.fitting.enabled:     # the default profile
+            actor, template = self.posed(index, ACTORS[self.split]), self.posed(index, hand.TEMPLATE)
+            labeled, capsules = actor, [actor.capsules, template.capsules]
+        else:
+            # NYU: the real frame shows the actor at its true pose with its arm; labels and synthetic twin
+            # come from the hand model fitted to that frame (the actor's proportions, a short wrist).
+            arm = (lambda twin: partial(realism.forearm_capsules, model=profile.forearm, twin=twin)) \
+                if profile.forearm is not None else (lambda twin: None)
+            actor = self.posed(index, ACTORS[self.split], arm=arm(False))
+            template = self.posed(index, hand.TEMPLATE, fitted=True, arm=arm(True))
+            labeled = self.posed(index, ACTORS[self.split], fitted=True) if profile.fitting.enabled else actor
+            capsules = realism.pad_capsules([actor, template])
+        a = np.stack([rig.to_camera(c["a"], cam) for c in capsules for cam in (1, 2, 3)])
+        b = np.stack([rig.to_camera(c["b"], cam) for c in capsules for cam in (1, 2, 3)])
+        radius = np.stack([c["radius"] for c in capsules for _ in (1, 2, 3)])
         clean = render.render_capsules(a, b, radius, camera=camera)
         clutter = sensor.render_clutter(self.scene(int(self.sequence["segment"][index])), rig)
         rng = split_rng(self.seed, self.split, _FRAME, index)
         real = np.stack([sensor.apply_sensor(clean[cam], clutter[cam], rng, self.bank, self.settings.sensor, camera)
                          for cam in range(3)])
-        xyz = rig.all_cameras(actor.joints)                       # y up
+        xyz = rig.all_cameras(labeled.joints)                     # y up
         if not camera.y_up:
             xyz = xyz * np.array([1.0, -1.0, 1.0])
         return {"real": real, "synth": np.round(clean[3:]).astype(np.uint16),

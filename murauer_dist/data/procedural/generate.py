@@ -30,6 +30,7 @@ from tqdm import tqdm
 from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist.data import nyu
 from murauer_dist.data.procedural import hand, png
+from murauer_dist.data.procedural.realism import DEFAULT_PROFILE, PROFILES as REALISM_PROFILES
 from murauer_dist.data.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
 from murauer_dist.datasets import DATASETS, DEFAULT_DATASET
 from murauer_dist.errors import UserError
@@ -48,12 +49,14 @@ class SynthDataError(UserError, ValueError):
 
 def synth_data(out: str | os.PathLike, frames_train: int = 4000, frames_test: int = 800, seed: int = 0,
                workers: int = 2, overwrite: bool = False, settings: GeneratorSettings | None = None,
-               progress: bool | None = None, timings: list | None = None, dataset: str | None = None) -> Path:
+               progress: bool | None = None, timings: list | None = None, dataset: str | None = None,
+               realism: str | None = None) -> Path:
     """Write the dataset to `out` and return its path; see the module docstring for the layout.
 
     `progress`: True: a tqdm bar; False: nothing; None (default): a bar when stderr is a terminal,
     otherwise a line at every 10 % and at least every 30 s with frames/s and the ETA. `timings`: if a
-    list, gets (perf_counter, frames done) after every finished chunk (for the benchmark).
+    list, gets (perf_counter, frames done) after every finished chunk (for the benchmark). `realism`: a
+    profile name of realism.PROFILES (default: the settings', else "default").
     """
     counts = {"train": _positive_int("frames_train", frames_train), "test": _positive_int("frames_test", frames_test)}
     workers = _positive_int("workers", workers)
@@ -63,9 +66,14 @@ def synth_data(out: str | os.PathLike, frames_train: int = 4000, frames_test: in
         raise SynthDataError(f"dataset {dataset!r} and settings of dataset {settings.dataset!r} disagree")
     if dataset is not None and dataset not in DATASETS:
         raise SynthDataError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    if realism is not None and realism not in REALISM_PROFILES:
+        raise SynthDataError(f"--realism must be one of {', '.join(REALISM_PROFILES)}, got {realism!r}")
+    if settings is not None and realism is not None and settings.realism.name != realism:
+        raise SynthDataError(f"realism {realism!r} and settings of realism {settings.realism.name!r} disagree")
     root = _prepare_output(Path(out), overwrite)
     keep_freed_memory()                     # here and in the forked workers: no fresh pages per image
-    settings = settings or GeneratorSettings.for_dataset(dataset or DEFAULT_DATASET)
+    settings = settings or GeneratorSettings.for_dataset(dataset or DEFAULT_DATASET,
+                                                         realism=REALISM_PROFILES[realism or DEFAULT_PROFILE])
     sequences = {split: make_split_sequence(int(seed), split, n, settings) for split, n in counts.items()}
     total = sum(counts.values())
     if progress is None and not sys.stderr.isatty():
@@ -192,4 +200,6 @@ def _write_manifest(root: Path, seed: int, counts: dict, settings: GeneratorSett
     if settings.dataset != DEFAULT_DATASET:                       # absent: nyu (and files made before)
         manifest["dataset"] = settings.dataset
         manifest["camera"] = asdict(settings.rig.camera)
+    if settings.realism.name != DEFAULT_PROFILE:                  # absent: the default profile
+        manifest["realism"] = settings.realism.to_dict()
     atomic_write_bytes(root / "procedural.json", (json.dumps(manifest, indent=2) + "\n").encode())

@@ -119,8 +119,9 @@ class HandModel:
     capsules: dict[str, np.ndarray] = field(default_factory=dict)   # a (C,3), b (C,3), radius (C,)
 
 
-def pose_hand(shape: HandShape, angles: np.ndarray, wrist: np.ndarray) -> HandModel:
-    """Forward kinematics of `shape` at finger `angles` (5, 4) and `wrist` (2,) degrees."""
+def pose_hand(shape: HandShape, angles: np.ndarray, wrist: np.ndarray, arm=None) -> HandModel:
+    """Forward kinematics of `shape` at finger `angles` (5, 4) and `wrist` (2,) degrees; `arm`, if given,
+    makes the forearm capsules instead of the straight forearm: arm(start, axis, radius) -> (a, b, r) lists."""
     phal = shape.phalanges()
     radius = _RADIUS * shape.finger_thickness
     joints = np.zeros((NUM_JOINTS, 3))
@@ -141,7 +142,7 @@ def pose_hand(shape: HandShape, angles: np.ndarray, wrist: np.ndarray) -> HandMo
     seg_a += pts[:3]
     seg_b += pts[1:]
     seg_r += list(radius[4])
-    palm_a, palm_b, palm_r = _palm(shape, joints, wrist)
+    palm_a, palm_b, palm_r = _palm(shape, joints, wrist, arm)
     capsules = {"a": np.array(seg_a + palm_a), "b": np.array(seg_b + palm_b),
                 "radius": np.array(seg_r + palm_r)}
     return HandModel(joints, capsules)
@@ -153,7 +154,7 @@ def _fill_finger(joints: np.ndarray, finger: int, chain: list[np.ndarray]) -> No
     joints[first:first + 6] = [tip, distal, (distal + knuckle) / 2, knuckle, (knuckle + base) / 2, base]
 
 
-def _palm(shape: HandShape, joints: np.ndarray, wrist: np.ndarray):
+def _palm(shape: HandShape, joints: np.ndarray, wrist: np.ndarray, arm=None):
     """Palm capsules, the palm joints (30-35) and a forearm leaving the wrist (bent by `wrist`)."""
     r_palm = _PALM_HALF_THICKNESS * shape.palm_thickness
     mcp = joints[[5, 11, 17, 23]]
@@ -173,6 +174,9 @@ def _palm(shape: HandShape, joints: np.ndarray, wrist: np.ndarray):
     start = np.array([0.0, wrist_y - 6.0, 0.0])
     steps = np.linspace(0.0, _FOREARM_LENGTH, _FOREARM_PIECES + 1)
     axis = bend @ np.array([0.0, -1.0, 0.0])
+    if arm is not None:
+        arm_a, arm_b, arm_r = arm(start, axis, _FOREARM_RADIUS * shape.forearm_thickness)
+        return a + arm_a, b + arm_b, r + arm_r
     for near, far in zip(steps[:-1], steps[1:]):
         a.append(start + near * axis)
         b.append(start + far * axis)

@@ -1,0 +1,146 @@
+"""Realism profiles of the procedural dataset: how NYU was recorded and annotated, as generator parameters.
+
+A profile is a named group of parameters, recorded in procedural.json under "realism" (absent for the
+default profile, whose output stays what it was before profiles existed).
+
+- "default": labels and synthetic twins at the rendered pose; the template's long forearm in both domains.
+- "nyu-fit": NYU's labels and its synthetic images come from a hand model fitted to each recorded frame
+  (Tompson et al., SIGGRAPH 2014: a LibHand model fitted by PSO to the depth of the three cameras, each
+  frame started from the previous frame's fit). So the labels and the twin are at the *fitted* pose, which
+  misses the true one by an error that persists over frames; and the recorded frames show the actor's
+  forearm and sleeve, while the fitted model ends shortly after the wrist.
+
+Every random draw comes from the seed (its own RNG stream per split), made once in the parent process:
+the output does not depend on the number of workers.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from murauer_dist.data.procedural import hand
+
+
+@dataclass(frozen=True)
+class FittingError:
+    """The fitted pose minus the true pose: a stationary AR(1) process over the frames of a split.
+
+    Stds are of the stationary process; `correlation` is its frame-to-frame coefficient (a tracker that
+    starts each frame from the previous fit keeps its error for several frames: 0.9 at 30 fps is a time
+    constant of about 10 frames, a third of a second).
+    """
+
+    finger_deg: float = 0.0          # per finger joint angle (the model's joints do not sit on the actor's)
+    global_deg: float = 0.0          # per axis of the global rotation error
+    translation_mm: float = 0.0      # per axis of the palm position error
+    correlation: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return max(self.finger_deg, self.global_deg, self.translation_mm) > 0
+
+
+@dataclass(frozen=True)
+class ForearmModel:
+    """The arm in the real frames (actor) and the fitted model's wrist stub (synthetic twin).
+
+    None of it changes the default profile, which keeps hand.py's straight 900 mm forearm in both domains.
+    """
+
+    length_mm: float = 260.0         # wrist to elbow (an adult forearm)
+    widening: float = 1.45           # radius at the elbow over the radius at the wrist
+    sleeve_from_mm: float = 120.0    # a sleeve starts this far from the wrist ...
+    sleeve_mm: float = 7.0           # ... and adds this much radius (a step in the silhouette)
+    elbow_bend_deg: float = 100.0    # angle between forearm and upper arm direction (the arm held up)
+    upper_arm_mm: float = 250.0
+    upper_arm_radius_mm: float = 48.0
+    pieces: int = 8                  # forearm capsules (a stepped cone)
+    twin_wrist_mm: float = 35.0      # the fitted model's forearm stub beyond the wrist
+
+
+@dataclass(frozen=True)
+class Realism:
+    name: str = "default"
+    fitting: FittingError = field(default_factory=FittingError)
+    forearm: ForearmModel | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES = {
+    "default": Realism(),
+    # Magnitudes: a few degrees per finger joint, 2-3 degrees globally and a few mm of translation are the
+    # size of the misfits visible when NYU's fitted model is drawn over its depth frames (the model's
+    # phalanx lengths and joint centres are not the actor's; the fit is judged on depth alone).
+    "nyu-fit": Realism("nyu-fit", FittingError(finger_deg=4.0, global_deg=2.5, translation_mm=4.0, correlation=0.9),
+                       ForearmModel()),
+}
+DEFAULT_PROFILE = "default"
+
+
+def profile(name: str) -> Realism:
+    if name not in PROFILES:
+        raise ValueError(f"realism profile must be one of {', '.join(PROFILES)}, got {name!r}")
+    return PROFILES[name]
+
+
+def ar1(rng: np.random.Generator, frames: int, shape: tuple, std: float, correlation: float) -> np.ndarray:
+    """A stationary AR(1) sequence (frames, *shape) with marginal std `std` and lag-1 `correlation`."""
+    innovation = rng.normal(0.0, std * np.sqrt(1.0 - correlation ** 2), (frames, *shape))
+    out = np.empty((frames, *shape))
+    out[0] = rng.normal(0.0, std, shape)
+    for t in range(1, frames):
+        out[t] = correlation * out[t - 1] + innovation[t]
+    return out
+
+
+def fitted_sequence(rng: np.random.Generator, sequence: dict[str, np.ndarray], fitting: FittingError) -> dict:
+    """fit_angles (N,5,4), fit_rotation (N,3,3), fit_position (N,3): the fitted pose of every frame."""
+    frames = len(sequence["segment"])
+    rho = fitting.correlation
+    d_angles = ar1(rng, frames, (5, 4), fitting.finger_deg, rho)
+    d_rot = ar1(rng, frames, (3,), np.radians(fitting.global_deg), rho)
+    d_pos = ar1(rng, frames, (3,), fitting.translation_mm, rho)
+    limits = hand.ANGLE_LIMITS
+    # The fitter's model has the same joint limits: a fit does not bend a finger backwards.
+    angles = np.clip(sequence["angles"] + d_angles, limits[..., 0], limits[..., 1])
+    rotation = sequence["rotation"] @ Rotation.from_rotvec(d_rot).as_matrix()     # error in the hand frame
+    return {"fit_angles": angles, "fit_rotation": rotation, "fit_position": sequence["position"] + d_pos}
+
+
+def forearm_capsules(start: np.ndarray, axis: np.ndarray, radius: float, model: ForearmModel, twin: bool):
+    """Capsules (a, b, r lists) of the arm from `start` along unit `axis` (hand-local, after the wrist bend)."""
+    if twin:
+        return [start], [start + model.twin_wrist_mm * axis], [radius]
+    steps = np.linspace(0.0, model.length_mm, model.pieces + 1)
+    a, b, r = [], [], []
+    for near, far in zip(steps[:-1], steps[1:]):
+        middle = 0.5 * (near + far)
+        widen = radius * (1.0 + (model.widening - 1.0) * middle / model.length_mm)
+        a.append(start + near * axis)
+        b.append(start + far * axis)
+        r.append(widen + (model.sleeve_mm if middle >= model.sleeve_from_mm else 0.0))
+    elbow = start + model.length_mm * axis
+    # The upper arm leaves the elbow back towards the body (+z in the hand frame, behind the back of the hand).
+    side = np.cross(axis, np.array([0.0, 0.0, 1.0]))
+    side = side / max(np.linalg.norm(side), 1e-9) if np.linalg.norm(side) > 1e-6 else np.array([1.0, 0.0, 0.0])
+    upper = Rotation.from_rotvec(np.radians(180.0 - model.elbow_bend_deg) * side).apply(axis)
+    for near, far in ((0.0, 0.5), (0.5, 1.0)):
+        a.append(elbow + near * model.upper_arm_mm * upper)
+        b.append(elbow + far * model.upper_arm_mm * upper)
+        r.append(model.upper_arm_radius_mm)
+    return a, b, r
+
+
+def pad_capsules(models: list) -> list[dict]:
+    """Capsule dicts of `models` padded to one count by repeating each one's last capsule (a copy draws
+    the same surface again, so the z-buffer does not change)."""
+    count = max(len(m.capsules["radius"]) for m in models)
+    out = []
+    for m in models:
+        repeat = np.r_[np.arange(len(m.capsules["radius"])), np.full(count - len(m.capsules["radius"]), -1)]
+        out.append({key: value[repeat] for key, value in m.capsules.items()})
+    return out

@@ -1,0 +1,128 @@
+"""Realism profiles of the procedural dataset: the default stays what it was; nyu-fit's parameters act."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from murauer_dist import geometry
+from murauer_dist.data.nyu import NyuSplit
+from murauer_dist.data.procedural import hand, realism
+from murauer_dist.data.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
+from murauer_dist.data.procedural.generate import SynthDataError, synth_data
+
+CUBE, CROP = 300.0, 128
+FIT = realism.PROFILES["nyu-fit"]
+
+# Files of `synth_data(frames_train=6, frames_test=4, seed=3)` as they were before realism profiles existed.
+DEFAULT_SHA256 = {
+    "procedural.json": "ae259283b5d0bdce1daf4461f04924c8cdcdb0788416c07b390f4b153ede46f2",
+    "train/joint_data.mat": "6b2c14831518b8e6031da8d87ce105e8829f6b853225a3308a8550e9017c52e0",
+    "test/joint_data.mat": "886965f0f71ca5539c308c0d93d4b686ed4480d92b75b65077f1f8a3ab31f88a",
+    "train/depth_1_0000001.png": "57ec1085e2662c7ea241b7a572b8de90432145073f37bbce78cf1e92ecf81137",
+    "train/synthdepth_1_0000001.png": "57415114278c9594985bfe6db5a7498bdfb319b24ebdf218d4942c6fee449905",
+    "test/depth_2_0000003.png": "18a4ce9110894ea93a2acc98f048e61f0823e970a15d72d5f0a7a576bdd0ac17",
+    "test/synthdepth_3_0000002.png": "c70b6af39fcd650c67e903a42d5fa8e6fcf142d84ff7a620abc4d44727f52cc1",
+}
+
+
+def digest(root) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nyu-fit") / "data"
+    synth_data(root, frames_train=4, frames_test=2, seed=5, workers=1, progress=False, realism="nyu-fit")
+    return root
+
+
+def test_default_profile_is_byte_identical_to_before(tmp_path):
+    synth_data(tmp_path / "a", frames_train=6, frames_test=4, seed=3, workers=1, progress=False)
+    synth_data(tmp_path / "b", frames_train=6, frames_test=4, seed=3, workers=1, progress=False, realism="default")
+    made = digest(tmp_path / "a")
+    assert {name: made[name] for name in DEFAULT_SHA256} == DEFAULT_SHA256
+    assert digest(tmp_path / "b") == made
+    assert "realism" not in json.loads((tmp_path / "a" / "procedural.json").read_text())
+
+
+def test_profile_is_recorded_and_unknown_names_write_nothing(fitted, tmp_path):
+    record = json.loads((fitted / "procedural.json").read_text())["realism"]
+    assert record == FIT.to_dict() and record["name"] == "nyu-fit"
+    with pytest.raises(SynthDataError, match="--realism"):
+        synth_data(tmp_path / "out", frames_train=1, frames_test=1, progress=False, realism="nyu-exact")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nyu_fit_same_bytes_with_one_and_two_workers(fitted, tmp_path):
+    synth_data(tmp_path / "two", frames_train=4, frames_test=2, seed=5, workers=2, progress=False, realism="nyu-fit")
+    assert digest(tmp_path / "two") == digest(fitted)
+
+
+def test_fitting_error_has_the_configured_statistics():
+    """Fitted minus true pose: stds and frame-to-frame correlation of the AR(1) fitting error."""
+    settings = GeneratorSettings(realism=FIT)
+    seq = make_split_sequence(0, "train", 3000, settings)
+    again = make_split_sequence(0, "train", 3000, settings)
+    assert all(np.array_equal(seq[key], again[key]) for key in seq)              # deterministic by seed
+    default = make_split_sequence(0, "train", 3000, GeneratorSettings())
+    assert all(np.array_equal(seq[key], default[key]) for key in default)        # the true poses are unchanged
+    fitting = FIT.fitting
+    d_angles = (seq["fit_angles"] - seq["angles"]).reshape(len(seq["angles"]), -1)
+    free = (seq["angles"] > hand.ANGLE_LIMITS[..., 0] + 15).reshape(len(d_angles), -1) \
+        & (seq["angles"] < hand.ANGLE_LIMITS[..., 1] - 15).reshape(len(d_angles), -1)
+    assert abs(d_angles[free].std() / fitting.finger_deg - 1) < 0.15              # away from the joint limits
+    d_rot = Rotation.from_matrix(np.swapaxes(seq["rotation"], 1, 2) @ seq["fit_rotation"]).as_rotvec()
+    assert abs(np.degrees(d_rot).std() / fitting.global_deg - 1) < 0.15
+    d_pos = seq["fit_position"] - seq["position"]
+    assert abs(d_pos.std() / fitting.translation_mm - 1) < 0.15
+    lag1 = np.mean([np.corrcoef(d_pos[:-1, k], d_pos[1:, k])[0, 1] for k in range(3)])
+    assert abs(lag1 - fitting.correlation) < 0.05                                # temporally correlated
+
+
+def test_labels_and_twin_are_at_the_fitted_pose(fitted):
+    settings = GeneratorSettings(realism=FIT)
+    seq = make_split_sequence(5, "train", 4, settings)
+    renderer = FrameRenderer(5, "train", seq, settings, bank=np.zeros((4, 4)))
+    labels = NyuSplit(fitted, "train").all_labels(1).xyz              # camera 1, y up (NYU)
+    for index in range(4):
+        true = renderer.posed(index, ACTORS["train"]).joints
+        fit = renderer.posed(index, ACTORS["train"], fitted=True).joints
+        assert np.allclose(labels[index], fit, atol=1e-6)
+        error = np.linalg.norm(labels[index] - true, axis=1)
+        assert 1.0 < error.mean() < 30.0                            # the labels miss the rendered hand
+
+
+def pixels_far_from_palm(depth, labels, distance_mm):
+    """In-cube pixels of a depth map farther than `distance_mm` from the labelled palm centre (3D)."""
+    u, v = np.meshgrid(np.arange(depth.shape[1]), np.arange(depth.shape[0]))
+    d = depth.astype(np.float64)
+    cube = (d > 0) & (np.abs(d - labels.center_xyz[2]) <= CUBE / 2)
+    xyz = geometry.uvd_to_xyz(np.stack([u[cube], v[cube], d[cube]], axis=-1))
+    return int((np.linalg.norm(xyz - labels.center_xyz, axis=1) > distance_mm).sum())
+
+
+def test_forearm_in_real_frames_short_wrist_in_twins(fitted):
+    """The real frame shows the arm into the crop cube; the twin ends a stub beyond the wrist."""
+    arm = FIT.forearm
+    stub = abs(hand._WRIST_Y) + 6 + arm.twin_wrist_mm + hand._FOREARM_RADIUS       # template wrist stub's far end
+    beyond = max(hand.TEMPLATE.reach_mm(), stub) + 8.0                             # plus the fitted-pose offset
+    data = NyuSplit(fitted, "train")
+    real = [pixels_far_from_palm(data.depth(i, 1, "real"), data.labels(i, 1), beyond) for i in range(len(data))]
+    twin = [pixels_far_from_palm(data.depth(i, 1, "synth"), data.labels(i, 1), beyond) for i in range(len(data))]
+    assert max(twin) == 0 and min(real) > 100, (real, twin)
+    a, b, r = realism.forearm_capsules(np.zeros(3), np.array([0.0, -1.0, 0.0]), 20.0, arm, twin=False)
+    assert r[0] < r[arm.pieces - 1] and max(r[:arm.pieces]) == pytest.approx(20.0 * arm.widening + arm.sleeve_mm, rel=0.1)
+    assert b[-1][2] > 0                                                           # the upper arm goes back
+
+
+def test_padding_draws_nothing_new():
+    model = hand.pose_hand(hand.TEMPLATE, np.zeros((5, 4)), np.zeros(2))
+    longer = hand.HandModel(model.joints, {k: np.concatenate([v, v[:3]]) for k, v in model.capsules.items()})
+    short, padded = realism.pad_capsules([model, longer])
+    assert len(short["radius"]) == len(padded["radius"])
+    assert all(np.array_equal(short[k][-1], short[k][len(model.capsules["radius"]) - 1]) for k in short)
