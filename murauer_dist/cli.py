@@ -19,13 +19,15 @@ def print_config(preset: str = "", *overrides: str) -> None:
 
 
 def synth_data(out: str, frames_train: int = 4000, frames_test: int = 800, seed: int = 0,
-               workers: int = 2, overwrite: bool = False, dataset: str = "nyu") -> None:
+               workers: int = 2, overwrite: bool = False, dataset: str = "nyu", realism: str = "default") -> None:
     """Write the procedural NYU-layout dataset (real and synthetic domains, 3 cameras) to OUT.
 
-    --dataset names the sensor and joints (murauer_dist/datasets.py): nyu (default) or qvga."""
+    --dataset names the sensor and joints (murauer_dist/datasets.py): nyu (default) or qvga.
+    --realism names a profile of murauer_dist/data/procedural/realism.py: default, or nyu-fit (labels and
+    synthetic twins at a fitted pose, the actor's forearm in the real frames)."""
     from murauer_dist.data.procedural.generate import synth_data as run
     run(out, frames_train=frames_train, frames_test=frames_test, seed=seed, workers=workers, overwrite=overwrite,
-        dataset=dataset)
+        dataset=dataset, realism=realism)
 
 
 def make_shards(root: str = "", out: str = "", *overrides: str, split: str = "all", shard_size: int = 0,

@@ -78,6 +78,7 @@ class DataConfig:
     synth_frames_train: int = ranged(4000, ge=1)  # procedural dataset size (demo / experiment make it if missing)
     synth_frames_test: int = ranged(800, ge=1)
     synth_seed: int = ranged(0, ge=0, le=2 ** 32 - 1)
+    synth_realism: str = "default"       # realism profile of the procedural dataset (data/procedural/realism.py)
 
 
 @dataclass
@@ -186,6 +187,7 @@ class Config:
 CHOICES = {
     "data.dataset": tuple(DATASETS),
     "data.encoding": ("png", "raw"),
+    "data.synth_realism": ("default", "nyu-fit"),    # data/procedural/realism.py PROFILES (a test keeps them in step)
     "loader.backend": ("dali", "reference"),
     "loader.device": ("auto", "gpu", "cpu"),
     "loader.bad_samples": ("skip", "error"),

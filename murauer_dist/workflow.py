@@ -43,6 +43,11 @@ def _check_procedural_record(root: Path, cfg: Config) -> None:
                          f"but the config asks for frames={wanted['frames']}, seed={wanted['seed']} "
                          f"(data.synth_frames_train/test, data.synth_seed); set data.root (and data.shards) to "
                          f"another folder, or delete {root} to make it again")
+    made_realism = made.get("realism", {}).get("name", "default")        # absent: the default profile
+    if made_realism != cfg.data.synth_realism:
+        raise WorkflowError(f"{record}: this dataset was made with the realism profile {made_realism!r}, but the "
+                            f"config says data.synth_realism={cfg.data.synth_realism}; set data.root (and "
+                            f"data.shards) to another folder, or delete {root} to make it again")
     made_dataset = made.get("dataset", DEFAULT_DATASET)
     if made_dataset != cfg.data.dataset:
         raise WorkflowError(f"{record}: this dataset was made as dataset {made_dataset!r}, but the config says "
@@ -60,7 +65,8 @@ def ensure_dataset(cfg: Config, workers: int = 2) -> None:
     print(f"[data] generating {cfg.data.synth_frames_train} + {cfg.data.synth_frames_test} procedural frames in {root}")
     start = time.perf_counter()
     synth_data(str(root), frames_train=cfg.data.synth_frames_train, frames_test=cfg.data.synth_frames_test,
-               seed=cfg.data.synth_seed, workers=workers, overwrite=root.exists(), dataset=cfg.data.dataset)
+               seed=cfg.data.synth_seed, workers=workers, overwrite=root.exists(), dataset=cfg.data.dataset,
+               realism=cfg.data.synth_realism)
     print(f"[data] done in {time.perf_counter() - start:.0f} s")
 
 

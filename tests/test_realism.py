@@ -126,3 +126,20 @@ def test_padding_draws_nothing_new():
     short, padded = realism.pad_capsules([model, longer])
     assert len(short["radius"]) == len(padded["radius"])
     assert all(np.array_equal(short[k][-1], short[k][len(model.capsules["radius"]) - 1]) for k in short)
+
+
+def test_config_choices_are_the_profiles():
+    from murauer_dist.config import CHOICES, Config
+    assert CHOICES["data.synth_realism"] == tuple(realism.PROFILES)
+    assert Config().data.synth_realism == realism.DEFAULT_PROFILE
+
+
+def test_workflow_refuses_a_dataset_made_with_another_profile(fitted, capsys):
+    from murauer_dist.config import load_config
+    from murauer_dist.errors import UserError
+    from murauer_dist.workflow import ensure_dataset
+    same = ["data.synth_frames_train=4", "data.synth_frames_test=2", "data.synth_seed=5", f"data.root={fitted}"]
+    ensure_dataset(load_config("demo-cpu", same + ["data.synth_realism=nyu-fit"]))   # reused, nothing generated
+    assert "using the dataset" in capsys.readouterr().out
+    with pytest.raises(UserError, match=r"realism profile 'nyu-fit'.*data\.synth_realism=default"):
+        ensure_dataset(load_config("demo-cpu", same))

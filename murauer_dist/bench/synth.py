@@ -27,13 +27,13 @@ def _parse_workers(workers) -> list[int]:
     return values
 
 
-def measure(frames: int, workers: int) -> dict:
+def measure(frames: int, workers: int, realism: str = "default") -> dict:
     """One run into a temporary folder: steady-state frames/s and the whole run's wall time."""
     timings: list = []
     with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
         start, cpu_start = time.perf_counter(), time.process_time()
         synth_data(Path(tmp) / "data", frames_train=frames, frames_test=1, seed=0, workers=workers,
-                   progress=False, timings=timings)
+                   progress=False, timings=timings, realism=realism)
         total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     warm = min(workers, len(timings) - 1)                 # skip each worker's first chunk
     (t0, done0), (t1, done1) = timings[warm - 1] if warm else (start, 0), timings[-1]
@@ -43,14 +43,15 @@ def measure(frames: int, workers: int) -> dict:
     return result
 
 
-def main(frames: int = 200, workers="1,2", out: str = "", repeats: int = 3) -> dict:
+def main(frames: int = 200, workers="1,2", out: str = "", repeats: int = 3, realism: str = "default") -> dict:
+    """--realism: the generator's realism profile (default, nyu-fit)."""
     counts = _parse_workers(workers)
     host = machine()                                      # before the runs: the load of other jobs
     if frames < 4 * CHUNK_FRAMES * max(counts):
         raise SystemExit(f"frames must be at least {4 * CHUNK_FRAMES * max(counts)} to measure a steady rate")
     rows = []
     for count in counts:
-        runs = [measure(int(frames), count) for _ in range(int(repeats))]
+        runs = [measure(int(frames), count, realism) for _ in range(int(repeats))]
         rate = median(r["frames_per_s"] for r in runs)
         rows.append({"workers": count, "frames_per_s": round(rate, 2),
                      "frames_per_s_per_process": round(rate / count, 2),
@@ -59,7 +60,8 @@ def main(frames: int = 200, workers="1,2", out: str = "", repeats: int = 3) -> d
         if count == 1:
             rows[-1]["cpu_ms_per_frame"] = round(median(r["cpu_ms_per_frame"] for r in runs), 1)
     load = os.getloadavg()[0]
-    print(f"synth-data: {frames} frames per run, median of {repeats} runs, {os.cpu_count()} CPUs, "
+    profile = "" if realism == "default" else f" ({realism} realism)"
+    print(f"synth-data{profile}: {frames} frames per run, median of {repeats} runs, {os.cpu_count()} CPUs, "
           f"load average {load:.1f} at the end")
     print(describe(host))
     print("| workers | frames/s | frames/s per process | 4,800 frames (s) |")
@@ -71,7 +73,7 @@ def main(frames: int = 200, workers="1,2", out: str = "", repeats: int = 3) -> d
         if "cpu_ms_per_frame" in row:
             print(f"CPU time per frame in one process: {row['cpu_ms_per_frame']:.0f} ms "
                   f"(an idle core would make {1000 / row['cpu_ms_per_frame']:.1f} frames/s)")
-    result = {"benchmark": "synth-data", "frames": int(frames), "repeats": int(repeats), "cpus": os.cpu_count(),
+    result = {"benchmark": "synth-data", "realism": realism, "frames": int(frames), "repeats": int(repeats), "cpus": os.cpu_count(),
               "load_average": round(load, 2), "machine": host, "rows": rows}
     if out:
         atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode())
