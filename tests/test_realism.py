@@ -143,3 +143,34 @@ def test_workflow_refuses_a_dataset_made_with_another_profile(fitted, capsys):
     assert "using the dataset" in capsys.readouterr().out
     with pytest.raises(UserError, match=r"realism profile 'nyu-fit'.*data\.synth_realism=default"):
         ensure_dataset(load_config("demo-cpu", same))
+
+
+def test_correlation_window_merges_close_fingers_and_drops_thin_far_structures():
+    from murauer_dist.data.procedural import sensor
+    scale = 588.0 * 75.0
+    depth = np.zeros((40, 40), dtype=np.float32)
+    depth[5:35, 10:16] = 700.0                      # two fingers, 2 px apart
+    depth[5:35, 18:24] = 700.0
+    depth[5:35, 32:34] = 900.0                      # a 2 px wide structure further away
+    off = sensor.correlation_window(depth, realism.StructuredLight(), scale)
+    assert np.array_equal(off, depth)
+    seen = sensor.correlation_window(depth, FIT.light, scale)
+    assert np.allclose(seen[10:30, 16:18], 700.0, atol=1.0)          # the gap closed: one blob
+    assert not seen[10:30, 32:34].any()                              # thinner than half the window: gone
+    assert (seen[20] > 0).sum() > (depth[20, :30] > 0).sum()                  # fattened left and right
+    median = sensor.correlation_window(depth, realism.StructuredLight(window_px=5), scale)
+    assert median[5, 10] == 0 and median[34, 23] == 0 and median[20, 10] == 700  # corners round off
+
+
+def test_fingers_shadow_the_palm_pixel_by_pixel():
+    from murauer_dist.data.procedural import sensor
+    scale = 588.0 * 75.0
+    depth = np.full((4, 60), 700.0, dtype=np.float32)                          # palm
+    depth[:, 30:38] = 680.0                                                    # a finger on it
+    unlit = sensor.occlusion_shadow(depth, scale)
+    width = scale * (1 / 680.0 - 1 / 700.0)                                    # disparity difference, px
+    assert 1 <= unlit[0].sum() <= int(np.ceil(width)) and unlit[:, 30 - int(np.ceil(width)):30].any()
+    assert not unlit[:, 30:].any()                                             # shadow on one side only
+    far = depth.copy()
+    far[:, :30] = 2000.0                                                       # the finger over a far wall
+    assert unlit.sum() < sensor.occlusion_shadow(far, scale).sum()             # wider shadow further away

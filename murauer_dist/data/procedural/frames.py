@@ -125,8 +125,8 @@ class FrameRenderer:
         clean = render.render_capsules(a, b, radius, camera=camera)
         clutter = sensor.render_clutter(self.scene(int(self.sequence["segment"][index])), rig)
         rng = split_rng(self.seed, self.split, _FRAME, index)
-        real = np.stack([sensor.apply_sensor(clean[cam], clutter[cam], rng, self.bank, self.settings.sensor, camera)
-                         for cam in range(3)])
+        real = np.stack([sensor.apply_sensor(clean[cam], clutter[cam], rng, self.bank, self.settings.sensor, camera,
+                                             light=profile.light) for cam in range(3)])
         xyz = rig.all_cameras(labeled.joints)                     # y up
         if not camera.y_up:
             xyz = xyz * np.array([1.0, -1.0, 1.0])

@@ -61,10 +61,36 @@ class ForearmModel:
 
 
 @dataclass(frozen=True)
+class StructuredLight:
+    """How a structured-light sensor (NYU: Kinect v1, a PrimeSense projector-camera pair 75 mm apart)
+    forms depth, beyond the per-pixel noise of sensor.SensorModel.
+
+    - occlusion: the projector sits beside the camera, so a surface the camera sees but the projector's
+      ray cannot reach (behind a nearer one along the baseline) gets no pattern and no depth, pixel by
+      pixel: a finger shadows a strip of palm as wide as their disparity difference.
+    - window_px: depth comes from matching the pattern over a correlation window of several pixels, so a
+      pixel reports what most of its window sees (a median in disparity): gaps narrower than half the
+      window close (close fingers merge), corners and tips round off, structures thinner than half the
+      window drop out.
+    - fatten_px: the match locks onto the strongest (nearest) pattern in the window: the foreground
+      grows by about this many pixels along depth edges (a max filter in disparity).
+    """
+
+    occlusion: bool = False
+    window_px: int = 0               # 0: no window (odd sizes; 5 at 640x480)
+    fatten_px: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.occlusion or self.window_px > 1 or self.fatten_px > 0
+
+
+@dataclass(frozen=True)
 class Realism:
     name: str = "default"
     fitting: FittingError = field(default_factory=FittingError)
     forearm: ForearmModel | None = None
+    light: StructuredLight = field(default_factory=StructuredLight)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,7 +102,7 @@ PROFILES = {
     # size of the misfits visible when NYU's fitted model is drawn over its depth frames (the model's
     # phalanx lengths and joint centres are not the actor's; the fit is judged on depth alone).
     "nyu-fit": Realism("nyu-fit", FittingError(finger_deg=4.0, global_deg=2.5, translation_mm=4.0, correlation=0.9),
-                       ForearmModel()),
+                       ForearmModel(), StructuredLight(occlusion=True, window_px=5, fatten_px=1)),
 }
 DEFAULT_PROFILE = "default"
 

@@ -119,15 +119,57 @@ def hand_box(hand_depth: np.ndarray, pad: int = 12):
 
 
 def apply_sensor(hand_depth: np.ndarray, clutter: np.ndarray, rng: np.random.Generator, bank: np.ndarray,
-                 sensor: SensorModel, camera: Camera = NYU_CAMERA) -> np.ndarray:
-    """A clean hand render (the camera's height, width) and its clutter -> what the sensor reads, uint16 mm."""
+                 sensor: SensorModel, camera: Camera = NYU_CAMERA, light=None) -> np.ndarray:
+    """A clean hand render (the camera's height, width) and its clutter -> what the sensor reads, uint16 mm.
+
+    `light`: a realism.StructuredLight; when enabled, the per-pixel occlusion shadow (over the whole
+    rows of the hand's box) and the correlation window replace the hand-mask shadow."""
     box = hand_box(hand_depth)
     depth = clutter.copy()                                       # outside the box there is no hand
     if box is not None:
         hand, back = hand_depth[box], clutter[box]
         nearest = np.where((hand > 0) & ((back == 0) | (hand < back)), hand, back)
-        depth[box] = _edge_effects(nearest, hand > 0, rng, sensor, camera.fx)
+        if light is not None and light.enabled:
+            scale = camera.fx * sensor.baseline_mm               # disparity in pixels = scale / z
+            if light.occlusion:
+                rows = depth[box[0]]                             # a view: whole rows, the shadow may leave the box
+                rows[:, box[1]] = nearest
+                unlit = occlusion_shadow(rows, scale)
+                rows[unlit] = 0.0
+                nearest = rows[:, box[1]].copy()
+            nearest = correlation_window(nearest, light, scale)
+            depth[box] = _edge_effects(nearest, hand > 0, rng, sensor, camera.fx, cast_shadow=False)
+        else:
+            depth[box] = _edge_effects(nearest, hand > 0, rng, sensor, camera.fx)
     return _noise_and_quantise(depth, rng, bank, sensor, camera.fx)
+
+
+def occlusion_shadow(depth: np.ndarray, scale: float) -> np.ndarray:
+    """Pixels of `depth` (rows, width; 0 = no surface) that the projector cannot light.
+
+    The projector is on the camera's right (as in _shadow): a pixel at column u and depth z meets the
+    projector's image at p = u - scale / z, and the projector lights it only if every surface to its
+    right meets the projector's image further right (p increasing along the row); otherwise a nearer
+    surface to its right takes that projector ray."""
+    valid = depth > 0
+    with np.errstate(divide="ignore"):
+        p = np.where(valid, np.arange(depth.shape[1], dtype=np.float32) - np.float32(scale) / depth, np.inf)
+    right = np.full_like(p, np.inf)
+    right[:, :-1] = np.minimum.accumulate(p[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    return valid & (p >= right)
+
+
+def correlation_window(depth: np.ndarray, light, scale: float) -> np.ndarray:
+    """Depth as a sensor that matches over light.window_px reads it: a median of the disparity over the
+    window (no surface = disparity 0), then a max over 2 fatten_px + 1 pixels (the nearest pattern wins)."""
+    with np.errstate(divide="ignore"):
+        disparity = np.where(depth > 0, np.float32(scale) / depth, 0.0).astype(np.float32)
+    if light.window_px > 1:
+        disparity = ndimage.median_filter(disparity, size=light.window_px, mode="nearest")
+    if light.fatten_px > 0:
+        disparity = square_filter(disparity, 2 * light.fatten_px + 1, np.maximum)
+    with np.errstate(divide="ignore"):
+        return np.where(disparity > 0, np.float32(scale) / disparity, 0.0).astype(np.float32)
 
 
 def square_filter(image: np.ndarray, size: int, op=np.maximum) -> np.ndarray:
@@ -146,7 +188,7 @@ def square_filter(image: np.ndarray, size: int, op=np.maximum) -> np.ndarray:
 
 
 def _edge_effects(depth: np.ndarray, hand: np.ndarray, rng: np.random.Generator, sensor: SensorModel,
-                  fx: float) -> np.ndarray:
+                  fx: float, cast_shadow: bool = True) -> np.ndarray:
     far = np.where(depth > 0, depth, FAR_MM)
     near_max, near_min = square_filter(far, 3, np.maximum), square_filter(far, 3, np.minimum)
     # Only edges the hand takes part in: the clutter's own (blocky, far) edges stay as they are.
@@ -159,7 +201,8 @@ def _edge_effects(depth: np.ndarray, hand: np.ndarray, rng: np.random.Generator,
     draws = rng.random((4,) + depth.shape, dtype=np.float32)     # flying, mix, dropout, speckle
     flying = edge & (draws[0] < sensor.flying_pixels) & (near_max < FAR_MM)
     out = np.where(flying, near_min + (near_max - near_min) * draws[1], out)
-    out[_shadow(hand, depth, sensor, fx)] = 0.0
+    if cast_shadow:
+        out[_shadow(hand, depth, sensor, fx)] = 0.0
     band = square_filter(edge, 2 * sensor.edge_band_px + 1) if sensor.edge_band_px > 0 else edge
     out[band & (draws[2] < sensor.edge_dropout)] = 0.0
     out[_holes(depth.shape, rng, sensor)] = 0.0
