@@ -174,3 +174,20 @@ def test_fingers_shadow_the_palm_pixel_by_pixel():
     far = depth.copy()
     far[:, :30] = 2000.0                                                       # the finger over a far wall
     assert unlit.sum() < sensor.occlusion_shadow(far, scale).sum()             # wider shadow further away
+
+
+def test_test_split_starts_with_the_training_actor(fitted, tmp_path):
+    """Like NYU's test sequence: the first 30 % by the training actor, the rest by the second actor; the
+    split frame is in procedural.json and reaches the evaluation through the shards' source root."""
+    split = json.loads((fitted / "procedural.json").read_text())["test_subject_split"]
+    assert split == round(0.3 * 2) == 1
+    xyz = NyuSplit(fitted, "test").all_labels(1).xyz
+    middle = np.linalg.norm(np.diff(xyz[:, [17, 15, 13, 12]], axis=1), axis=-1).sum(axis=1)   # MCP..tip
+    expected = {name: shape.phalanges()[2].sum() for name, shape in ACTORS.items()}
+    assert middle[0] == pytest.approx(expected["train"], rel=1e-6)
+    assert middle[1] == pytest.approx(expected["test"], rel=1e-6)
+    shards = tmp_path / "shards"
+    (shards / "test").mkdir(parents=True)
+    assert realism.recorded_subject_split(str(shards)) is None
+    (shards / "test" / "manifest.json").write_text(json.dumps({"source": {"root": str(fitted)}}))
+    assert realism.recorded_subject_split(str(shards)) == 1

@@ -193,6 +193,9 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
     # NYU's test set shows two people; the smaller second-actor cube marks a two-subject test set.
     spec = loader.spec                       # data.dataset, checked against the shards' manifest
     split = spec.test_subject_split if cfg.data.second_actor_from >= 0 else None
+    if split is None:                        # a procedural test split of two actors (synth-data --realism nyu-fit)
+        from murauer_dist.data.procedural.realism import recorded_subject_split
+        split = recorded_subject_split(cfg.data.shards)
     info = {"checkpoint": str(checkpoint), "shards": cfg.data.shards, "method": cfg.train.method,
             "domain": domain, "mapped": mapped}
     metrics = write_evaluation(out_dir, prediction["pred_xyz"], prediction["gt_xyz"], prediction["examples"],

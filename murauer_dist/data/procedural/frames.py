@@ -93,6 +93,11 @@ class FrameRenderer:
                 self.settings.reach_mm, self.settings.sensor)
         return self._scenes[segment]
 
+    def actor(self, index: int) -> hand.HandShape:
+        """The split's actor; with a realism test subject split, the training actor before it."""
+        split = self.settings.realism.test_subject_split(len(self.sequence["segment"])) if self.split == "test" else None
+        return ACTORS["train"] if split is not None and index < split else ACTORS[self.split]
+
     def posed(self, index: int, shape: hand.HandShape, fitted: bool = False, arm=None) -> hand.HandModel:
         """`shape` at the true pose of frame `index`, or at the fitted one (realism profile; the true one
         when the profile has no fitting error)."""
@@ -107,7 +112,7 @@ class FrameRenderer:
         rig = self.settings.rig
         camera = rig.camera
         profile = self.settings.realism
-        if profile.forearm is None and not profile.fitting.enabled:     # the default profile
+        if profile.forearm is None and not profile.fitting.enabled and profile.test_first_actor_fraction == 0:
             actor, template = self.posed(index, ACTORS[self.split]), self.posed(index, hand.TEMPLATE)
             labeled, capsules = actor, [actor.capsules, template.capsules]
         else:
@@ -115,9 +120,10 @@ class FrameRenderer:
             # come from the hand model fitted to that frame (the actor's proportions, a short wrist).
             arm = (lambda twin: partial(realism.forearm_capsules, model=profile.forearm, twin=twin)) \
                 if profile.forearm is not None else (lambda twin: None)
-            actor = self.posed(index, ACTORS[self.split], arm=arm(False))
+            shape = self.actor(index)
+            actor = self.posed(index, shape, arm=arm(False))
             template = self.posed(index, hand.TEMPLATE, fitted=True, arm=arm(True))
-            labeled = self.posed(index, ACTORS[self.split], fitted=True) if profile.fitting.enabled else actor
+            labeled = self.posed(index, shape, fitted=True) if profile.fitting.enabled else actor
             capsules = realism.pad_capsules([actor, template])
         a = np.stack([rig.to_camera(c["a"], cam) for c in capsules for cam in (1, 2, 3)])
         b = np.stack([rig.to_camera(c["b"], cam) for c in capsules for cam in (1, 2, 3)])

@@ -91,6 +91,13 @@ class Realism:
     fitting: FittingError = field(default_factory=FittingError)
     forearm: ForearmModel | None = None
     light: StructuredLight = field(default_factory=StructuredLight)
+    # Test frames [0, fraction * N) show the training actor, the rest the second (unseen) actor; 0: all the
+    # second actor. NYU's test sequence: frames 0-2439 of 8252 (29.6 %) by the person of the training set.
+    test_first_actor_fraction: float = 0.0
+
+    def test_subject_split(self, frames_test: int) -> int | None:
+        """First test frame of the second actor, or None when the whole test split is the second actor."""
+        return int(round(self.test_first_actor_fraction * frames_test)) if self.test_first_actor_fraction > 0 else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,7 +109,8 @@ PROFILES = {
     # size of the misfits visible when NYU's fitted model is drawn over its depth frames (the model's
     # phalanx lengths and joint centres are not the actor's; the fit is judged on depth alone).
     "nyu-fit": Realism("nyu-fit", FittingError(finger_deg=4.0, global_deg=2.5, translation_mm=4.0, correlation=0.9),
-                       ForearmModel(), StructuredLight(occlusion=True, window_px=5, fatten_px=1)),
+                       ForearmModel(), StructuredLight(occlusion=True, window_px=5, fatten_px=1),
+                       test_first_actor_fraction=0.3),
 }
 DEFAULT_PROFILE = "default"
 
@@ -170,3 +178,18 @@ def pad_capsules(models: list) -> list[dict]:
         repeat = np.r_[np.arange(len(m.capsules["radius"])), np.full(count - len(m.capsules["radius"]), -1)]
         out.append({key: value[repeat] for key, value in m.capsules.items()})
     return out
+
+
+def recorded_subject_split(shards: str) -> int | None:
+    """The test subject split of the procedural dataset that the shard set `shards` was cut from: the
+    "test_subject_split" of the procedural.json in the test manifest's source root; None if there is none."""
+    import json
+    from pathlib import Path
+    try:
+        manifest = json.loads((Path(shards) / "test" / "manifest.json").read_text())
+        root = (manifest.get("source") or {}).get("root")
+        record = json.loads((Path(root) / "procedural.json").read_text()) if root else {}
+    except (OSError, ValueError, TypeError):
+        return None
+    split = record.get("test_subject_split")
+    return int(split) if isinstance(split, int) and not isinstance(split, bool) else None
