@@ -30,6 +30,15 @@ def synth_data(out: str, frames_train: int = 4000, frames_test: int = 800, seed:
         dataset=dataset, realism=realism)
 
 
+def data_report(root: str, out: str = "", frames: int = 200, seed: int = 0, reference: str = "") -> None:
+    """Measure the procedural dataset ROOT against the real NYU files of the repository (tests/data/nyu/):
+    pose coverage of NYU's test poses, crop statistics next to a real frame, real vs synthetic twin per
+    pose (--frames test frames; --reference: another folder of those files); data-report.json, .md and .png
+    into --out (default ROOT/report)."""
+    from murauer_dist.data.report import data_report as run
+    run(root, out=out, frames=frames, seed=seed, reference=reference)
+
+
 def make_shards(root: str = "", out: str = "", *overrides: str, split: str = "all", shard_size: int = 0,
                 workers: int = 2, preset: str = "", verify: str = "", overwrite: bool = False) -> None:
     """Crop an NYU-layout ROOT into WebDataset shards under OUT; `--verify OUT` re-checks a shard set.
@@ -123,6 +132,7 @@ def import_original(source: str, out: str, *overrides: str, preset: str = "nyu",
 COMMANDS = {
     "print-config": print_config,
     "synth-data": synth_data,
+    "data-report": data_report,
     "make-shards": make_shards,
     "train": train,
     "evaluate": evaluate,

@@ -191,3 +191,16 @@ def test_test_split_starts_with_the_training_actor(fitted, tmp_path):
     assert realism.recorded_subject_split(str(shards)) is None
     (shards / "test" / "manifest.json").write_text(json.dumps({"source": {"root": str(fitted)}}))
     assert realism.recorded_subject_split(str(shards)) == 1
+
+
+def test_data_report_measures_against_the_real_nyu_files(fitted, tmp_path):
+    from murauer_dist.data.report import data_report
+    report = data_report(str(fitted), out=str(tmp_path / "report"), frames=2)
+    assert {p.name for p in (tmp_path / "report").iterdir()} == {"data-report.json", "data-report.md",
+                                                                 "data-report.png"}
+    assert report["realism"] == "nyu-fit" and report["test_frames_measured"] == 2
+    assert report["crops"]["nyu_real"]["background_mm"] == 2001                 # NYU's background of that frame
+    assert report["crops"]["procedural_synth"]["background_mm"] == 0            # the twin has no clutter
+    coverage = report["pose_coverage"]
+    assert coverage["10"]["poses"] == 4 and 10 < coverage["10"]["mean_mm"] < 200  # only 4 train frames here
+    assert 0 < report["real_vs_twin"]["silhouette_xor"]["mean"] < 1
