@@ -57,13 +57,47 @@ def train(preset: str, *overrides: str) -> None:
     train_command(preset, overrides)
 
 
-def evaluate(checkpoint: str, test_shards: str = "", out: str = "", batch: int = 0, domain: str = "real") -> None:
+def evaluate(checkpoint: str, test_shards: str = "", out: str = "", batch: int = 0, domain: str = "real",
+             centre: str = "gt", refiner: str = "", root: str = "") -> None:
     """Evaluate CHECKPOINT on the test shards: result files, metrics.json, table, plots.
 
     --domain synth scores the synthetic twins of the test frames instead (the error without domain gap).
+    --centre gt|detected|refined|all crops around the ground-truth palm centre (the protocol), the
+    closest object's centre of mass in the raw test frame, that centre refined by --refiner CKPT, or
+    all three side by side (RUN/eval-centres.md); the raw frames come from the shards' source dataset
+    (--root overrides).
     """
-    from murauer_dist.eval.evaluate import evaluate_command
-    evaluate_command(checkpoint, test_shards=test_shards, out=out, batch=batch, domain=domain)
+    if centre == "gt" and not refiner:
+        from murauer_dist.eval.evaluate import evaluate_command
+        evaluate_command(checkpoint, test_shards=test_shards, out=out, batch=batch, domain=domain)
+        return
+    from murauer_dist.localize.centres import CentreEvaluationError, evaluate_centres_command
+    if domain != "real":
+        raise CentreEvaluationError(f"evaluate: --centre {centre} scores real frames; --domain {domain} goes with "
+                                    f"--centre gt only")
+    evaluate_centres_command(checkpoint, test_shards=test_shards, out=out, batch=batch, centre=centre,
+                             refiner=refiner, root=root)
+
+
+def train_refiner(preset: str, *overrides: str) -> None:
+    """Train the centre refiner of PRESET on its shards (refiner.* keys) into refiner.out (default
+    TRAIN_OUT/refiner.pt): a small CNN that moves a crop centre onto the palm centre."""
+    from murauer_dist.localize.train_refiner import train_refiner_command
+    train_refiner_command(preset, overrides)
+
+
+def predict(checkpoint: str, input: str, *overrides: str, out: str = "", refiner: str = "", format: str = "auto",
+            split: str = "test", cube_mm: float = 0.0, overlays: int = 100, fps: float = 10.0,
+            skip_empty: bool = False) -> None:
+    """3D hand poses of raw depth frames (no ground truth) into --out DIR: result files, overlays, GIF.
+
+    INPUT: an NYU-layout folder (--split test|train), a folder of depth PNGs (--format auto|nyu-rgb|gray16)
+    or a .npy stack (N, H, W) in mm. The hand is found by the closest object's centre of mass, then
+    refined by --refiner CKPT; localize.KEY=VALUE overrides; --cube-mm (default data.cube_mm);
+    --overlays N (-1 all, 0 none); --skip-empty skips frames without a hand instead of stopping."""
+    from murauer_dist.localize.predict import predict_command
+    predict_command(checkpoint, input, out, *overrides, refiner=refiner, fmt=format, split=split, cube_mm=cube_mm,
+                    overlays=overlays, fps=fps, skip_empty=skip_empty)
 
 
 def score(*predictions: str, ground_truth: str = "", format: str = "auto", out: str = "",
@@ -136,6 +170,8 @@ COMMANDS = {
     "make-shards": make_shards,
     "train": train,
     "evaluate": evaluate,
+    "train-refiner": train_refiner,
+    "predict": predict,
     "score": score,
     "bench": bench,
     "sweep": sweep,

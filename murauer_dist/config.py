@@ -170,6 +170,34 @@ class LoggingConfig:
 
 
 @dataclass
+class LocalizeConfig:
+    """Finding the hand in a raw frame (murauer_dist/localize/centre.py): predict, evaluate --centre."""
+    band_mm: float = ranged(300.0, gt=0)  # the hand: pixels in a cube of this edge whose front face is the nearest object
+    min_pixels: int = ranged(100, ge=1)  # an object needs this many pixels (smaller ones: speckle, flying pixels)
+    edge_mm: float = ranged(30.0, gt=0)  # depth step between neighbours that separates two objects
+    surface_mm: float = ranged(150.0, ge=0)  # a plane reaching the image border and wider than this is a surface
+                                         # (table, wall), not the hand (0: never remove surfaces)
+    iterations: int = ranged(3, ge=1, le=20)  # refiner steps (each re-crops around the last estimate)
+
+
+@dataclass
+class RefinerConfig:
+    """The centre refiner (murauer_dist/localize/refiner.py) and `murauer-dist train-refiner`."""
+    out: str = ""                        # checkpoint file; "": TRAIN_OUT/refiner.pt (train.out)
+    steps: int = ranged(3000, ge=1)
+    batch: int = ranged(64, ge=1)
+    lr: float = ranged(1e-3, gt=0)       # Adam, cosine decay to 0 over the steps
+    weight_decay: float = ranged(1e-4, ge=0)
+    jitter_mm: float = ranged(30.0, gt=0, le=90)  # training offset of the crop centre ~ N(0, s^2) per axis
+    rotation_deg: float = ranged(60.0, ge=0, le=180)  # in-plane rotation ~ U[-r, r] (the offset target is invariant)
+    width: int = ranged(8, ge=1)         # channels of the first stage (doubled per stage up to max_width)
+    max_width: int = ranged(64, ge=1)
+    hidden: int = ranged(256, ge=1)      # fully connected layer before the 3 outputs
+    val_every: int = ranged(500, ge=1)   # steps between validations on the val split
+    seed: int = ranged(1, ge=0, le=2 ** 31 - 1)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -179,6 +207,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    localize: LocalizeConfig = field(default_factory=LocalizeConfig)
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -214,10 +244,11 @@ STREAM_RULES = (
 # config or checkpoints): how the run is logged, checkpointed, paced or where it lives, never what it
 # trains. A name ending in "." covers its section. Anything else stops the run (see train/loop.py,
 # check_run_config) unless train.allow_config_change=true; every change is recorded in
-# RUN/config-changes.yaml.
+# RUN/config-changes.yaml. localize.* and refiner.* configure hand localisation and its refiner, which
+# the pose training never reads.
 RESUMABLE_KEYS = ("logging.", "train.out", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
                   "train.max_nonfinite_in_a_row", "loader.num_threads", "loader.device", "model.compile",
-                  "model.channels_last")
+                  "model.channels_last", "localize.", "refiner.")
 # Stage lengths: they may change on resume as long as no stage that has already trained is shortened
 # and no finished earlier stage would have trained differently (a longer run continues where it stopped).
 LENGTH_KEYS = ("train.pretrain_epochs", "train.epochs", "train.max_steps")

@@ -1,0 +1,193 @@
+"""Hand localisation: centre of mass, the centre refiner, `predict` on raw frames, `evaluate --centre`."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from murauer_dist.config import load_config
+from murauer_dist.data import nyu
+from murauer_dist.datasets import NYU
+from murauer_dist.geometry import uvd_to_xyz
+from murauer_dist.localize.centre import CentreSettings, NoHandError, centre_of_mass
+
+CAMERA = NYU.camera
+H, W = CAMERA.height, CAMERA.width
+
+
+def _disc(depth: np.ndarray, u0: int, v0: int, radius: int, z: float) -> np.ndarray:
+    """Pixels whose centre lies within `radius` of the pixel corner (u0, v0), set to z: symmetric about it."""
+    rows, cols = np.mgrid[0:H, 0:W]
+    inside = (cols + 0.5 - u0) ** 2 + (rows + 0.5 - v0) ** 2 <= radius ** 2
+    depth[inside] = z
+    return inside
+
+
+def test_centre_of_mass_is_the_blob_centre_in_front_of_a_far_wall_and_a_near_table():
+    depth = np.full((H, W), 2000.0)                                     # a far wall
+    _disc(depth, 400, 200, 30, 800.0)                                   # the "hand"
+    det = centre_of_mass(depth.astype(np.uint16), CAMERA)
+    expected = np.array([400.0, 200.0, 800.0])
+    np.testing.assert_allclose(det.center_uvd, expected, atol=1e-9)
+    np.testing.assert_allclose(det.center_xyz, uvd_to_xyz(expected, CAMERA), atol=1e-9)
+    assert det.surfaces == 0 and not det.entered
+
+    # A horizontal table 200 mm below the camera fills the bottom rows, nearer (490-760 mm) than the hand:
+    # the plain closest-object centre of mass would land on it; it is a surface and is removed.
+    rows = np.arange(H) + 0.5
+    table_z = -200.0 * CAMERA.fy / (CAMERA.uy - rows)                    # y = -200 mm on each row's ray
+    on_table = (rows > CAMERA.uy) & (table_z <= 760.0)
+    depth[on_table] = np.round(table_z[on_table])[:, None]
+    det = centre_of_mass(depth.astype(np.uint16), CAMERA)
+    np.testing.assert_allclose(det.center_uvd, expected, atol=1e-9)
+    assert det.surfaces == 1
+    # ... and with surfaces never removed, the plain rule lands on the table.
+    plain = centre_of_mass(depth.astype(np.uint16), CAMERA, CentreSettings(surface_mm=0))
+    assert plain.center_uvd[1] > 400
+
+
+def test_no_hand_names_the_frame():
+    with pytest.raises(NoHandError, match="frame empty.png: no hand found.*every pixel is 0"):
+        centre_of_mass(np.zeros((H, W), np.uint16), CAMERA, frame="empty.png")
+    speckle = np.zeros((H, W), np.uint16)
+    speckle[::40, ::40] = 700                                           # single pixels: no object
+    with pytest.raises(NoHandError, match="frame f: no hand found"):
+        centre_of_mass(speckle, CAMERA, frame="f")
+
+
+# ---- a tiny dataset, a pose checkpoint and a refiner shared by the tests below ---------------------------
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Blob-hand shards (32x32 crops) with their NYU-layout root, an untrained pose checkpoint of the tiny
+    preset, and a refiner trained briefly on the shards."""
+    from murauer_dist.localize.train_refiner import train_refiner
+    from murauer_dist.models import build_model
+    from shard_fixture import make_shard_set
+    base = tmp_path_factory.mktemp("localize")
+    shards, root = base / "shards", base / "root"
+    make_shard_set(shards, n_train=48, n_test=6, crop_size=32, val_fraction=0.2, root=root, seed=3)
+    overrides = [f"data.shards={shards}", f"data.root={root}", f"train.out={base / 'run'}", "loader.num_threads=1",
+                 "refiner.steps=60", "refiner.batch=32", "refiner.val_every=60", "refiner.lr=3e-3",
+                 "logging.progress=false"]
+    cfg = load_config("tiny", overrides)
+    torch.manual_seed(0)
+    run = base / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"model": build_model(cfg).state_dict(), "config": cfg.to_dict(), "stage": "main"},
+               run / "checkpoints" / "final-main.pt")
+    trained = train_refiner(cfg, log=lambda line: None)
+    return {"base": base, "shards": shards, "root": root, "run": run, "cfg": cfg, "trained": trained}
+
+
+def test_refiner_trains_saves_and_loads(setup):
+    from murauer_dist.localize.refiner import FORMAT, VERSION, load_refiner
+    trained = setup["trained"]
+    losses, metrics = trained["losses"], trained["metrics"]
+    assert len(losses) == 60 and np.isfinite(losses).all()
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), losses
+    assert metrics["val_centre_error_after_mm"] < metrics["val_centre_error_before_mm"], metrics
+    state = torch.load(trained["path"], weights_only=True)
+    assert state["format"] == FORMAT and state["version"] == VERSION and state["crop_size"] == 32
+    assert state["config"]["refiner"]["steps"] == 60 and state["dataset"] == "nyu"
+    loaded = load_refiner(trained["path"])
+    depth = torch.rand(2, 1, 32, 32) * 2 - 1
+    from murauer_dist.localize.refiner import CentreRefiner
+    again = CentreRefiner(32, **state["architecture"])
+    again.load_state_dict(state["model"])
+    torch.testing.assert_close(loaded.model(depth), again.eval()(depth))
+
+
+def _input_variants(setup, base: Path) -> dict[str, Path]:
+    """The test frames of the fixture root as an NYU folder, gray16 and RGB PNG folders and a .npy stack."""
+    split = nyu.NyuSplit(setup["root"], "test")
+    depths = [split.depth(i, 1) for i in range(len(split))]
+    gray, rgb = base / "gray16", base / "rgb"
+    gray.mkdir(exist_ok=True)
+    rgb.mkdir(exist_ok=True)
+    for i, depth in enumerate(depths):
+        (gray / f"frame_{i:03d}.png").write_bytes(nyu.encode_depth_png(depth, "gray16"))
+        shutil.copyfile(split.depth_path(i, 1), rgb / f"frame_{i:03d}.png")
+    np.save(base / "stack.npy", np.stack(depths))
+    return {"nyu": setup["root"], "gray16": gray, "rgb": rgb, "npy": base / "stack.npy"}
+
+
+def test_predict_on_every_input_type(setup, tmp_path):
+    from murauer_dist.localize.predict import predict_command
+    results = {}
+    for kind, path in _input_variants(setup, tmp_path).items():
+        out = tmp_path / f"out-{kind}"
+        results[kind] = predict_command(str(setup["run"]), str(path), str(out), refiner=str(setup["trained"]["path"]),
+                                        overlays=2 if kind == "nyu" else 0)
+        lines = (out / "results_uvd.txt").read_text().splitlines()
+        assert len(lines) == 6 and all(len(line.split()) == 42 for line in lines)
+        assert len((out / "results_xyz.txt").read_text().splitlines()) == 6
+        assert len((out / "frames.txt").read_text().splitlines()) == 6
+    overlays = sorted((tmp_path / "out-nyu" / "overlays").glob("*.png"))
+    assert [p.name for p in overlays] == ["depth_1_0000001.png", "depth_1_0000006.png"]
+    assert (tmp_path / "out-nyu" / "animation.gif").read_bytes()[:6] == b"GIF89a"
+    # the same depth, read four ways, gives the same poses
+    for kind in ("gray16", "rgb", "npy"):
+        np.testing.assert_allclose(results[kind]["pred_xyz"], results["nyu"]["pred_xyz"], atol=1e-4)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "murauer_dist.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "WANDB_MODE": "disabled"}, timeout=300)
+
+
+def test_predict_errors_are_one_line(setup, tmp_path):
+    from PIL import Image
+    run, refiner = str(setup["run"]), str(setup["trained"]["path"])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "small").mkdir()
+    nyu_png = nyu.encode_depth_png(np.full((240, 320), 700, np.uint16), "gray16")
+    (tmp_path / "small" / "a.png").write_bytes(nyu_png)
+    (tmp_path / "gray8").mkdir()
+    Image.fromarray(np.full((H, W), 70, np.uint8)).save(tmp_path / "gray8" / "a.png")
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "blank" / "b.png").write_bytes(nyu.encode_depth_png(np.zeros((H, W), np.uint16), "gray16"))
+    from murauer_dist.localize.refiner import CentreRefiner, save_refiner
+    other = save_refiner(tmp_path / "refiner64.pt", CentreRefiner(64), setup["cfg"].to_dict(), 300.0, "nyu", 0, {})
+    broken = tmp_path / "broken.pt"
+    torch.save({**torch.load(refiner, weights_only=True), "crop_size": 64}, broken)
+    cases = {
+        ("predict", run, str(tmp_path / "empty")): "is empty",
+        ("predict", run, str(tmp_path / "small")): "320x240 pixels, expected 640x480",
+        ("predict", run, str(tmp_path / "gray8")): "8-bit grayscale PNG",
+        ("predict", run, str(tmp_path / "blank")): "frame b.png: no hand found",
+        ("predict", run, str(setup["root"]), "--refiner", str(other)): "trained on 64x64 crops",
+        ("predict", run, str(setup["root"]), "--refiner", str(broken)): "its weights do not fit a 64x64 refiner",
+        ("predict", run, str(setup["root"]), "--refiner", run + "/checkpoints/final-main.pt"): "is a pose model checkpoint",
+    }
+    for args, expected in cases.items():
+        done = _cli(*args, "--out", str(tmp_path / "out"))
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert lines[0].startswith("murauer-dist: ") and expected in lines[0], (args, lines[0])
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_centre_all_on_a_tiny_run(setup, tmp_path):
+    from murauer_dist.localize.centres import evaluate_centres_command
+    out = tmp_path / "centres"
+    results = evaluate_centres_command(str(setup["run"]), out=str(out), centre="all",
+                                       refiner=str(setup["trained"]["path"]), root=str(setup["root"]))
+    assert list(results) == ["gt", "detected", "refined"]
+    assert results["gt"]["centre_error"]["max_mm"] < 0.01
+    assert 0 < results["detected"]["centre_error"]["mean_mm"] < 60
+    for mode in results:
+        saved = json.loads((out / mode / "metrics.json").read_text())
+        assert saved["centre"] == mode and saved["frames"] == 6
+        assert len((out / mode / "results_uvd.txt").read_text().splitlines()) == 6
+    table = (out / "centres.md").read_text()
+    assert all(f"| {mode} | 6 |" in table for mode in results)
+    with pytest.raises(Exception, match="--centre refined needs --refiner"):
+        evaluate_centres_command(str(setup["run"]), centre="refined")
