@@ -160,6 +160,16 @@ def eval_dir(run_dir: str | Path, domain: str = "real") -> Path:
     return Path(run_dir) / ("eval" if domain == "real" else f"eval-{domain}")
 
 
+def subject_split_of(cfg, spec: DatasetSpec) -> int | None:
+    """The test frame where the second test subject starts, or None for a one-subject test set."""
+    # NYU's test set shows two people; the smaller second-actor cube marks a two-subject test set.
+    split = spec.test_subject_split if cfg.data.second_actor_from >= 0 else None
+    if split is None:                        # a procedural test split of two actors (synth-data --realism nyu-fit)
+        from murauer_dist.data.procedural.realism import recorded_subject_split
+        split = recorded_subject_split(cfg.data.shards)
+    return split
+
+
 def _shards_root(test_shards: str) -> str:
     """Accept the shard set folder (SHARDS) or its test split (SHARDS/test)."""
     path = Path(test_shards)
@@ -190,12 +200,8 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
     prediction = predict(model, loader, device, mapped=mapped)
     run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
     out_dir = Path(out) if out else eval_dir(run_dir, domain)
-    # NYU's test set shows two people; the smaller second-actor cube marks a two-subject test set.
     spec = loader.spec                       # data.dataset, checked against the shards' manifest
-    split = spec.test_subject_split if cfg.data.second_actor_from >= 0 else None
-    if split is None:                        # a procedural test split of two actors (synth-data --realism nyu-fit)
-        from murauer_dist.data.procedural.realism import recorded_subject_split
-        split = recorded_subject_split(cfg.data.shards)
+    split = subject_split_of(cfg, spec)
     info = {"checkpoint": str(checkpoint), "shards": cfg.data.shards, "method": cfg.train.method,
             "domain": domain, "mapped": mapped}
     metrics = write_evaluation(out_dir, prediction["pred_xyz"], prediction["gt_xyz"], prediction["examples"],

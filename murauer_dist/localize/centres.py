@@ -176,7 +176,7 @@ def evaluate_centres_command(checkpoint: str, test_shards: str = "", out: str = 
                              centre: str = "gt", refiner: str = "", root: str = "", overrides=()) -> dict:
     """Evaluate CHECKPOINT under the centre(s) `centre` (see the module doc); returns {mode: metrics}."""
     from murauer_dist.data.loaders import build_eval_loader
-    from murauer_dist.eval.evaluate import _shards_root, predict, write_evaluation
+    from murauer_dist.eval.evaluate import _shards_root, predict, subject_split_of, write_evaluation
     from murauer_dist.localize.predict import apply_localize_overrides
     from murauer_dist.train.checkpoint import load_for_inference
     choices = (*CENTRES, "all")
@@ -208,7 +208,7 @@ def evaluate_centres_command(checkpoint: str, test_shards: str = "", out: str = 
     palm = gt_xyz[:, spec.joints.center]
     run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
     dirs = _out_dirs(run_dir, out, modes)
-    split_frame = spec.test_subject_split if cfg.data.second_actor_from >= 0 else None
+    split_frame = subject_split_of(cfg, spec)
     info = {"checkpoint": str(checkpoint), "shards": cfg.data.shards, "method": cfg.train.method, "domain": "real",
             "mapped": mapped}
     settings = CentreSettings.from_config(cfg)
