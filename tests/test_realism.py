@@ -204,3 +204,20 @@ def test_data_report_measures_against_the_real_nyu_files(fitted, tmp_path):
     coverage = report["pose_coverage"]
     assert coverage["10"]["poses"] == 4 and 10 < coverage["10"]["mean_mm"] < 200  # only 4 train frames here
     assert 0 < report["real_vs_twin"]["silhouette_xor"]["mean"] < 1
+
+
+def test_correlation_window_is_scipys_median_up_to_the_tolerance():
+    from scipy import ndimage
+    from murauer_dist.data.procedural import sensor
+    scale = 588.0 * 75.0
+    rng = np.random.default_rng(0)
+    depth = 700.0 + np.cumsum(rng.normal(0, 0.3, (60, 80)), axis=1).astype(np.float32)   # a rough surface
+    depth[20:40, 30:36] = 650.0                                                             # a finger
+    depth[rng.random(depth.shape) < 0.02] = 0.0                                             # dropout
+    light = realism.StructuredLight(window_px=5)
+    seen = sensor.correlation_window(depth, light, scale)
+    disparity = np.where(depth > 0, scale / np.maximum(depth, 1e-3), 0.0).astype(np.float32)
+    reference = ndimage.median_filter(disparity, size=5, mode="nearest")
+    got = np.where(seen > 0, scale / np.maximum(seen, 1e-3), 0.0)
+    assert np.abs(got - reference).max() <= sensor.MEDIAN_TOLERANCE_PX + 1e-3
+    assert np.allclose(seen[25:35, 31:35], 650.0)

@@ -24,6 +24,7 @@ from murauer_dist.datasets import Camera
 from murauer_dist.geometry import NYU_CAMERA
 
 FAR_MM = 10000.0
+MEDIAN_TOLERANCE_PX = 0.25          # correlation window: disparity range (pixels) below which a pixel is kept
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,15 @@ def correlation_window(depth: np.ndarray, light, scale: float) -> np.ndarray:
     with np.errstate(divide="ignore"):
         disparity = np.where(depth > 0, np.float32(scale) / depth, 0.0).astype(np.float32)
     if light.window_px > 1:
-        disparity = ndimage.median_filter(disparity, size=light.window_px, mode="nearest")
+        # The median only where the window's disparity range exceeds MEDIAN_TOLERANCE_PX (depth edges and
+        # steep slopes); elsewhere it would move a pixel by less than that (below the noise): kept as is.
+        size = light.window_px
+        band = (square_filter(disparity, size, np.maximum) - square_filter(disparity, size, np.minimum)
+                > MEDIAN_TOLERANCE_PX)
+        if band.any():
+            padded = np.pad(disparity, size // 2, mode="edge")           # scipy's mode="nearest"
+            windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))[band]
+            disparity[band] = np.median(windows.reshape(len(windows), -1), axis=1)
     if light.fatten_px > 0:
         disparity = square_filter(disparity, 2 * light.fatten_px + 1, np.maximum)
     with np.errstate(divide="ignore"):
