@@ -221,3 +221,20 @@ def test_correlation_window_is_scipys_median_up_to_the_tolerance():
     got = np.where(seen > 0, scale / np.maximum(seen, 1e-3), 0.0)
     assert np.abs(got - reference).max() <= sensor.MEDIAN_TOLERANCE_PX + 1e-3
     assert np.allclose(seen[25:35, 31:35], 650.0)
+
+
+def test_surface_model_fills_the_web_between_fingers_of_the_real_hand_only():
+    from murauer_dist.data.procedural import render
+    angles = np.zeros((5, 4))
+    angles[:, 1] = [12, 8, 0, 12, 0]                                # spread fingers
+    def depth(surface):
+        model = hand.transform(hand.pose_hand(hand.ACTOR_TRAIN, angles, np.zeros(2), surface=surface),
+                               np.eye(3), np.array([0.0, 0.0, 600.0]))
+        return render.render_capsules(model.capsules["a"][None], model.capsules["b"][None],
+                                      model.capsules["radius"][None])[0]
+    plain = depth(None)
+    webbed = depth(lambda shape, joints: realism.surface_capsules(shape, joints, FIT.surface))
+    assert ((plain > 0) & ~(webbed > 0)).sum() == 0                 # a union: nothing removed
+    assert 200 < ((webbed > 0) & ~(plain > 0)).sum() < 0.2 * (plain > 0).sum()
+    a, b, r = realism.surface_capsules(hand.ACTOR_TRAIN, np.zeros((36, 3)), FIT.surface)
+    assert len(a) == len(b) == len(r) == 5                          # 3 webs, the thumb web, the thenar bulge

@@ -98,12 +98,13 @@ class FrameRenderer:
         split = self.settings.realism.test_subject_split(len(self.sequence["segment"])) if self.split == "test" else None
         return ACTORS["train"] if split is not None and index < split else ACTORS[self.split]
 
-    def posed(self, index: int, shape: hand.HandShape, fitted: bool = False, arm=None) -> hand.HandModel:
+    def posed(self, index: int, shape: hand.HandShape, fitted: bool = False, arm=None,
+              surface=None) -> hand.HandModel:
         """`shape` at the true pose of frame `index`, or at the fitted one (realism profile; the true one
         when the profile has no fitting error)."""
         seq = self.sequence
         pre = "fit_" if fitted and "fit_angles" in seq else ""
-        local = hand.pose_hand(shape, seq[pre + "angles"][index], seq["wrist"][index], arm=arm)
+        local = hand.pose_hand(shape, seq[pre + "angles"][index], seq["wrist"][index], arm=arm, surface=surface)
         return hand.transform(local, seq[pre + "rotation"][index], seq[pre + "position"][index])
 
     def render(self, index: int) -> dict[str, np.ndarray]:
@@ -112,7 +113,8 @@ class FrameRenderer:
         rig = self.settings.rig
         camera = rig.camera
         profile = self.settings.realism
-        if profile.forearm is None and not profile.fitting.enabled and profile.test_first_actor_fraction == 0:
+        if (profile.forearm is None and profile.surface is None and not profile.fitting.enabled
+                and profile.test_first_actor_fraction == 0):                     # the default profile
             actor, template = self.posed(index, ACTORS[self.split]), self.posed(index, hand.TEMPLATE)
             labeled, capsules = actor, [actor.capsules, template.capsules]
         else:
@@ -121,7 +123,9 @@ class FrameRenderer:
             arm = (lambda twin: partial(realism.forearm_capsules, model=profile.forearm, twin=twin)) \
                 if profile.forearm is not None else (lambda twin: None)
             shape = self.actor(index)
-            actor = self.posed(index, shape, arm=arm(False))
+            surface = (partial(realism.surface_capsules, model=profile.surface)
+                       if profile.surface is not None else None)
+            actor = self.posed(index, shape, arm=arm(False), surface=surface)
             template = self.posed(index, hand.TEMPLATE, fitted=True, arm=arm(True))
             labeled = self.posed(index, shape, fitted=True) if profile.fitting.enabled else actor
             capsules = realism.pad_capsules([actor, template])

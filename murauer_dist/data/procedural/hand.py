@@ -119,9 +119,10 @@ class HandModel:
     capsules: dict[str, np.ndarray] = field(default_factory=dict)   # a (C,3), b (C,3), radius (C,)
 
 
-def pose_hand(shape: HandShape, angles: np.ndarray, wrist: np.ndarray, arm=None) -> HandModel:
+def pose_hand(shape: HandShape, angles: np.ndarray, wrist: np.ndarray, arm=None, surface=None) -> HandModel:
     """Forward kinematics of `shape` at finger `angles` (5, 4) and `wrist` (2,) degrees; `arm`, if given,
-    makes the forearm capsules instead of the straight forearm: arm(start, axis, radius) -> (a, b, r) lists."""
+    makes the forearm capsules instead of the straight forearm: arm(start, axis, radius) -> (a, b, r) lists;
+    `surface`, if given, adds capsules: surface(shape, joints) -> (a, b, r) lists."""
     phal = shape.phalanges()
     radius = _RADIUS * shape.finger_thickness
     joints = np.zeros((NUM_JOINTS, 3))
@@ -143,6 +144,9 @@ def pose_hand(shape: HandShape, angles: np.ndarray, wrist: np.ndarray, arm=None)
     seg_b += pts[1:]
     seg_r += list(radius[4])
     palm_a, palm_b, palm_r = _palm(shape, joints, wrist, arm)
+    if surface is not None:
+        more_a, more_b, more_r = surface(shape, joints)
+        palm_a, palm_b, palm_r = palm_a + more_a, palm_b + more_b, palm_r + more_r
     capsules = {"a": np.array(seg_a + palm_a), "b": np.array(seg_b + palm_b),
                 "radius": np.array(seg_r + palm_r)}
     return HandModel(joints, capsules)

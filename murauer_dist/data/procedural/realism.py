@@ -86,11 +86,24 @@ class StructuredLight:
 
 
 @dataclass(frozen=True)
+class SurfaceModel:
+    """Soft tissue of the real hand that the fitted model's capsules lack (NYU's model is a skinned
+    LibHand mesh, its actor a real hand): webbing between the fingers' bases, the thumb-index web and the
+    thenar bulge fill the concave corners that a union of capsules leaves. Actor only; not the labels."""
+
+    webbing: float = 0.4             # where the web between neighbouring fingers ends, along the proximal phalanx
+    web_radius: float = 0.6          # web thickness over the finger's base radius
+    thenar_radius_mm: float = 16.0   # thenar bulge (CMC to the thenar pad), times the palm thickness
+    thenar_offset_mm: float = 4.0    # how far the bulge sits towards the palm side
+
+
+@dataclass(frozen=True)
 class Realism:
     name: str = "default"
     fitting: FittingError = field(default_factory=FittingError)
     forearm: ForearmModel | None = None
     light: StructuredLight = field(default_factory=StructuredLight)
+    surface: SurfaceModel | None = None
     # Test frames [0, fraction * N) show the training actor, the rest the second (unseen) actor; 0: all the
     # second actor. NYU's test sequence: frames 0-2439 of 8252 (29.6 %) by the person of the training set.
     test_first_actor_fraction: float = 0.0
@@ -110,7 +123,7 @@ PROFILES = {
     # phalanx lengths and joint centres are not the actor's; the fit is judged on depth alone).
     "nyu-fit": Realism("nyu-fit", FittingError(finger_deg=4.0, global_deg=2.5, translation_mm=4.0, correlation=0.9),
                        ForearmModel(), StructuredLight(occlusion=True, window_px=5, fatten_px=1),
-                       test_first_actor_fraction=0.3),
+                       test_first_actor_fraction=0.3, surface=SurfaceModel()),
 }
 DEFAULT_PROFILE = "default"
 
@@ -166,6 +179,23 @@ def forearm_capsules(start: np.ndarray, axis: np.ndarray, radius: float, model: 
         a.append(elbow + near * model.upper_arm_mm * upper)
         b.append(elbow + far * model.upper_arm_mm * upper)
         r.append(model.upper_arm_radius_mm)
+    return a, b, r
+
+
+def surface_capsules(shape: hand.HandShape, joints: np.ndarray, model: SurfaceModel):
+    """Extra capsules (a, b, r lists) of the real hand's surface, from its posed hand-local joints."""
+    finger_radius = hand._RADIUS[:, 0] * shape.finger_thickness
+    mcp, pip = joints[[5, 11, 17, 23]], joints[[3, 9, 15, 21]]
+    web = mcp + model.webbing * (pip - mcp)                      # pinky .. index
+    a, b, r = list(web[:-1]), list(web[1:]), list(model.web_radius * np.minimum(finger_radius[:3], finger_radius[1:4]))
+    thumb = 0.6 * joints[27] + 0.4 * joints[28]                  # near the thumb's MCP
+    a.append(thumb)
+    b.append(web[3])
+    r.append(model.web_radius * finger_radius[3])
+    palm_side = np.array([0.0, 0.0, -model.thenar_offset_mm])    # the palm faces -z
+    a.append(joints[29] + palm_side)
+    b.append(joints[35] + palm_side)
+    r.append(model.thenar_radius_mm * shape.palm_thickness)
     return a, b, r
 
 
