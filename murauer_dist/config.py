@@ -93,7 +93,7 @@ class AugmentConfig:
 @dataclass
 class LoaderConfig:
     backend: str = "dali"                # "dali" or "reference" (webdataset + DataLoader)
-    device: str = "auto"                 # "auto" (gpu when CUDA is present), "gpu" or "cpu"
+    device: str = "auto"                 # where DALI runs: "auto" (the training device), "gpu" or "cpu"
     num_threads: int = ranged(2, ge=1)   # DALI CPU threads / reference loader workers per rank
     pairs: int = ranged(21, ge=0)        # labeled real/synthetic twins per step (0 only where STREAM_RULES allow)
     synth: int = ranged(21, ge=0)        # independent synthetic crops (random camera)
@@ -140,6 +140,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     method: str = "murauer"              # a name of murauer_dist/methods.py METHODS (murauer, real_synth, ...)
+    device: str = "auto"                 # training device: "auto" (the local GPU when CUDA is present), "gpu", "cpu"
     seed: int = ranged(1, ge=0, le=2 ** 31 - 1)
     out: str = "runs/default"
     pretrain_epochs: int = ranged(150, ge=0)  # stage 1 (synthetic only); 0 skips it
@@ -220,6 +221,7 @@ CHOICES = {
     "data.synth_realism": ("default", "nyu-fit"),    # data/procedural/realism.py PROFILES (a test keeps them in step)
     "loader.backend": ("dali", "reference"),
     "loader.device": ("auto", "gpu", "cpu"),
+    "train.device": ("auto", "gpu", "cpu"),
     "loader.bad_samples": ("skip", "error"),
     "optim.lr_scaling": ("none", "linear", "sqrt"),
     "optim.schedule": ("epoch", "progress"),
@@ -247,8 +249,8 @@ STREAM_RULES = (
 # RUN/config-changes.yaml. localize.* and refiner.* configure hand localisation and its refiner, which
 # the pose training never reads.
 RESUMABLE_KEYS = ("logging.", "train.out", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
-                  "train.max_nonfinite_in_a_row", "loader.num_threads", "loader.device", "model.compile",
-                  "model.channels_last", "localize.", "refiner.")
+                  "train.max_nonfinite_in_a_row", "loader.num_threads", "loader.device", "train.device",
+                  "model.compile", "model.channels_last", "localize.", "refiner.")
 # Stage lengths: they may change on resume as long as no stage that has already trained is shortened
 # and no finished earlier stage would have trained differently (a longer run continues where it stopped).
 LENGTH_KEYS = ("train.pretrain_epochs", "train.epochs", "train.max_steps")

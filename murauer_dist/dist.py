@@ -54,8 +54,8 @@ def init_distributed(device: str = "auto") -> DistInfo:
     local_rank = env_local_rank()
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "gpu"
     if use_cuda and not torch.cuda.is_available():
-        raise LaunchError(f"loader.device=gpu, but CUDA is not available here (torch {torch.__version__}); "
-                          "use loader.device=auto or cpu, or install a CUDA build of torch")
+        raise LaunchError(f"train.device=gpu, but CUDA is not available here (torch {torch.__version__}); "
+                          "use train.device=auto or cpu, or install a CUDA build of torch")
     if use_cuda:
         torch.cuda.set_device(local_rank)
         torch_device = torch.device("cuda", local_rank)

@@ -33,8 +33,11 @@ READER = "reader"
 DALI_TYPES = {np.dtype(np.float32): types.FLOAT, np.dtype(np.uint16): types.UINT16, np.dtype(np.uint8): types.UINT8}
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, training_device=None) -> str:
+    """DALI's device: "auto" follows the training device (GPU batches for a CUDA model, else CPU)."""
     if device == "auto":
+        if training_device is not None:
+            return "gpu" if getattr(training_device, "type", str(training_device)) == "cuda" else "cpu"
         import torch
         return "gpu" if torch.cuda.is_available() else "cpu"
     if device not in ("gpu", "cpu"):

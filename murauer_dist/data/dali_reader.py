@@ -5,7 +5,7 @@ import torch
 
 from murauer_dist import dist
 from murauer_dist.data import augment
-from murauer_dist.data import dali_pipeline as dp
+from murauer_dist.data import dali_pipeline
 from murauer_dist.data.shards.schema import SampleLayout
 
 
@@ -20,7 +20,7 @@ def _device_id(dali_device: str, device: torch.device):
 def _raw(output: dict) -> dict:
     """Iterator output -> raw dict: frame ids from the padded source_info, integer types widened."""
     raw = dict(output)
-    raw["frame"] = torch.from_numpy(dp.frames_from_info(raw.pop("info")))
+    raw["frame"] = torch.from_numpy(dali_pipeline.frames_from_info(raw.pop("info")))
     if "cam" in raw:
         raw["cam"] = raw["cam"].long()
     if "from_labeled" in raw:
@@ -48,20 +48,20 @@ class DaliStreamReader:
 
     def __init__(self, cfg, stream: str, batch_size: int, sources, parts: dict, seed: int,
                  labeled_probability: float, device: torch.device):
-        dali_device = dp.resolve_device(cfg.loader.device)
-        graph = dp.StreamGraph(cfg, dali_device, seed, parts["main"], sources.layout)
+        dali_device = dali_pipeline.resolve_device(cfg.loader.device, device)
+        graph = dali_pipeline.StreamGraph(cfg, dali_device, seed, parts["main"], sources.layout)
         if stream == "pairs":
-            builder, args = dp.pairs_graph, (sources.labeled_tars,)
+            builder, args = dali_pipeline.pairs_graph, (sources.labeled_tars,)
         elif stream == "synth":
-            builder, args = dp.synth_graph, (sources.train_tars,)
+            builder, args = dali_pipeline.synth_graph, (sources.train_tars,)
         elif stream == "views":
-            builder, args = dp.views_graph, (sources.labeled_tars, sources.train_tars, labeled_probability,
-                                             parts["labeled"])
+            builder, args = dali_pipeline.views_graph, (sources.labeled_tars, sources.train_tars,
+                                                        labeled_probability, parts["labeled"])
         else:
-            builder, args = dp.unlabeled_graph, (sources.train_tars, stream)
+            builder, args = dali_pipeline.unlabeled_graph, (sources.train_tars, stream)
         device_id = _device_id(dali_device, device)
-        self.iterator, _ = dp.build_iterator(builder, graph, batch_size, device_id, cfg.loader.num_threads, False,
-                                             *args)
+        self.iterator, _ = dali_pipeline.build_iterator(builder, graph, batch_size, device_id,
+                                                        cfg.loader.num_threads, False, *args)
         noise_device = f"cuda:{device_id}" if dali_device == "gpu" else "cpu"
         self.generator = torch.Generator(device=noise_device).manual_seed(seed)
         self.stream = stream
@@ -77,9 +77,10 @@ class DaliStreamReader:
 def dali_eval_raw(cfg, tars: list[str], part: tuple[int, int], device: torch.device, layout: SampleLayout,
                   stream: str = "eval"):
     """Raw eval batches of this rank's contiguous part, in shard order, the last one partial."""
-    dali_device = dp.resolve_device(cfg.loader.device)
-    graph = dp.StreamGraph(cfg, dali_device, 0, part, layout)
-    iterator, _ = dp.build_iterator(dp.eval_graph, graph, cfg.loader.eval_batch, _device_id(dali_device, device),
-                                    cfg.loader.num_threads, True, tars, stream)
+    dali_device = dali_pipeline.resolve_device(cfg.loader.device, device)
+    graph = dali_pipeline.StreamGraph(cfg, dali_device, 0, part, layout)
+    iterator, _ = dali_pipeline.build_iterator(dali_pipeline.eval_graph, graph, cfg.loader.eval_batch,
+                                               _device_id(dali_device, device), cfg.loader.num_threads, True,
+                                               tars, stream)
     for output in iterator:
         yield _raw(output[0])

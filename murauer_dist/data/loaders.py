@@ -4,7 +4,7 @@
     build_eval_loader(cfg, split, rank=0, world_size=1, device="cpu") -> iterable of eval batches
 
 cfg.loader.backend picks "dali" (dali_pipeline.py; GPU or CPU by cfg.loader.device) or "reference"
-(torch_loader.py). An epoch is cfg.train.iters_per_epoch steps on every rank (so no rank waits for
+(reference_pipeline.py). An epoch is cfg.train.iters_per_epoch steps on every rank (so no rank waits for
 another at the end). Each stream reads its own readers: pairs from the labeled shard set, views from
 the labeled set with probability max(0.3, n/N) and from all train frames otherwise (a frame of the
 labeled set drawn there is flagged labeled too), synth / unlabeled_* from all train shards. Within an

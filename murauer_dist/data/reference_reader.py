@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from murauer_dist.data.shards import read as shard_read
 from murauer_dist.data.shards.schema import SampleLayout
-from murauer_dist.data.torch_loader import RawBatches, raw_loader
+from murauer_dist.data.reference_pipeline import RawBatches, raw_loader
 
 
 def _take(samples: list, part: tuple[int, int]) -> list:

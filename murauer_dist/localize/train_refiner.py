@@ -1,7 +1,7 @@
 """`murauer-dist train-refiner PRESET [key=value ...]`: train the centre refiner on the shards.
 
 Data: the real camera-1 crops of the train shards through the reference loader's `unlabeled_real`
-stream (torch_loader.py: the stored 1.625x-margin crop warped by one affine map, augment.py), with the
+stream (reference_pipeline.py: the stored 1.625x-margin crop warped by one affine map, augment.py), with the
 stream's centre jitter set to refiner.jitter_mm (N(0, s^2) per axis, in 3D: the crop moves and
 scales with the jittered centre, and depth is normalised around it), rotation refiner.rotation_deg
 and the usual depth noise. The target is the offset from the jittered centre back to the stored
@@ -92,7 +92,7 @@ class RefinerData:
 
     def validation(self):
         """The val batches, the same draws every time (fixed seed, no shuffling)."""
-        from murauer_dist.data.torch_loader import RawBatches, raw_loader
+        from murauer_dist.data.reference_pipeline import RawBatches, raw_loader
         if not self.val_samples:
             return
         dataset = RawBatches(self.cfg, STREAM, self.cfg.loader.eval_batch, {"main": self.val_samples},

@@ -35,7 +35,7 @@ def report_user_error(err: UserError, rank: int = 0) -> None:
 def train_command(preset: str, overrides=()) -> None:
     """Train PRESET with `section.key=value` overrides; exits the process (code 0 on success)."""
     cfg = load_config(preset, list(overrides))
-    info = dist.init_distributed(cfg.loader.device)
+    info = dist.init_distributed(cfg.train.device)
     code = 0
     try:
         if info.is_main:
