@@ -19,7 +19,7 @@ import yaml
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.datasets import DATASETS, DEFAULT_DATASET
 from murauer_dist.errors import UserError
-from murauer_dist.methods import METHODS
+from murauer_dist.methods import METHODS, required_streams
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -95,7 +95,7 @@ class LoaderConfig:
     backend: str = "dali"                # "dali" or "reference" (webdataset + DataLoader)
     device: str = "auto"                 # where DALI runs: "auto" (the training device), "gpu" or "cpu"
     num_threads: int = ranged(2, ge=1)   # DALI CPU threads / reference loader workers per rank
-    pairs: int = ranged(21, ge=0)        # labeled real/synthetic twins per step (0 only where STREAM_RULES allow)
+    pairs: int = ranged(21, ge=0)        # labeled real/synthetic twins per step (0 only where methods.required_streams allows)
     synth: int = ranged(21, ge=0)        # independent synthetic crops (random camera)
     views: int = ranged(11, ge=0)        # view-prediction frames (real and synthetic)
     unlabeled_real: int = ranged(11, ge=0)
@@ -231,17 +231,6 @@ CHOICES = {
     "logging.wandb_mode": ("auto", "online", "offline", "disabled"),
 }
 
-# Stage-2 batch sizes a method cannot train without: (loader key, methods, loss weight that switches its
-# term off or None, what it feeds). A 0 there would make a loss term silently 0. Every method named
-# here draws that stream in stage 2 (data/batch.py stream_sizes; a test keeps the two in step).
-STREAM_RULES = (
-    ("pairs", ("murauer", "real_synth", "dm_only", "view_only", "real_only"), None, "L_real (and L_emb)"),
-    ("synth", ("synth_only",), None, "L_synth"),
-    ("views", ("murauer", "view_only"), "lambda_g", "L_view"),
-    ("unlabeled_real", ("murauer", "dm_only"), "lambda_m", "L_adv"),
-    ("unlabeled_synth", ("murauer", "dm_only"), "lambda_m", "L_adv"),
-)
-
 # What a run may change when it resumes a run directory (train on a train.out that already has a
 # config or checkpoints): how the run is logged, checkpointed, paced or where it lives, never what it
 # trains. A name ending in "." covers its section. Anything else stops the run (see train/loop.py,
@@ -285,13 +274,14 @@ def _rule_problems(cfg: "Config") -> list[str]:
     if cfg.data.view_camera > spec.num_cameras:
         problems.append(f"config key 'data.view_camera': {cfg.data.view_camera}, but data.dataset={spec.name} has "
                         f"{spec.num_cameras} camera slot(s)")
-    for stream, methods, weight, feeds in STREAM_RULES:
-        size = getattr(cfg.loader, stream)
-        if size > 0 or cfg.train.method not in methods or (weight and getattr(cfg.loss, weight) == 0):
+    terms = METHODS[cfg.train.method].terms
+    for stream, term in required_streams(cfg.train.method).items():
+        weight = terms[term] if isinstance(terms[term], str) else None       # a cfg.loss field, or fixed
+        if getattr(cfg.loader, stream) > 0 or (weight and getattr(cfg.loss, weight) == 0):
             continue
         remedy = f"; or set loss.{weight}=0 to switch the term off" if weight else ""
         problems.append(f"config key 'loader.{stream}': 0, but train.method={cfg.train.method} needs this batch "
-                        f"({feeds} would silently be 0); set loader.{stream} >= 1{remedy}")
+                        f"({term} would silently be 0); set loader.{stream} >= 1{remedy}")
     return problems
 
 

@@ -86,3 +86,22 @@ def loss_weights(method: str, stage: str, loss_cfg) -> dict[str, float]:
     """{term: weight} of the terms `method` trains in `stage`, weights read from cfg.loss."""
     return {term: float(getattr(loss_cfg, weight)) if isinstance(weight, str) else float(weight)
             for term, weight in method_for(method, stage).terms.items()}
+
+
+# The stream each loss term cannot be trained without (a batch size of 0 there would make the term
+# silently 0). L_synth also takes the synthetic halves of the pairs and views, so it needs the synth
+# stream only where the method draws no pairs.
+TERM_STREAMS = {
+    "L_real": ("pairs",),
+    "L_view": ("views",),
+    "L_adv": ("unlabeled_real", "unlabeled_synth"),
+}
+
+
+def required_streams(method: str) -> dict[str, str]:
+    """{stream: term it feeds} of the stage-2 streams `method` cannot train without."""
+    entry = method_for(method, "main")
+    required = {stream: term for term in entry.terms for stream in TERM_STREAMS.get(term, ())}
+    if "L_synth" in entry.terms and "pairs" not in entry.streams:
+        required["synth"] = "L_synth"
+    return required

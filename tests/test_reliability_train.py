@@ -16,10 +16,11 @@ import pytest
 import torch
 import yaml
 
-from murauer_dist.config import (CONFIG_DIR, RESUMABLE_KEYS, STREAM_RULES, ConfigError, load_config,
+from murauer_dist.config import (CONFIG_DIR, RESUMABLE_KEYS, ConfigError, load_config,
                                  may_change_on_resume)
 from murauer_dist.data.batch import stream_sizes
 from murauer_dist.errors import UserError
+from murauer_dist.methods import METHODS, required_streams
 from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train.fake_stream import FakeEvalLoader, FakeTrainStream, fake_eval_factory
 from murauer_dist.train.loop import NonFiniteValidationError, RunConfigError, train
@@ -264,9 +265,12 @@ def test_a_zero_batch_is_fine_where_the_method_or_weight_does_not_use_it():
         load_config(preset.stem)
 
 
-def test_stream_rules_name_streams_their_methods_draw():
-    for stream, methods, _, _ in STREAM_RULES:
-        for method in methods:
+def test_required_streams_are_streams_their_methods_draw():
+    assert required_streams("murauer") == {"pairs": "L_real", "views": "L_view", "unlabeled_real": "L_adv",
+                                           "unlabeled_synth": "L_adv"}
+    assert required_streams("synth_only") == {"synth": "L_synth"} and required_streams("real_only") == {"pairs": "L_real"}
+    for method in METHODS:
+        for stream in required_streams(method):
             assert stream_sizes(load_config("tiny", [f"train.method={method}"]), "main")[stream] > 0, (stream, method)
 
 
