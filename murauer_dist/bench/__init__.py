@@ -16,6 +16,7 @@ BENCHMARKS = {
     "dist": "murauer_dist.bench.dist",
     "gpu-check": "murauer_dist.bench.gpu_check",
     "infer": "murauer_dist.bench.infer",
+    "demo": "murauer_dist.bench.demo",
 }
 
 

@@ -1,0 +1,73 @@
+"""The demo's per-phase settings and `bench demo`: threads, freed memory, phase timing of a tiny demo."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from murauer_dist import demo, memory
+from murauer_dist.bench import BENCHMARKS
+from murauer_dist.bench import demo as bench_demo
+from murauer_dist.config import load_config
+
+
+def test_torch_threads_leave_the_loaders_cores(monkeypatch):
+    cfg = load_config("demo-cpu", ["loader.num_threads=2"])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(demo, "usable_cores", lambda: 2)
+    assert demo.torch_threads(cfg) == 1
+    monkeypatch.setattr(demo, "usable_cores", lambda: 16)
+    assert demo.torch_threads(cfg) == 14
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")                      # the user's setting wins
+    assert demo.torch_threads(cfg) == 3
+
+
+def test_environment_is_restored(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "5")
+    with demo._environment({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}):
+        assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "5"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def test_keep_freed_memory_names_the_glibc_variables():
+    assert memory.keep_freed_memory() == {"MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
+                                          "MALLOC_TRIM_THRESHOLD_": str(512 * 1024 * 1024)}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_tree_cpu_counts_live_children():
+    child = subprocess.Popen([sys.executable, "-c", "import time\nend = time.process_time() + 0.6\n"
+                              "while time.process_time() < end: pass\ntime.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 60
+        while bench_demo.tree_cpu(child.pid) < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert bench_demo.tree_cpu(os.getpid()) >= bench_demo.tree_cpu(child.pid) >= 0.5
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_bench_demo_times_every_phase_of_a_tiny_demo(tmp_path):
+    assert BENCHMARKS["demo"] == "murauer_dist.bench.demo"
+    result = bench_demo.main("data.synth_frames_train=48", "data.synth_frames_test=8", "data.n_labeled=10",
+                             "data.shard_size=20", "train.pretrain_epochs=1", "train.epochs=1",
+                             "train.iters_per_epoch=4", "train.checkpoint_every=1000", "logging.wandb_mode=disabled",
+                             out=str(tmp_path / "out"), work=str(tmp_path / "work"), keep=True)
+    assert [row["phase"] for row in result["phases"]] == list(bench_demo.PHASES)
+    for row in result["phases"]:
+        assert row["wall_s"] >= 0 and row["cpu_s"] >= 0
+    assert sum(row["wall_s"] for row in result["phases"]) == pytest.approx(result["total"]["wall_s"], abs=0.5)
+    assert result["phases"][0]["cpu_s"] > 0.5                      # the generator's workers are counted
+    assert result["test_frames"] == 8 and result["mean_error_mm"] > 0
+    written = json.loads((tmp_path / "out" / "bench-demo.json").read_text())
+    assert written["phases"] == result["phases"] and "cpu_model" in written["machine_at_start"]
+    table = (tmp_path / "out" / "bench-demo.md").read_text()
+    assert "| stage 2 |" in table and "mean joint error" in table
+    assert "[data] done" in (tmp_path / "out" / "demo.log").read_text()
