@@ -77,7 +77,7 @@ TINY = ["train.max_steps=3", "train.iters_per_epoch=3", "train.checkpoint_every=
 
 
 def torchrun(tmp_path: Path, out: Path, overrides: list[str], nproc: int = 2, max_restarts: int = 0,
-             env: dict | None = None, timeout: float = 150.0) -> str:
+             env: dict | None = None, timeout: float = 400.0) -> str:
     """`murauer-dist train tiny` under torchrun; returns the combined output, fails on a non-zero exit."""
     launcher = tmp_path / "launch_train.py"
     launcher.write_text(LAUNCHER)
