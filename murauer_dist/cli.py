@@ -91,13 +91,13 @@ def predict(checkpoint: str, input: str, *overrides: str, out: str = "", refiner
             skip_empty: bool = False) -> None:
     """3D hand poses of raw depth frames (no ground truth) into --out DIR: result files, overlays, GIF.
 
-    INPUT: an NYU-layout folder (--split test|train), a folder of depth PNGs (--format auto|nyu-rgb|gray16)
-    or a .npy stack (N, H, W) in mm. The hand is found by the closest object's centre of mass, then
-    refined by --refiner CKPT; localize.KEY=VALUE overrides; --cube-mm (default data.cube_mm);
-    --overlays N (-1 all, 0 none); --skip-empty skips frames without a hand instead of stopping."""
+    INPUT: an NYU-layout folder (--split test|train), a folder of depth PNGs or a .npy stack (N, H, W) in
+    mm (--format auto|nyu-rgb|gray16|npy; auto: from the file). The hand is found by the closest object's
+    centre of mass, then refined by --refiner CKPT; localize.KEY=VALUE overrides; --cube-mm (default
+    data.cube_mm); --overlays N (-1 all, 0 none); --skip-empty skips frames without a hand instead of stopping."""
     from murauer_dist.localize.predict import predict_command
-    predict_command(checkpoint, input, out, *overrides, refiner=refiner, fmt=format, split=split, cube_mm=cube_mm,
-                    overlays=overlays, fps=fps, skip_empty=skip_empty)
+    predict_command(str(checkpoint), str(input), str(out), *overrides, refiner=str(refiner), fmt=str(format),
+                    split=str(split), cube_mm=cube_mm, overlays=overlays, fps=fps, skip_empty=skip_empty)
 
 
 def score(*predictions: str, ground_truth: str = "", format: str = "auto", out: str = "",

@@ -172,8 +172,10 @@ class LoggingConfig:
 
 @dataclass
 class LocalizeConfig:
-    """Finding the hand in a raw frame (murauer_dist/localize/centre.py): predict, evaluate --centre."""
-    band_mm: float = ranged(300.0, gt=0)  # the hand: pixels in a cube of this edge whose front face is the nearest object
+    """Finding the hand in a raw frame (murauer_dist/localize/centre.py): predict, evaluate --centre.
+    They read this version's defaults and their localize.KEY=VALUE overrides, never a checkpoint's copy."""
+    band_mm: float = ranged(250.0, gt=0)  # the hand: pixels in a cube of this edge whose front face is the nearest object
+                                         # (250: a body just behind the hand stays out; 300 lost 4x more frames)
     min_pixels: int = ranged(100, ge=1)  # an object needs this many pixels (smaller ones: speckle, flying pixels)
     edge_mm: float = ranged(30.0, gt=0)  # depth step between neighbours that separates two objects
     surface_mm: float = ranged(150.0, ge=0)  # a plane reaching the image border and wider than this is a surface
@@ -190,6 +192,8 @@ class RefinerConfig:
     lr: float = ranged(1e-3, gt=0)       # Adam, cosine decay to 0 over the steps
     weight_decay: float = ranged(1e-4, ge=0)
     jitter_mm: float = ranged(30.0, gt=0, le=90)  # training offset of the crop centre ~ N(0, s^2) per axis
+    fine_jitter_mm: float = ranged(8.0, ge=0, le=90)  # ... for a share fine_share of each batch (0: none)
+    fine_share: float = ranged(0.5, ge=0, lt=1)
     rotation_deg: float = ranged(60.0, ge=0, le=180)  # in-plane rotation ~ U[-r, r] (the offset target is invariant)
     width: int = ranged(8, ge=1)         # channels of the first stage (doubled per stage up to max_width)
     max_width: int = ranged(64, ge=1)

@@ -171,7 +171,9 @@ def open_frames(path: str | os.PathLike, fmt: str, camera: Camera, dataset_encod
 
 
 def apply_localize_overrides(cfg, overrides) -> None:
-    """`localize.key=value` overrides (typed and range-checked by the config) applied to cfg.localize."""
+    """cfg.localize := this version's defaults with `localize.KEY=VALUE` overrides (typed and range-checked
+    by the config). Localisation is no property of the pose model: the localize section a checkpoint
+    recorded when it was trained is not used."""
     from murauer_dist.config import ConfigError, load_config
     overrides = [str(item) for item in overrides]
     for item in overrides:
@@ -179,10 +181,7 @@ def apply_localize_overrides(cfg, overrides) -> None:
         if "=" not in item or not key.startswith("localize."):
             raise ConfigError(f"override {item!r}: predict and evaluate take localize.KEY=VALUE overrides only "
                               f"(the pose model's settings come from its checkpoint)")
-    checked = load_config(None, overrides)
-    for item in overrides:
-        name = item.split("=", 1)[0].strip().lstrip("-").split(".", 1)[1]
-        setattr(cfg.localize, name, getattr(checked.localize, name))
+    cfg.localize = load_config(None, overrides).localize
 
 
 def _overlay_figure(depth: np.ndarray, joints_uvd: np.ndarray, detected_uvd: np.ndarray, used_uvd: np.ndarray,

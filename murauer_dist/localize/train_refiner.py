@@ -3,8 +3,10 @@
 Data: the real camera-1 crops of the train shards through the reference loader's `unlabeled_real`
 stream (reference_pipeline.py: the stored 1.625x-margin crop warped by one affine map, augment.py), with the
 stream's centre jitter set to refiner.jitter_mm (N(0, s^2) per axis, in 3D: the crop moves and
-scales with the jittered centre, and depth is normalised around it), rotation refiner.rotation_deg
-and the usual depth noise. The target is the offset from the jittered centre back to the stored
+scales with the jittered centre, and depth is normalised around it) for a share 1 - refiner.fine_share
+of each batch and to refiner.fine_jitter_mm for the rest (one reader per scale: coarse offsets to
+learn the way from a centre of mass, fine ones for the last millimetres of later iterations),
+rotation refiner.rotation_deg and the usual depth noise. The target is the offset from the jittered centre back to the stored
 crop centre, the ground-truth palm centre: -jitter / (cube/2). Every train frame's palm centre is
 used, as the protocol already does to crop every (also unlabeled) frame.
 
@@ -42,14 +44,24 @@ def refiner_out(cfg) -> Path:
     return Path(cfg.refiner.out) if cfg.refiner.out else Path(cfg.train.out) / "refiner.pt"
 
 
-def stream_config(cfg):
+def stream_config(cfg, jitter_mm: float | None = None, threads: int | None = None):
     """The config the reference loader reads: its augmentation set to the refiner's draws."""
     data_cfg = copy.deepcopy(cfg)
     data_cfg.augment.enabled = True
-    data_cfg.augment.center_jitter_mm = float(cfg.refiner.jitter_mm)
+    data_cfg.augment.center_jitter_mm = float(cfg.refiner.jitter_mm if jitter_mm is None else jitter_mm)
     data_cfg.augment.rotation_deg = float(cfg.refiner.rotation_deg)
     data_cfg.loader.backend = "reference"
+    if threads is not None:
+        data_cfg.loader.num_threads = threads
     return data_cfg
+
+
+def jitter_scales(cfg) -> list[tuple[float, int]]:
+    """(jitter std mm, samples per batch) of the batch's parts: the coarse and the fine offsets."""
+    r = cfg.refiner
+    fine = int(round(r.batch * r.fine_share)) if r.fine_jitter_mm > 0 else 0
+    return [(float(jitter), count) for jitter, count in ((r.jitter_mm, r.batch - fine), (r.fine_jitter_mm, fine))
+            if count > 0]
 
 
 def targets(raw: dict) -> torch.Tensor:
@@ -74,9 +86,12 @@ class RefinerData:
         self.sources = DataSources(self.cfg, need_labeled=False)
         self.camera = self.sources.spec.camera
         samples = self.sources.samples("train", STREAM)
-        seed = derive_seed(cfg.refiner.seed, "refiner", STREAM)
-        self.reader = ReferenceStreamReader(self.cfg, STREAM, cfg.refiner.batch, {"main": samples}, {"main": (0, 1)},
-                                            seed, 0.0, self.sources.stored, self.sources.layout)
+        scales = jitter_scales(cfg)
+        threads = max(1, cfg.loader.num_threads // len(scales))
+        self.readers = [ReferenceStreamReader(stream_config(cfg, jitter, threads), STREAM, count, {"main": samples},
+                                              {"main": (0, 1)}, derive_seed(cfg.refiner.seed, "refiner", STREAM, jitter),
+                                              0.0, self.sources.stored, self.sources.layout)
+                        for jitter, count in scales]
         self.val_samples = self._val_samples()
 
     def _val_samples(self) -> list:
@@ -88,7 +103,8 @@ class RefinerData:
         return shard_read.complete_samples(tars, members, self.cfg.loader.bad_samples)[:VAL_SAMPLES]
 
     def next(self):
-        return to_batch(self.reader.next_raw(), self.camera)
+        parts = [to_batch(reader.next_raw(), self.camera) for reader in self.readers]
+        return tuple(torch.cat(tensors) for tensors in zip(*parts))
 
     def validation(self):
         """The val batches, the same draws every time (fixed seed, no shuffling)."""
@@ -102,7 +118,8 @@ class RefinerData:
             yield to_batch(raw, self.camera)
 
     def close(self) -> None:
-        self.reader.close()
+        for reader in self.readers:
+            reader.close()
 
 
 @torch.no_grad()
@@ -135,8 +152,9 @@ def train_refiner(cfg, log=print) -> dict:
     model = build_refiner(cfg).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / r.steps)))
+    jitters = " + ".join(f"{count} at {jitter:g} mm" for jitter, count in jitter_scales(cfg))
     log(f"train-refiner: {r.steps} steps of {r.batch} real crops ({cfg.data.crop_size}x{cfg.data.crop_size}, cube "
-        f"{cfg.data.cube_mm:g} mm, jitter {r.jitter_mm:g} mm, rotation {r.rotation_deg:g} deg) from "
+        f"{cfg.data.cube_mm:g} mm, centre jitter {jitters}, rotation {r.rotation_deg:g} deg) from "
         f"{cfg.data.shards}, device {device}; checkpoint {out}")
     losses: list[float] = []
     metrics: dict = {}
