@@ -133,6 +133,7 @@ def test_predict_on_every_input_type(setup, tmp_path):
     overlays = sorted((tmp_path / "out-nyu" / "overlays").glob("*.png"))
     assert [p.name for p in overlays] == ["depth_1_0000001.png", "depth_1_0000006.png"]
     assert (tmp_path / "out-nyu" / "animation.gif").read_bytes()[:6] == b"GIF89a"
+    assert (tmp_path / "out-npy" / "frames.txt").read_text().splitlines()[:2] == ["stack_0", "stack_1"]
     # the same depth, read four ways, gives the same poses
     for kind in ("gray16", "rgb", "npy"):
         np.testing.assert_allclose(results[kind]["pred_xyz"], results["nyu"]["pred_xyz"], atol=1e-4)

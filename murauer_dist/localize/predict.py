@@ -12,9 +12,10 @@ Per frame: the hand's centre (the closest object's centre of mass, centre.py; th
 iterations when --refiner is given), the crop around it (geometry.py, the checkpoint's crop size
 and data.cube_mm or --cube-mm), the pose (the path the model was trained for), de-normalised to
 camera mm. DIR gets results_xyz.txt and results_uvd.txt (community layout, one line per frame),
-frames.txt (the frame names, one per line), centres.txt (per frame: detected u v d, used u v d),
-overlays/NAME.png (predicted joints on the frame; --overlays N evenly spaced frames, -1 all, 0 none)
-and, for more than one overlay, animation.gif.
+frames.txt (the frame names, one per line: file names, or STEM_I for frame I of a .npy stack),
+centres.txt (per frame: detected u v d, used u v d), overlays/NAME.png (predicted joints on the
+frame; --overlays N evenly spaced frames, -1 all, 0 none) and, for more than one overlay,
+animation.gif; skipped.txt lists the frames --skip-empty skipped.
 """
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def _npy_frames(path: Path, camera: Camera) -> Frames:
 
     def load(index: int) -> np.ndarray:
         return np.nan_to_num(np.asarray(stack[index], dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    return Frames([f"{path.stem}[{i:0{width}d}]" for i in range(len(stack))], load, f".npy stack {path}")
+    return Frames([f"{path.stem}_{i:0{width}d}" for i in range(len(stack))], load, f".npy stack {path}")
 
 
 def open_frames(path: str | os.PathLike, fmt: str, camera: Camera, dataset_encoding: str, split: str = "test") -> Frames:
