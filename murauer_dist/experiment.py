@@ -31,6 +31,7 @@ from murauer_dist.atomic import atomic_write_text, save_figure
 from murauer_dist.config import LossConfig, config_changes, load_config, may_change_on_resume, public_dict
 from murauer_dist.errors import UserError
 from murauer_dist.eval.evaluate import eval_dir
+from murauer_dist.memory import keep_freed_memory
 from murauer_dist.methods import METHODS as REGISTRY
 
 DEFAULT_METHODS = ("synth_only", "real_synth", "dm_only", "view_only", "murauer")   # table and legend order
@@ -460,6 +461,7 @@ def label_efficiency(preset: str, out: Path, overrides: list[str], methods=DEFAU
     print(f"[experiment] {len(cells)} stage-2 runs: {', '.join(methods)} x n in {', '.join(map(str, ns))} "
           f"x seeds {', '.join(map(str, seeds))}" + (f"; selecting {', '.join(select)} on the validation split"
                                                      if select else ""))
+    keep_freed_memory()                      # this process and the generator / shard workers it forks
     workflow.ensure_dataset(cfg)
     workflow.ensure_shards(cfg, preset, overrides)
     _train_once(preset, [*overrides, "train.method=synth_only"], stage1_dir)
@@ -467,10 +469,11 @@ def label_efficiency(preset: str, out: Path, overrides: list[str], methods=DEFAU
         _train_once(preset, [*overrides, *cell.overrides(stage1)], out / cell.name)
     chosen, selection = choose(cells, lambda cell: validation_error(out / cell.name))
     records = []
-    for cell in chosen:
-        loss = load_config(preset, [*overrides, *cell.overrides(stage1)]).loss
-        weights = {key: getattr(loss, key) for key in method_weights(cell.method)}
-        records.append(cell_record(cell, _evaluated(out / cell.name), weights))
+    with workflow.torch_thread_count(workflow.torch_threads(cfg)):
+        for cell in chosen:
+            loss = load_config(preset, [*overrides, *cell.overrides(stage1)]).loss
+            weights = {key: getattr(loss, key) for key in method_weights(cell.method)}
+            records.append(cell_record(cell, _evaluated(out / cell.name), weights))
     for choice in selection:                          # the values the reported runs were trained with
         choice["used"] = next(record["weights"] for record in records
                               if (record["method"], record["n"]) == (choice["method"], choice["n"]))

@@ -3,9 +3,15 @@
 Training runs as `python -m murauer_dist.cli train ...` in a child process because a training
 process ends with os._exit (the clean-exit rule for process groups), and because that is exactly
 the command a user or a cluster job would run.
+
+Threads: training and evaluation run torch on the cores that the loader's threads leave (at least
+one). torch's OpenMP threads next to DALI's threads on the same cores spin in each other's way: on
+the 2-core machine, 200 demo training steps took 36-63 s with one torch thread next to DALI's two
+and 243-483 s with two (other load 6.9-8.6). OMP_NUM_THREADS, when set, wins.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -13,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from murauer_dist.config import Config
+from murauer_dist.bench.machine import usable_cores
+from murauer_dist.config import Config, load_config
 from murauer_dist.datasets import DEFAULT_DATASET
 from murauer_dist.errors import UserError
 
@@ -84,27 +91,51 @@ def ensure_shards(cfg: Config, preset: str, overrides, workers: int = 2) -> None
     print(f"[shards] done in {time.perf_counter() - start:.0f} s")
 
 
+def torch_threads(cfg: Config) -> int:
+    """torch's intra-op threads for training and evaluation: OMP_NUM_THREADS if set, otherwise the
+    usable cores less the loader's threads (DALI / DataLoader workers), at least 1."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return max(1, usable_cores() - cfg.loader.num_threads)
+
+
+@contextlib.contextmanager
+def torch_thread_count(count: int):
+    """torch.set_num_threads(count) in this process, restored afterwards."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_training(preset: str, overrides, log_file: Path | None = None) -> None:
-    """`murauer-dist train PRESET overrides` in a child process; raises with its exit code."""
+    """`murauer-dist train PRESET overrides` in a child process with torch_threads(); raises with its exit code."""
     command = [sys.executable, "-m", "murauer_dist.cli", "train", preset, *overrides]
     print("[train] " + " ".join(command[2:]), flush=True)
     start = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch_threads(load_config(preset, list(overrides))))}
     if log_file is None:
-        result = subprocess.run(command, env=os.environ.copy())
+        result = subprocess.run(command, env=env)
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "w") as handle:
-            result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=os.environ.copy())
+            result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
     if result.returncode != 0:
         where = f"; its log: {log_file}" if log_file else ""
         raise WorkflowError(f"training failed with exit code {result.returncode}: {' '.join(command[2:])}{where}")
     print(f"[train] done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def evaluate_run(run_dir: Path, out: Path | None = None, domain: str = "real") -> dict:
-    """Evaluate the final model of a run on the test shards; returns metrics.json's content.
+def evaluate_run(run_dir: Path, out: Path | None = None, domain: str = "real", threads: int | None = None) -> dict:
+    """Evaluate the final model of a run on the test shards (torch with `threads` threads, None: as
+    set); returns metrics.json's content.
 
     domain "synth": the test frames' synthetic twins, written to RUN/eval-synth by default.
     """
     from murauer_dist.eval.evaluate import evaluate_command
-    return evaluate_command(str(run_dir), out=str(out) if out else "", domain=domain)
+    with torch_thread_count(threads) if threads else contextlib.nullcontext():
+        return evaluate_command(str(run_dir), out=str(out) if out else "", domain=domain)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from murauer_dist import demo, memory
+from murauer_dist import memory, workflow
 from murauer_dist.bench import BENCHMARKS
 from murauer_dist.bench import demo as bench_demo
 from murauer_dist.config import load_config
@@ -18,20 +18,31 @@ from murauer_dist.config import load_config
 def test_torch_threads_leave_the_loaders_cores(monkeypatch):
     cfg = load_config("demo-cpu", ["loader.num_threads=2"])
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(demo, "usable_cores", lambda: 2)
-    assert demo.torch_threads(cfg) == 1
-    monkeypatch.setattr(demo, "usable_cores", lambda: 16)
-    assert demo.torch_threads(cfg) == 14
+    monkeypatch.setattr(workflow, "usable_cores", lambda: 2)
+    assert workflow.torch_threads(cfg) == 1
+    monkeypatch.setattr(workflow, "usable_cores", lambda: 16)
+    assert workflow.torch_threads(cfg) == 14
     monkeypatch.setenv("OMP_NUM_THREADS", "3")                      # the user's setting wins
-    assert demo.torch_threads(cfg) == 3
+    assert workflow.torch_threads(cfg) == 3
 
 
-def test_environment_is_restored(monkeypatch):
+def test_training_child_gets_the_thread_count(monkeypatch, tmp_path):
+    """run_training hands the child OMP_NUM_THREADS without changing this process's environment."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setenv("MKL_NUM_THREADS", "5")
-    with demo._environment({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}):
-        assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "1"
-    assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "5"
+    monkeypatch.setattr(workflow, "usable_cores", lambda: 2)
+    seen = {}
+
+    def fake_run(command, env, **kwargs):
+        seen["env"] = env
+        return subprocess.CompletedProcess(command, 0)
+    monkeypatch.setattr(workflow.subprocess, "run", fake_run)
+    workflow.run_training("demo-cpu", ["loader.num_threads=1"])
+    assert seen["env"]["OMP_NUM_THREADS"] == "1" and "OMP_NUM_THREADS" not in os.environ
+    import torch
+    before = torch.get_num_threads()
+    with workflow.torch_thread_count(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
