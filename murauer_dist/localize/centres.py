@@ -124,8 +124,7 @@ def predict_at_centres(model, mapped: bool, split, frames: np.ndarray, centres_x
         depths = [split.depth(int(frames[row]), 1, "real") for row in rows]
         centres = centres_xyz[rows]
         if refiner is not None:
-            centres = refine_centres(refiner, depths, centres, camera, iterations,
-                                     [f"test/{int(frames[row])}" for row in rows])
+            centres = refine_centres(refiner, depths, centres, camera, iterations)
         crops = []
         for row, depth, centre in zip(rows, depths, centres):
             try:

@@ -297,8 +297,7 @@ def predict_command(checkpoint: str, input: str, out: str, *overrides: str, refi
             continue
         centres = np.stack([found[row].center_xyz for row in good])
         if loaded is not None:
-            centres = refine_centres(loaded, [depths[r] for r in good], centres, camera, cfg.localize.iterations,
-                                     [frames.names[r] for r in good])
+            centres = refine_centres(loaded, [depths[r] for r in good], centres, camera, cfg.localize.iterations)
         crops, ready = [], []
         for row, centre in zip(good, centres):
             try:

@@ -28,7 +28,7 @@ from torch import nn
 from murauer_dist.atomic import atomic_open
 from murauer_dist.datasets import Camera
 from murauer_dist.errors import UserError
-from murauer_dist.geometry import CropError, CropWindow, crop_depth, normalize_depth, xyz_to_uvd
+from murauer_dist.geometry import MIN_RATIO_INSIDE, CropWindow, crop_depth, crop_scale, normalize_depth, xyz_to_uvd
 
 FORMAT = "murauer-dist centre refiner"
 VERSION = 1
@@ -140,28 +140,64 @@ def frame_crop(depth_mm: np.ndarray, center_uvd: np.ndarray, cube_mm: float, cro
     return normalize_depth(crop, center_uvd[2], cube_mm)
 
 
-@torch.inference_mode()
+def frame_crops(frames, centers_uvd: np.ndarray, cube_mm: float, crop_size: int,
+                camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """`frame_crop` of many frames at once, the same values: (crops (N, C, C) float32, usable (N,) bool).
+
+    A frame whose crop `frame_crop` refuses (a CropError: the centre off the image, too little of the
+    window inside it) is not usable; its crop is background (+1). The window arithmetic and the
+    normalisation run once for the batch; only the pixel lookup is per frame."""
+    centers = np.asarray(centers_uvd, dtype=np.float64).reshape(-1, 3)
+    crops = np.ones((len(centers), crop_size, crop_size), dtype=np.float32)
+    usable = np.zeros(len(centers), dtype=bool)
+    if not len(centers):
+        return crops, usable
+    scale = crop_scale(centers[:, 2], cube_mm, crop_size, camera)          # as CropWindow.around
+    offsets = (np.arange(crop_size) + 0.5 - crop_size / 2.0)[None, :] / scale[:, None]
+    cols = np.floor(centers[:, 0:1] + offsets).astype(np.int64)           # as crop_depth
+    rows = np.floor(centers[:, 1:2] + offsets).astype(np.int64)
+    for index, depth in enumerate(frames):
+        height, width = depth.shape
+        u, v = centers[index, 0], centers[index, 1]
+        col_ok, row_ok = (cols[index] >= 0) & (cols[index] < width), (rows[index] >= 0) & (rows[index] < height)
+        if not (0 <= u < width and 0 <= v < height) or col_ok.mean() * row_ok.mean() < MIN_RATIO_INSIDE:
+            continue
+        crop = np.asarray(depth)[np.clip(rows[index], 0, height - 1)][:, np.clip(cols[index], 0, width - 1)]
+        crops[index] = np.where(row_ok[:, None] & col_ok[None, :], crop, 0)
+        usable[index] = True
+    # normalize_depth for all usable crops at once (the same float32 arithmetic)
+    half = np.float32(cube_mm / 2.0)
+    center_z = centers[usable, 2].astype(np.float32)[:, None, None]
+    raw = crops[usable]
+    norm = (raw - center_z) / half
+    crops[usable] = np.where((raw <= 0) | (np.abs(norm) > 1.0), np.float32(1.0), norm)
+    return crops, usable
+
+
+def torch_offsets(refiner: LoadedRefiner):
+    """The refiner's network as a function of normalised crops (B, 1, C, C) float32 -> offsets (B, 3)."""
+    device = next(refiner.model.parameters()).device
+
+    @torch.inference_mode()
+    def run(crops: np.ndarray) -> np.ndarray:
+        return refiner.model(torch.from_numpy(crops).to(device)).double().cpu().numpy()
+    return run
+
+
 def refine_centres(refiner: LoadedRefiner, frames: list[np.ndarray], centers_xyz: np.ndarray, camera: Camera,
-                   iterations: int, names: list[str] | None = None) -> np.ndarray:
+                   iterations: int, offsets=None) -> np.ndarray:
     """Refined centres (N, 3) xyz mm of full frames, starting from `centers_xyz` (N, 3); one batch.
 
-    A centre that leaves the image (a CropError) keeps its last estimate.
+    `offsets` runs the network (crops (B, 1, C, C) float32 -> (B, 3) in units of cube/2): the torch
+    model by default, or an exported file of it (murauer_dist/export.py). A centre whose crop
+    `frame_crop` refuses (it left the image) keeps its last estimate.
     """
-    device = next(refiner.model.parameters()).device
+    offsets = offsets or torch_offsets(refiner)
     centers = np.asarray(centers_xyz, np.float64).copy()
-    names = names or [str(i) for i in range(len(frames))]
     half = refiner.cube_mm / 2.0
     for _ in range(iterations):
-        crops, rows = [], []
-        for row, (depth, center, name) in enumerate(zip(frames, centers, names)):
-            try:
-                crops.append(frame_crop(depth, xyz_to_uvd(center, camera), refiner.cube_mm, refiner.crop_size,
-                                        camera, name))
-                rows.append(row)
-            except CropError:
-                continue
-        if not rows:
+        crops, usable = frame_crops(frames, xyz_to_uvd(centers, camera), refiner.cube_mm, refiner.crop_size, camera)
+        if not usable.any():
             break
-        offset = refiner.model(torch.from_numpy(np.stack(crops)[:, None]).to(device)).double().cpu().numpy()
-        centers[rows] += offset * half
+        centers[usable] += np.asarray(offsets(crops[usable][:, None]), np.float64) * half
     return centers
