@@ -147,7 +147,8 @@ def experiment(name: str = "label-efficiency", *overrides: str, preset: str = "l
 
 
 def export(checkpoint: str, format: str = "onnx", out: str = "", batch: str = "dynamic", check: bool = True) -> None:
-    """Export CHECKPOINT's inference path (real crop -> f -> m -> p, or f -> p) as ONNX or TorchScript.
+    """Export CHECKPOINT's inference path (real crop -> f -> m -> p, or f -> p) as ONNX or TorchScript;
+    a centre refiner checkpoint (`train-refiner`'s file) exports its network (crop -> centre offset).
 
     --format onnx|torchscript; --out FILE (default: beside the checkpoint); --batch dynamic or a fixed
     size. The file is run once against torch (--nocheck skips it); OUT.json holds the conventions."""

@@ -9,8 +9,13 @@ export (`OUT.json`) records these conventions, the crop size, the cube sizes, th
 path.
 
 `export_module(module, example, path, fmt)` exports any nn.Module that maps one tensor to one
-tensor (another network, e.g. a hand-centre refiner, uses the same function with its own example
-input); `check_export` runs the exported file and compares it with the module in torch.
+tensor; `check_export` runs the exported file and compares it with the module in torch.
+
+A centre refiner checkpoint (the file `murauer-dist train-refiner` writes; recognised by its format
+field) exports the same way: normalised crop (B, 1, C, C) around the current centre estimate, in
+the refiner's own cube -> offset (B, 3) to the palm centre in units of cube/2, camera axes; the
+new centre is `xyz + offset * cube/2`, applied `localize.iterations` times, each re-cropping around
+the last estimate, starting from the closest object's centre of mass (murauer_dist/localize/).
 
 ONNX uses torch's TorchScript-based exporter (`dynamo=False`), which needs only the `onnx`
 package; checking an ONNX file needs `onnxruntime` (both: `pip install murauer_dist[export]`).
@@ -22,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import pickle
 import warnings
 from pathlib import Path
 
@@ -35,6 +41,7 @@ from murauer_dist.errors import UserError
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "depth", "joints"
+REFINER_OUTPUT_NAME = "offset"
 PARITY_TOLERANCE = 1e-4            # max |export - torch| on normalised joints that the check accepts
 
 
@@ -136,10 +143,10 @@ def torchscript_bytes(module: nn.Module, example: torch.Tensor) -> bytes:
 
 
 def export_module(module: nn.Module, example: torch.Tensor, path: str | Path, fmt: str,
-                  dynamic_batch: bool = True) -> Path:
+                  dynamic_batch: bool = True, output_name: str = OUTPUT_NAME) -> Path:
     """Write `module` (eval mode; one tensor in, one tensor out) as `fmt` to `path`, atomically."""
     fmt = check_format(fmt)
-    data = (onnx_bytes(module, example, dynamic_batch=dynamic_batch) if fmt == "onnx"
+    data = (onnx_bytes(module, example, dynamic_batch=dynamic_batch, output_name=output_name) if fmt == "onnx"
             else torchscript_bytes(module, example))
     atomic_write_bytes(path, data)
     return Path(path)
@@ -222,30 +229,39 @@ def describe_export(cfg, mapped: bool, fmt: str, fixed_batch: int | None, checkp
 
 def export_command(checkpoint: str, fmt: str = "onnx", out: str = "", batch="dynamic",
                    check: bool = True) -> dict:
-    """Export CHECKPOINT's inference path; returns the description written to OUT.json (with the parity)."""
+    """Export CHECKPOINT's inference path, or a centre refiner checkpoint's network; returns the
+    description written to OUT.json (with the parity)."""
     from murauer_dist.train.checkpoint import load_for_inference, resolve_checkpoint
     fmt = check_format(fmt)
     fixed = parse_batch(batch)
     if fmt == "onnx":
         require("onnx", "ONNX export")
     source = resolve_checkpoint(checkpoint)
+    if is_refiner_checkpoint(source):
+        return export_refiner(source, fmt, out, fixed, check)
     model, cfg, mapped = load_for_inference(source, "cpu")
     module = inference_path(model, mapped)
-    example = example_crops(fixed or 2, cfg.data.crop_size)
     path = Path(out) if out else default_out(Path(source), fmt)
-    export_module(module, example, path, fmt, dynamic_batch=fixed is None)
     info = describe_export(cfg, mapped, fmt, fixed, Path(source).name)
+    return write_export(module, cfg.data.crop_size, path, fmt, fixed, check, info, OUTPUT_NAME)
+
+
+def write_export(module: nn.Module, crop_size: int, path: Path, fmt: str, fixed: int | None, check: bool,
+                 info: dict, output_name: str) -> dict:
+    """Export `module` (crops (B, 1, S, S) in), check it against torch on batches 1 and 5 (or the fixed
+    batch) and write `info` with the parity to PATH.json; an ExportError past PARITY_TOLERANCE."""
+    example = example_crops(fixed or 2, crop_size)
+    export_module(module, example, path, fmt, dynamic_batch=fixed is None, output_name=output_name)
     if check:
         sizes = [fixed] if fixed else [1, 5]
         if fmt == "onnx" and not _has("onnxruntime"):
             info["parity"] = "not checked: onnxruntime is not installed"
         else:
-            diff = max(check_export(module, path, fmt, example_crops(size, cfg.data.crop_size, seed=1))
-                       for size in sizes)
+            diff = max(check_export(module, path, fmt, example_crops(size, crop_size, seed=1)) for size in sizes)
             info["parity"] = {"max_abs_diff": diff, "batch_sizes": sizes, "tolerance": PARITY_TOLERANCE}
             if diff > PARITY_TOLERANCE:
                 raise ExportError(f"export: {path} differs from torch by {diff:.2e} (> {PARITY_TOLERANCE:g}) on "
-                                  "normalised joints; the file was written but should not be used")
+                                  f"its output ({output_name}); the file was written but should not be used")
     atomic_write_text(str(path) + ".json", json.dumps(info, indent=2) + "\n")
     parity = info.get("parity")
     parity_text = (f"max |{fmt} - torch| = {parity['max_abs_diff']:.2e} on batches {parity['batch_sizes']}"
@@ -253,6 +269,52 @@ def export_command(checkpoint: str, fmt: str = "onnx", out: str = "", batch="dyn
     print(f"wrote {path} ({info['path']}, batch {fixed or 'dynamic'}, {path.stat().st_size / 1e6:.1f} MB); "
           f"{parity_text}; conventions in {path}.json")
     return info
+
+
+# ---- the centre refiner ----------------------------------------------------------------------------
+
+def is_refiner_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is a centre refiner checkpoint (its format field; tensors are not read)."""
+    from murauer_dist.localize.refiner import FORMAT
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, TypeError):
+        return False            # not a zip checkpoint, or damaged: the pose model path names the problem
+    return isinstance(state, dict) and state.get("format") == FORMAT
+
+
+def describe_refiner_export(refiner, fmt: str, fixed: int | None, checkpoint_name: str, iterations: int) -> dict:
+    """What a user of an exported refiner needs: input/output conventions, crop, cube, how to apply it."""
+    batch = fixed or "batch"
+    return {"format": fmt, "checkpoint": checkpoint_name, "network": "centre refiner",
+            "path": "crop -> centre refiner -> offset",
+            "input": {"name": INPUT_NAME, "shape": [batch, 1, refiner.crop_size, refiner.crop_size], "dtype": "float32",
+                      "meaning": f"depth crop around the current centre estimate (u, v, z_c) in the refiner's cube "
+                                 f"of {refiner.cube_mm:g} mm, normalised to (d - z_c) / (cube/2), background and depth "
+                                 f"outside the cube +1 (docs/method.md, section 2)"},
+            "output": {"name": REFINER_OUTPUT_NAME, "shape": [batch, 3], "dtype": "float32",
+                       "meaning": "offset from the crop centre to the palm centre in units of cube/2, camera axes "
+                                  "(x, y, z); new centre xyz in mm = centre xyz + offset * cube/2"},
+            "apply": f"start from the closest object's centre of mass (murauer_dist/localize/centre.py); crop around "
+                     f"the centre, run the network, move the centre by offset * cube/2; repeat `iterations` times, "
+                     f"each re-cropping around the last estimate; a centre whose crop leaves the image keeps its last "
+                     f"estimate. Then crop for the pose network around the result",
+            "iterations": int(iterations), "crop_size": refiner.crop_size, "cube_mm": refiner.cube_mm,
+            "dataset": refiner.dataset, "step": refiner.step, "metrics": refiner.metrics}
+
+
+def export_refiner(source: Path, fmt: str, out: str, fixed: int | None, check: bool) -> dict:
+    """Export a centre refiner checkpoint's network; OUT.json says how to apply it (`iterations`: this
+    version's localize.iterations, the number `predict` and `evaluate --centre` use)."""
+    from murauer_dist.config import load_config
+    from murauer_dist.localize.refiner import load_refiner
+    refiner = load_refiner(source, "cpu")
+    path = Path(out) if out else default_out(source, fmt)
+    info = describe_refiner_export(refiner, fmt, fixed, source.name, load_config(None).localize.iterations)
+    return write_export(refiner.model, refiner.crop_size, path, fmt, fixed, check, info, REFINER_OUTPUT_NAME)
 
 
 def _has(package: str) -> bool:

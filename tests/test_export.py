@@ -139,3 +139,55 @@ def test_bench_infer_rows_and_machine(tmp_path):
         (backend, size) for size in (1, 4) for backend in ("torch eager", "TorchScript", "ONNX Runtime")]
     assert all(r["end_to_end_frames_per_s"] > 0 and r["max_abs_diff_vs_eager"] <= TOLERANCE for r in saved["rows"])
     assert "not included" in saved["localisation"] and result["rows"] == saved["rows"]
+
+
+def write_refiner(path, seed: int = 0):
+    """A centre refiner checkpoint of the tiny preset (32x32 crops) with random weights."""
+    from murauer_dist.localize.refiner import build_refiner, save_refiner
+    cfg = load_config("tiny")
+    model = randomise(build_refiner(cfg), seed)
+    return save_refiner(path, model, public_dict(cfg), 250.0, "nyu", 60, {"val_centre_error_after_mm": 12.0})
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_refiner_export_matches_torch_and_refines_the_same(tmp_path, fmt):
+    from murauer_dist.datasets import NYU
+    from murauer_dist.localize.refiner import load_refiner, refine_centres
+    from murauer_dist.geometry import uvd_to_xyz
+    checkpoint = write_refiner(tmp_path / "refiner.pt")
+    info = export.export_command(str(checkpoint), fmt=fmt)            # recognised as a refiner by its format
+    out = tmp_path / f"refiner{export.FORMATS[fmt]}"
+    assert out.is_file() and info["network"] == "centre refiner"
+    assert info["parity"]["batch_sizes"] == [1, 5] and info["parity"]["max_abs_diff"] <= TOLERANCE
+    refiner = load_refiner(checkpoint)
+    for size in (1, 5, 64):
+        crops = export.example_crops(size, 32, seed=size)
+        got = export.run_export(out, fmt, crops)
+        with torch.inference_mode():
+            expected = refiner.model(crops).numpy()
+        assert got.shape == (size, 3) and np.abs(got - expected).max() <= TOLERANCE
+    sidecar = json.loads((tmp_path / f"{out.name}.json").read_text())
+    assert sidecar["input"]["shape"] == ["batch", 1, 32, 32] and sidecar["output"]["shape"] == ["batch", 3]
+    assert sidecar["output"]["name"] == "offset" and "cube/2" in sidecar["output"]["meaning"]
+    assert sidecar["iterations"] == load_config(None).localize.iterations and sidecar["cube_mm"] == 250.0
+    # applied as the sidecar says, the file moves centres as the torch refiner does
+    rows, cols = np.mgrid[0:480, 0:640]
+    frame = np.where((cols - 330) ** 2 + (rows - 250) ** 2 < 40 ** 2, 700, 1800).astype(np.uint16)
+    starts = uvd_to_xyz(np.array([[320.0, 240.0, 720.0], [345.0, 260.0, 690.0]]), NYU.camera)
+    if fmt == "onnx":
+        session = export.ort_session(out)
+        offsets = lambda crops: session.run(None, {"depth": crops})[0]          # noqa: E731
+    else:
+        with export._quiet_deprecations():
+            scripted = torch.jit.load(str(out))
+        offsets = lambda crops: scripted(torch.from_numpy(crops)).numpy()      # noqa: E731
+    moved = refine_centres(refiner, [frame, frame], starts, NYU.camera, sidecar["iterations"], offsets=offsets)
+    reference = refine_centres(refiner, [frame, frame], starts, NYU.camera, sidecar["iterations"])
+    assert np.abs(moved - reference).max() < 1e-2 and np.abs(moved - starts).max() > 1e-3
+
+
+def test_pose_checkpoint_is_not_taken_for_a_refiner(tmp_path, checkpoint):
+    assert not export.is_refiner_checkpoint(checkpoint)
+    assert export.is_refiner_checkpoint(write_refiner(tmp_path / "r.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert not export.is_refiner_checkpoint(tmp_path / "junk.pt")
