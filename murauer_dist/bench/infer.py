@@ -1,23 +1,38 @@
-"""`murauer-dist bench infer [--preset demo-cpu] [--batches 1,64] [--repeats 5] [--threads N] [--checkpoint C] [--out FILE]`:
-inference throughput on the CPU, torch eager vs TorchScript vs ONNX Runtime.
+"""`murauer-dist bench infer [--preset demo-cpu] [--batches 1,64] [--repeats 5] [--threads N] [--checkpoint C]
+[--refiner R] [--frames 64] [--out FILE]`: inference throughput on the CPU, torch eager vs TorchScript
+vs ONNX Runtime, hand localisation included.
 
-Per backend and batch size, frames/s of the network alone (normalised crops in, normalised joints
-out) and end to end: a 640x480 depth frame with a known hand centre -> crop (geometry.CropWindow,
-crop_depth, normalize_depth) -> network -> joints in camera mm. Hand localisation is not included:
-this version has no localisation module, so the crop centre is given (as in the NYU protocol, the
-ground-truth palm centre); `LOCALISATION` below is where one plugs in.
+Per backend and batch size, frames/s of
+  network alone: normalised crops in, normalised joints out;
+  end to end: a 640x480 depth frame -> the closest object's centre of mass (localize/centre.py) ->
+    the centre refiner, localize.iterations times (crop around the estimate, refiner network, move
+    the centre; localize/refiner.py) -> crop around the refined centre -> pose network -> joints in
+    camera mm.
+The end-to-end time per frame is split into centre of mass, refiner (its crops and network) and
+pose (crop, network, mm); the refiner runs in the row's backend. Each repeat also times the centre
+of mass at full resolution (`full_resolution_centre`, the reference the block search is tested
+against), so that the table shows what the block search saves on this machine, side by side.
 
-The network is the preset's with random weights (seeded), or `--checkpoint`'s; its inference path
-(crop -> f -> m -> p, or f -> p) is exported with murauer_dist/export.py into a temporary folder
-and loaded back, so the TorchScript and ONNX rows measure the files a user deploys. Each repeat
-measures every backend and batch size side by side for at least `--seconds`; the table shows the
-median over the repeats, and the JSON also the parity of each export against eager torch. Every
-backend runs with `--threads` threads (default: as many as the process may use). On a machine that
-other jobs keep busy (load average above the core count), torch's thread pool loses much more than
-onnxruntime's from sharing the cores; `--threads 1` shows what torch does without that.
+Frames: `--frames` procedural test frames (murauer_dist/data/procedural, realism profile "nyu-fit":
+a forearm that leaves the image, a table under the hand in about a third of the scenes, structured-
+light dropout, clutter) of the dataset's camera, cycled through; frames in which no hand is found
+or whose crop leaves the image are left out (the JSON counts them). The network-only rows crop
+around the labelled palm centre.
+
+The pose network is the preset's with random weights (seeded), or `--checkpoint`'s; its inference
+path (crop -> f -> m -> p, or f -> p) is exported with murauer_dist/export.py into a temporary
+folder and loaded back, so the TorchScript and ONNX rows measure the files a user deploys. The
+refiner is `--refiner`'s, or one of the preset's refiner architecture with random weights (the
+same work per frame as a trained one), exported the same way. Each repeat measures every backend
+and batch size side by side for at least `--seconds`; the table shows the median over the
+repeats, and the JSON also the parity of each export against eager torch. Every backend runs with
+`--threads` threads (default: as many as the process may use). On a machine that other jobs keep
+busy (load average above the core count), torch's thread pool loses much more than onnxruntime's
+from sharing the cores; `--threads 1` shows what torch does without that.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import statistics
@@ -33,10 +48,12 @@ from murauer_dist.bench.machine import describe, machine, usable_cores
 from murauer_dist.errors import UserError
 
 WARMUP = 3
-TARGET_FPS = 200.0            # end to end, demo network, batch 64, 2-core CPU
+TARGET_FPS = 200.0            # end to end with localisation, demo network, batch 64, 2-core CPU
 TARGET_BATCH = 64
 FRAME_POOL = 64               # distinct frames cycled through
-LOCALISATION = None           # a callable depth_mm (H, W) -> centre (u, v, d); None: the centre is given
+REALISM = "nyu-fit"           # the procedural profile with arms, tables and sensor dropout
+REFERENCE_FRAMES = 8          # frames the full-resolution centre of mass is timed on, per repeat
+STAGES = ("centre", "refiner", "pose")
 
 
 def parse_batches(batches) -> list[int]:
@@ -51,77 +68,107 @@ def parse_batches(batches) -> list[int]:
     return values
 
 
-def make_frames(count: int, seed: int = 0, width: int = 640, height: int = 480, fx: float = 588.03,
-                ux: float = 320.0, uy: float = 240.0) -> tuple[np.ndarray, np.ndarray]:
-    """`count` uint16 depth frames (mm) of a wall, a torso and a hand of spheres, and each hand's centre (u, v, d)."""
-    rng = np.random.default_rng(seed)
-    frames = np.empty((count, height, width), dtype=np.uint16)
-    centres = np.empty((count, 3))
-    vv, uu = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
-    for index in range(count):
-        depth = np.full((height, width), 1600.0, dtype=np.float32)
-        torso = (np.abs(uu - width * 0.5) < width * 0.3) & (vv > height * 0.6)
-        depth[torso] = 1150.0
-        z = rng.uniform(550, 850)
-        u, v = rng.uniform(width * 0.3, width * 0.7), rng.uniform(height * 0.3, height * 0.7)
-        for du, dv, radius_mm in [(0, 0, 45)] + [(rng.uniform(-70, 70), rng.uniform(-70, 20), 12) for _ in range(10)]:
-            cu, cv, r_px = u + du * fx / z, v + dv * fx / z, radius_mm * fx / z
-            dist2 = ((uu - cu) ** 2 + (vv - cv) ** 2) / r_px ** 2
-            inside = dist2 <= 1.0
-            surface = z - radius_mm * np.sqrt(np.clip(1.0 - dist2, 0.0, 1.0))
-            depth[inside] = np.minimum(depth[inside], surface[inside])
-        frames[index] = np.round(depth).astype(np.uint16)
-        centres[index] = (u, v, z)
-    return frames, centres
+def make_frames(count: int, dataset: str = "nyu", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`count` procedural test frames of camera 1 (uint16 mm, REALISM profile) and their labelled palm
+    centres (u, v, d)."""
+    from murauer_dist.data.procedural.frames import FrameRenderer, GeneratorSettings, make_split_sequence
+    from murauer_dist.data.procedural.realism import PROFILES
+    settings = GeneratorSettings.for_dataset(dataset, realism=PROFILES[REALISM])
+    renderer = FrameRenderer(seed, "test", make_split_sequence(seed, "test", count, settings), settings)
+    rendered = [renderer.render(index) for index in range(count)]
+    centre = settings.spec.joints.center_source
+    return np.stack([r["real"][0] for r in rendered]), np.stack([r["uvd"][0][centre] for r in rendered])
 
 
-def prepare(frames, centres, crop_size: int, cube_mm: float) -> np.ndarray:
-    """Full frames (a sequence of (H, W) arrays in mm) and hand centres (u, v, d) -> normalised crops
-    (B, 1, S, S) float32."""
-    from murauer_dist import geometry
-    crops = np.empty((len(frames), 1, crop_size, crop_size), dtype=np.float32)
-    for index, (frame, centre) in enumerate(zip(frames, centres)):
-        if LOCALISATION is not None:
-            centre = LOCALISATION(frame)
-        window = geometry.CropWindow.around(centre, cube_mm, crop_size)
-        crops[index, 0] = geometry.normalize_depth(geometry.crop_depth(frame, window), centre[2], cube_mm)
-    return crops
+def crops_around(frames, centres_uvd: np.ndarray, crop_size: int, cube_mm: float, camera) -> np.ndarray:
+    """Full frames (a sequence of (H, W) arrays in mm) and crop centres (u, v, d) -> normalised crops
+    (B, 1, S, S) float32; a CropError when a crop leaves the image."""
+    from murauer_dist.geometry import CropError
+    from murauer_dist.localize.refiner import frame_crops
+    crops, usable = frame_crops(frames, centres_uvd, cube_mm, crop_size, camera)
+    if not usable.all():
+        raise CropError(f"bench infer: the crops of frames {np.flatnonzero(~usable).tolist()} leave the image")
+    return crops[:, None]
 
 
-def to_mm(joints: np.ndarray, centres: np.ndarray, cube_mm: float) -> np.ndarray:
-    """Normalised joints (B, J, 3) -> camera mm around each crop centre (u, v, d) (NYU camera)."""
-    from murauer_dist import geometry
-    return geometry.denormalize_joints(joints, geometry.uvd_to_xyz(centres), cube_mm)
+class Pipeline:
+    """One backend's end-to-end path over a batch of frames; adds each stage's seconds to `seconds`."""
+
+    def __init__(self, pose, offsets, refiner, camera, settings, iterations: int, crop_size: int, cube_mm: float):
+        self.pose, self.offsets, self.refiner, self.camera = pose, offsets, refiner, camera
+        self.settings, self.iterations, self.crop_size, self.cube_mm = settings, iterations, crop_size, cube_mm
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.frames = 0
+
+    def __call__(self, frames) -> np.ndarray:
+        """Joints (B, J, 3) in camera mm of the frames."""
+        from murauer_dist import geometry
+        from murauer_dist.localize.centre import centre_of_mass
+        from murauer_dist.localize.refiner import refine_centres
+        start = time.perf_counter()
+        centres = np.stack([centre_of_mass(frame, self.camera, self.settings).center_xyz for frame in frames])
+        found = time.perf_counter()
+        centres = refine_centres(self.refiner, frames, centres, self.camera, self.iterations, offsets=self.offsets)
+        refined = time.perf_counter()
+        crops = crops_around(frames, geometry.xyz_to_uvd(centres, self.camera), self.crop_size, self.cube_mm,
+                             self.camera)
+        joints = geometry.denormalize_joints(self.pose(crops), centres, self.cube_mm)
+        done = time.perf_counter()
+        for stage, seconds in zip(STAGES, (found - start, refined - found, done - refined)):
+            self.seconds[stage] += seconds
+        self.frames += len(frames)
+        return joints
+
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.frames = 0
+
+    def ms_per_frame(self) -> dict:
+        return {stage: 1e3 * seconds / max(self.frames, 1) for stage, seconds in self.seconds.items()}
 
 
-def _backends(module, crop_size: int, folder: Path, threads: int) -> dict:
-    """name -> callable float32 numpy (B, 1, S, S) -> numpy joints; the exports written to `folder`."""
+def _random_refiner(cfg):
+    """The preset's refiner architecture with seeded random weights, as localize/refiner.py loads one."""
+    from murauer_dist.localize.refiner import LoadedRefiner, build_refiner
+    torch.manual_seed(cfg.refiner.seed)
+    model = build_refiner(cfg).eval()
+    return LoadedRefiner(model, cfg.data.crop_size, float(cfg.data.cube_mm), getattr(cfg.data, "dataset", "nyu"),
+                         Path("random weights"), {})
+
+
+def _backends(module, refiner_net, crop_size: int, refiner_crop: int, folder: Path, threads: int) -> tuple:
+    """(name -> (pose, offsets): callables of float32 numpy crops (B, 1, S, S) -> numpy joints or centre
+    offsets, notes); the exports written to `folder`."""
     from murauer_dist import export
 
-    def eager(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(batch)).numpy()
+    def torch_runner(network):
+        def run(batch: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return network(torch.from_numpy(batch)).numpy()
+        return run
 
-    backends, notes = {"torch eager": eager}, {}
-    example = export.example_crops(2, crop_size)
-    scripted_path = export.export_module(module, example, folder / "model.torchscript.pt", "torchscript")
-    with export._quiet_deprecations():
-        scripted = torch.jit.load(str(scripted_path), map_location="cpu")
-
-    def torchscript(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return scripted(torch.from_numpy(batch)).numpy()
-
-    backends["TorchScript"] = torchscript
+    backends = {"torch eager": (torch_runner(module), torch_runner(refiner_net))}
+    notes = {}
+    networks = {"model": (module, crop_size, export.OUTPUT_NAME),
+                "refiner": (refiner_net, refiner_crop, export.REFINER_OUTPUT_NAME)}
+    scripted = []
+    for stem, (network, size, _) in networks.items():
+        path = export.export_module(network, export.example_crops(2, size), folder / f"{stem}.torchscript.pt",
+                                    "torchscript")
+        with export._quiet_deprecations():
+            scripted.append(torch_runner(torch.jit.load(str(path), map_location="cpu")))
+    backends["TorchScript"] = tuple(scripted)
     try:
-        onnx_path = export.export_module(module, example, folder / "model.onnx", "onnx")
-        session = export.ort_session(onnx_path, threads=threads, spin=False)   # do not starve the torch rows
-        name = session.get_inputs()[0].name
+        sessions = []
+        for stem, (network, size, output) in networks.items():
+            path = export.export_module(network, export.example_crops(2, size), folder / f"{stem}.onnx", "onnx",
+                                        output_name=output)
+            sessions.append(export.ort_session(path, threads=threads, spin=False))   # do not starve the torch rows
 
-        def onnxruntime(batch: np.ndarray) -> np.ndarray:
-            return session.run(None, {name: batch})[0]
-
-        backends["ONNX Runtime"] = onnxruntime
+        def onnx_runner(session):
+            name = session.get_inputs()[0].name
+            return lambda batch: session.run(None, {name: batch})[0]
+        backends["ONNX Runtime"] = tuple(onnx_runner(session) for session in sessions)
     except export.ExportError as err:
         notes["ONNX Runtime"] = f"skipped: {err}"
     return backends, notes
@@ -138,89 +185,141 @@ def _time(function, seconds: float) -> tuple[int, float]:
             return calls, elapsed
 
 
-def main(preset: str = "demo-cpu", batches="1,64", repeats: int = 5, seconds: float = 0.5, checkpoint: str = "",
-         out: str = "", threads: int = 0, *overrides: str) -> dict:
+def _usable_frames(frames, labels_uvd, check: Pipeline) -> tuple[list[int], int]:
+    """(indices of the frames the whole pipeline handles, how many it does not: no hand found, or a
+    crop that leaves the image)."""
+    from murauer_dist.geometry import CropError
+    from murauer_dist.localize.centre import NoHandError
+    kept = []
+    for index in range(len(frames)):
+        try:
+            check([frames[index]])
+            crops_around([frames[index]], labels_uvd[index:index + 1], check.crop_size, check.cube_mm, check.camera)
+            kept.append(index)
+        except (NoHandError, CropError):
+            continue
+    return kept, len(frames) - len(kept)
+
+
+def _load_models(preset: str, checkpoint: str, refiner: str, overrides):
+    """(pose inference module, its cfg, mapped, source text, LoadedRefiner) with localize settings from
+    this version's defaults and the localize.KEY=VALUE overrides."""
     from murauer_dist.config import load_config
     from murauer_dist.export import inference_path
     from murauer_dist.methods import uses_mapping
     from murauer_dist.models import build_model
-
-    sizes = parse_batches(batches)
-    threads = int(threads) or usable_cores()
-    torch.set_num_threads(threads)
     if checkpoint:
+        from murauer_dist.localize.predict import apply_localize_overrides
         from murauer_dist.train.checkpoint import load_for_inference
         model, cfg, mapped = load_for_inference(checkpoint, "cpu")
+        apply_localize_overrides(cfg, overrides)
         source = Path(checkpoint).name
     else:
         cfg = load_config(preset, overrides)
         torch.manual_seed(cfg.train.seed)
         model, mapped, source = build_model(cfg), uses_mapping(cfg.train.method, "main"), f"preset {preset}, random weights"
-    module = inference_path(model, mapped)
-    crop, cube = cfg.data.crop_size, float(cfg.data.cube_mm)
-    frames, centres = make_frames(FRAME_POOL)
+    if refiner:
+        from murauer_dist.localize.refiner import load_refiner
+        loaded = load_refiner(refiner, "cpu")
+        loaded.check_fits(cfg.data.crop_size, getattr(cfg.data, "dataset", "nyu"), f"the pose model ({source})")
+    else:
+        loaded = _random_refiner(cfg)
+    return inference_path(model, mapped), cfg, mapped, source, loaded
+
+
+def main(preset: str = "demo-cpu", batches="1,64", repeats: int = 5, seconds: float = 0.5, checkpoint: str = "",
+         out: str = "", threads: int = 0, *overrides: str, refiner: str = "", frames: int = FRAME_POOL) -> dict:
+    from murauer_dist.datasets import spec_of
+    from murauer_dist.localize.centre import CentreSettings, centre_of_mass, full_resolution_centre
+
+    sizes = parse_batches(batches)
+    if int(frames) < 1:
+        raise UserError(f"bench infer: --frames must be a positive number of frames, got {frames!r}")
+    threads = int(threads) or usable_cores()
+    torch.set_num_threads(threads)
+    module, cfg, mapped, source, loaded = _load_models(preset, checkpoint, refiner, overrides)
+    spec = spec_of(cfg)
+    camera, crop, cube = spec.camera, cfg.data.crop_size, float(cfg.data.cube_mm)
+    settings, iterations = CentreSettings.from_config(cfg), int(cfg.localize.iterations)
+    pool, labels_uvd = make_frames(int(frames), spec.name)
     host = machine()                                      # before the runs: the load of other jobs
     timings: dict = {}
     parity: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
-        backends, notes = _backends(module, crop, Path(tmp), threads)
-        checked = prepare(frames[:8], centres[:8], crop, cube)
-        reference = backends["torch eager"](checked)
-        for name, run in backends.items():
-            parity[name] = float(np.abs(run(checked) - reference).max())
+        backends, notes = _backends(module, loaded.model, crop, loaded.crop_size, Path(tmp), threads)
+        pipelines = {name: Pipeline(pose, offsets, loaded, camera, settings, iterations, crop, cube)
+                     for name, (pose, offsets) in backends.items()}
+        kept, left_out = _usable_frames(pool, labels_uvd, pipelines["torch eager"])
+        if not kept:
+            raise UserError(f"bench infer: the localisation found no usable hand in any of the {len(pool)} frames")
+        pool, labels_uvd = [pool[i] for i in kept], labels_uvd[kept]
+        checked = crops_around(pool[:8], labels_uvd[:8], crop, cube, camera)
+        refiner_checked = crops_around(pool[:8], labels_uvd[:8], loaded.crop_size, loaded.cube_mm, camera)
+        reference = [run(batch) for run, batch in zip(backends["torch eager"], (checked, refiner_checked))]
+        for name, runs in backends.items():
+            parity[name] = [float(np.abs(run(batch) - expected).max())
+                            for run, batch, expected in zip(runs, (checked, refiner_checked), reference)]
         offsets = itertools.count()
 
-        def next_frames(size: int) -> np.ndarray:
+        def next_frames(size: int) -> list:
             """The next `size` frames of the pool (cycling), so end-to-end rows do not reuse one frame."""
             start = next(offsets) * size
-            return (start + np.arange(size)) % FRAME_POOL
-
-        def views(index: np.ndarray) -> list:
-            return [frames[i] for i in index]             # no copy of the full frames
-
-        def end_to_end(run, size: int) -> np.ndarray:
-            index = next_frames(size)
-            joints = run(prepare(views(index), centres[index], crop, cube))
-            return to_mm(joints, centres[index], cube)
+            return [pool[i % len(pool)] for i in range(start, start + size)]
 
         ready = {}                                        # network-only rows: crops made once
         for size in sizes:
-            index = next_frames(size)
-            ready[size] = prepare(views(index), centres[index], crop, cube)
+            index = np.arange(size) % len(pool)
+            ready[size] = crops_around([pool[i] for i in index], labels_uvd[index], crop, cube, camera)
         for size in sizes:
-            timings[("crop", size)] = []
-            for name, run in backends.items():
-                timings[(name, size)] = {"network": [], "end_to_end": []}
+            for name, (pose, _) in backends.items():
+                timings[(name, size)] = {"network": [], "end_to_end": [], "stages": []}
                 for _ in range(WARMUP):
-                    run(ready[size])
-                    end_to_end(run, size)
+                    pose(ready[size])
+                    pipelines[name](next_frames(size))
+        timings["full_resolution_centre"], timings["centre_of_mass"] = [], []
         for _ in range(int(repeats)):                     # every row once per repeat, side by side
+            sample = next_frames(REFERENCE_FRAMES)
+            for function in (full_resolution_centre, centre_of_mass):
+                calls, elapsed = _time(lambda: [function(frame, camera, settings) for frame in sample], seconds / 4)
+                timings[function.__name__].append(1e3 * elapsed / (calls * len(sample)))
             for size in sizes:
-                index = next_frames(size)
-                calls, elapsed = _time(lambda: prepare(views(index), centres[index], crop, cube), seconds / 4)
-                timings[("crop", size)].append(calls * size / elapsed)
-                for name, run in backends.items():
-                    calls, elapsed = _time(lambda: run(ready[size]), seconds)
+                for name, (pose, _) in backends.items():
+                    calls, elapsed = _time(lambda: pose(ready[size]), seconds)
                     timings[(name, size)]["network"].append(calls * size / elapsed)
-                    calls, elapsed = _time(lambda: end_to_end(run, size), seconds)
+                    pipelines[name].reset()
+                    calls, elapsed = _time(lambda: pipelines[name](next_frames(size)), seconds)
                     timings[(name, size)]["end_to_end"].append(calls * size / elapsed)
+                    timings[(name, size)]["stages"].append(pipelines[name].ms_per_frame())
     host_after = machine()
     rows = []
     for size in sizes:
-        crop_rate = statistics.median(timings[("crop", size)])
         for name in backends:
             entry = timings[(name, size)]
             network, e2e = statistics.median(entry["network"]), statistics.median(entry["end_to_end"])
+            stages = {stage: round(statistics.median(s[stage] for s in entry["stages"]), 3) for stage in STAGES}
             rows.append({"backend": name, "batch": size, "network_frames_per_s": round(network, 1),
                          "end_to_end_frames_per_s": round(e2e, 1), "end_to_end_ms_per_batch": round(1e3 * size / e2e, 2),
-                         "crop_frames_per_s": round(crop_rate, 1), "max_abs_diff_vs_eager": parity[name],
+                         "centre_of_mass_ms_per_frame": stages["centre"], "refiner_ms_per_frame": stages["refiner"],
+                         "pose_ms_per_frame": stages["pose"], "max_abs_diff_vs_eager": parity[name][0],
+                         "refiner_max_abs_diff_vs_eager": parity[name][1],
                          "repeats_frames_per_s": [round(v, 1) for v in entry["end_to_end"]]})
+    fast_ms = statistics.median(timings["centre_of_mass"])
+    full_ms = statistics.median(timings["full_resolution_centre"])
     at_target = [r for r in rows if r["batch"] == TARGET_BATCH]
     best = max(at_target, key=lambda r: r["end_to_end_frames_per_s"]) if at_target else None
     result = {"preset": preset if not checkpoint else None, "checkpoint": checkpoint or None, "model": source,
               "path": "crop -> f -> m -> p" if mapped else "crop -> f -> p", "crop_size": crop,
               "parameters": sum(p.numel() for p in module.parameters()),
-              "localisation": "not included: no localisation module; crops use the given hand centre",
+              "localisation": {"pipeline": f"centre of mass -> {iterations} refiner iteration(s) in the row's backend",
+                               "refiner": str(refiner) if refiner else "preset architecture, random weights",
+                               "refiner_parameters": sum(p.numel() for p in loaded.model.parameters()),
+                               "refiner_crop_size": loaded.crop_size, "refiner_cube_mm": loaded.cube_mm,
+                               "settings": dataclasses.asdict(settings),
+                               "centre_of_mass_ms_per_frame": round(fast_ms, 3),
+                               "full_resolution_centre_ms_per_frame": round(full_ms, 3),
+                               "speedup": round(full_ms / fast_ms, 2)},
+              "frames": {"source": f"procedural test frames, realism {REALISM}, dataset {spec.name}",
+                         "used": len(pool), "left_out": left_out},
               "threads": threads, "repeats": int(repeats), "seconds_per_measurement": float(seconds),
               "machine": host, "load_average_1min_after": host_after["load_average_1min"], "rows": rows,
               "notes": notes, "torch": torch.__version__}
@@ -233,22 +332,36 @@ def main(preset: str = "demo-cpu", batches="1,64", repeats: int = 5, seconds: fl
         result["target"] = {"end_to_end_frames_per_s": TARGET_FPS, "batch": TARGET_BATCH,
                             "best_backend": best["backend"], "best_frames_per_s": best["end_to_end_frames_per_s"],
                             "met": best["end_to_end_frames_per_s"] >= TARGET_FPS}
-    print(f"bench infer: {source}, {result['path']}, {crop}x{crop} crops, {result['parameters'] / 1e6:.2f} M "
-          f"parameters, {threads} threads, median of {repeats} repeats")
-    print(describe(host) + f" (after: {host_after['load_average_1min']})")
-    print(f"end to end = 640x480 frame -> crop around the given hand centre -> network -> joints in mm "
-          f"(localisation not included)")
-    print(f"{'backend':13} {'batch':>5} {'network fr/s':>13} {'end-to-end fr/s':>16} {'ms/batch':>9} "
-          f"{'crop fr/s':>10} {'max|diff|':>10}")
-    for r in rows:
-        print(f"{r['backend']:13} {r['batch']:5d} {r['network_frames_per_s']:13.1f} {r['end_to_end_frames_per_s']:16.1f} "
-              f"{r['end_to_end_ms_per_batch']:9.2f} {r['crop_frames_per_s']:10.1f} {r['max_abs_diff_vs_eager']:10.1e}")
-    for name, note in notes.items():
-        print(f"{name}: {note}")
-    if best is not None:
-        print(f"target >= {TARGET_FPS:.0f} frames/s end to end at batch {TARGET_BATCH}: "
-              f"{'met' if result['target']['met'] else 'NOT met'} (best: {best['backend']}, "
-              f"{best['end_to_end_frames_per_s']:.1f} frames/s)")
+    _print_table(result, source, iterations, threads, repeats, host, host_after)
     if out:
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _print_table(result: dict, source: str, iterations: int, threads: int, repeats: int, host: dict,
+                 host_after: dict) -> None:
+    local = result["localisation"]
+    print(f"bench infer: {source}, {result['path']}, {result['crop_size']}x{result['crop_size']} crops, "
+          f"{result['parameters'] / 1e6:.2f} M parameters; refiner {local['refiner']} "
+          f"({local['refiner_parameters'] / 1e6:.2f} M, {iterations} iteration(s)); {threads} threads, median of "
+          f"{repeats} repeats; {result['frames']['used']} frames ({result['frames']['source']}, "
+          f"{result['frames']['left_out']} left out)")
+    print(describe(host) + f" (after: {host_after['load_average_1min']})")
+    print("end to end = 640x480 frame -> centre of mass -> refiner x iterations -> crop -> network -> joints in mm; "
+          "its ms/frame split into centre of mass, refiner (crops + network) and pose (crop + network + mm)")
+    print(f"{'backend':13} {'batch':>5} {'network fr/s':>13} {'end-to-end fr/s':>16} {'ms/batch':>9} "
+          f"{'centre ms':>10} {'refiner ms':>11} {'pose ms':>8} {'max|diff|':>10}")
+    for r in result["rows"]:
+        diff = max(r["max_abs_diff_vs_eager"], r["refiner_max_abs_diff_vs_eager"])
+        print(f"{r['backend']:13} {r['batch']:5d} {r['network_frames_per_s']:13.1f} {r['end_to_end_frames_per_s']:16.1f} "
+              f"{r['end_to_end_ms_per_batch']:9.2f} {r['centre_of_mass_ms_per_frame']:10.2f} "
+              f"{r['refiner_ms_per_frame']:11.2f} {r['pose_ms_per_frame']:8.2f} {diff:10.1e}")
+    print(f"centre of mass: {local['centre_of_mass_ms_per_frame']:.2f} ms/frame (block search); at full resolution "
+          f"{local['full_resolution_centre_ms_per_frame']:.2f} ms/frame, {local['speedup']:.1f}x slower")
+    for name, note in result["notes"].items():
+        print(f"{name}: {note}")
+    target = result.get("target")
+    if target is not None:
+        print(f"target >= {TARGET_FPS:.0f} frames/s end to end at batch {TARGET_BATCH}: "
+              f"{'met' if target['met'] else 'NOT met'} (best: {target['best_backend']}, "
+              f"{target['best_frames_per_s']:.1f} frames/s)")
