@@ -82,3 +82,23 @@ def test_bench_demo_times_every_phase_of_a_tiny_demo(tmp_path):
     table = (tmp_path / "out" / "bench-demo.md").read_text()
     assert "| stage 2 |" in table and "mean joint error" in table
     assert "[data] done" in (tmp_path / "out" / "demo.log").read_text()
+
+
+def test_comparison_table_gives_per_phase_ratios():
+    def run(commit, walls, cpus, error):
+        phases = [{"phase": phase, "wall_s": wall, "cpu_s": cpu} for phase, wall, cpu in zip(bench_demo.PHASES, walls, cpus)]
+        machine = {"cpu_model": "cpu", "cpu_cores": 2, "load_average_1min": 0.5}
+        return {"source_commit": commit, "phases": phases, "total": {"wall_s": sum(walls), "cpu_s": sum(cpus)},
+                "mean_error_mm": error, "test_frames": 800, "machine_at_start": machine, "machine_at_end": machine}
+    old = run("aaa", [100, 50, 40, 200, 10], [190, 90, 80, 400, 20], 17.68)
+    new = run("bbb", [50, 50, 20, 100, 10], [95, 45, 80, 200, 20], 17.80)
+    text = bench_demo.comparison_table(old, new)
+    assert "| data | 100.0 | 50.0 | 2.00x | 190.0 | 95.0 | 2.00x |" in text
+    assert "| total | 400.0 | 230.0 | 1.74x | 780.0 | 440.0 | 1.77x |" in text
+    assert "baseline aaa: mean joint error 17.68 mm" in text and "source bbb: mean joint error 17.80 mm" in text
+
+
+def test_bench_demo_names_a_folder_that_is_no_checkout(tmp_path):
+    from murauer_dist.errors import UserError
+    with pytest.raises(UserError, match="--baseline .*no murauer_dist package"):
+        bench_demo.main(out=str(tmp_path / "out"), baseline=str(tmp_path))

@@ -8,11 +8,13 @@ read from /proc when a phase ends and from the child's rusage at its exit. Phase
 own console lines (`[data] done`, `[shards] done`, `[train] done`) and the appearance of the stage-1
 checkpoint `final-pretrain.pt`.
 
-    murauer-dist bench demo --out bench-results/demo [--source CHECKOUT] [--keep] [key=value ...]
+    murauer-dist bench demo --out bench-results/demo [--source CHECKOUT] [--baseline CHECKOUT] [--keep] [key=value ...]
 
-`--source` runs another checkout's code (its folder goes first on PYTHONPATH) with this Python, so
-two commits can be measured one after the other in one script. Writes OUT/bench-demo.json,
-OUT/bench-demo.md (the table) and OUT/demo.log (the demo's console output).
+`--source` runs another checkout's code (its folder goes first on PYTHONPATH) with this Python.
+`--baseline CHECKOUT` measures that checkout first and then the source, one after the other on the
+same machine, and adds the per-phase ratio (baseline / source: above 1 = the source is faster).
+Writes OUT/bench-demo.json, OUT/bench-demo.md (the table) and OUT/demo.log (the demo's console
+output; OUT/demo-baseline.log for the baseline).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 from murauer_dist.atomic import atomic_write_bytes
+from murauer_dist.errors import UserError
 
 PHASES = ("data", "shards", "stage 1", "stage 2", "evaluation")
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -135,6 +138,7 @@ class _Watcher:
 
 def run_demo(work: Path, source: Path, overrides=(), log_path: Path | None = None) -> dict:
     """Run the demo from nothing in `work` with the code of `source`; phases, accuracy, machine."""
+    work.mkdir(parents=True, exist_ok=True)
     run_dir = work / "run"
     command = [sys.executable, "-m", "murauer_dist.cli", "demo", "--out", str(run_dir),
                f"data.root={work / 'data'}", f"data.shards={work / 'shards'}", *overrides]
@@ -153,7 +157,7 @@ def run_demo(work: Path, source: Path, overrides=(), log_path: Path | None = Non
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     total_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if process.returncode != 0:
-        raise SystemExit(f"the demo failed with exit code {process.returncode}; its output: {log_path}")
+        raise UserError(f"bench demo: the demo failed with exit code {process.returncode}; its output: {log_path}")
     rows, last_wall, last_cpu = [], start, 0.0
     for phase in PHASES:
         wall, cpu = watcher.marks.get(phase, (end, total_cpu)) if phase != "evaluation" else (end, total_cpu)
@@ -179,21 +183,58 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(*overrides: str, out: str = "bench-results/demo", source: str = "", keep: bool = False,
+def comparison_table(baseline: dict, result: dict) -> str:
+    """Both commits' phases side by side with the ratio baseline / source (above 1: the source is faster)."""
+    def ratio(old: float, new: float) -> str:
+        return f"{old / new:.2f}x" if new > 0 else "-"
+    lines = [f"| phase | wall s {baseline['source_commit']} | wall s {result['source_commit']} | ratio | "
+             f"CPU s {baseline['source_commit']} | CPU s {result['source_commit']} | ratio |",
+             "|---|---|---|---|---|---|---|"]
+    rows = zip(baseline["phases"] + [{"phase": "total", **baseline["total"]}],
+               result["phases"] + [{"phase": "total", **result["total"]}])
+    for old, new in rows:
+        lines.append(f"| {new['phase']} | {old['wall_s']:.1f} | {new['wall_s']:.1f} | {ratio(old['wall_s'], new['wall_s'])} "
+                     f"| {old['cpu_s']:.1f} | {new['cpu_s']:.1f} | {ratio(old['cpu_s'], new['cpu_s'])} |")
+    lines.append("")
+    for name, run in (("baseline", baseline), ("source", result)):
+        machine = run["machine_at_start"]
+        lines.append(f"- {name} {run['source_commit']}: mean joint error {run['mean_error_mm']:.2f} mm on "
+                     f"{run['test_frames']} real test frames; load average (1 min) "
+                     f"{machine.get('load_average_1min')} at the start, {run['machine_at_end'].get('load_average_1min')} "
+                     f"at the end")
+    lines.append(f"- {result['machine_at_start'].get('cpu_model')}, {result['machine_at_start'].get('cpu_cores')} cores")
+    return "\n".join(lines) + "\n"
+
+
+def _checkout(path: str, flag: str) -> Path:
+    folder = Path(path).resolve()
+    if not (folder / "murauer_dist" / "cli.py").is_file():
+        raise UserError(f"bench demo: {flag} {folder}: no murauer_dist package there (give a checkout of this "
+                        f"repository, e.g. `git worktree add --detach /tmp/old COMMIT`)")
+    return folder
+
+
+def main(*overrides: str, out: str = "bench-results/demo", source: str = "", baseline: str = "", keep: bool = False,
          work: str = "") -> dict:
-    source_dir = Path(source).resolve() if source else Path(__file__).resolve().parents[2]
-    if not (source_dir / "murauer_dist" / "cli.py").is_file():
-        raise SystemExit(f"--source {source_dir}: no murauer_dist package there")
+    source_dir = _checkout(source, "--source") if source else Path(__file__).resolve().parents[2]
+    baseline_dir = _checkout(baseline, "--baseline") if baseline else None
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(work) if work else Path(tempfile.mkdtemp(prefix="bench-demo-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
-        result = run_demo(work_dir.resolve(), source_dir, overrides, log_path=out_dir / "demo.log")
+        before = None
+        if baseline_dir is not None:
+            before = run_demo((work_dir / "baseline").resolve(), baseline_dir, overrides,
+                              log_path=out_dir / "demo-baseline.log")
+        result = run_demo((work_dir / "source").resolve() if before else work_dir.resolve(), source_dir, overrides,
+                          log_path=out_dir / "demo.log")
     finally:
         if not keep:
             shutil.rmtree(work_dir, ignore_errors=True)
-    text = table(result)
+    text = table(result) if before is None else comparison_table(before, result)
+    if before is not None:
+        result = {**result, "baseline": before}
     print(text, end="")
     atomic_write_bytes(out_dir / "bench-demo.json", (json.dumps(result, indent=2) + "\n").encode())
     atomic_write_bytes(out_dir / "bench-demo.md", text.encode())
