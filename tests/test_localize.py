@@ -134,6 +134,67 @@ def test_frame_crops_are_frame_crop_of_each_frame():
                 frame_crop(frame, centre, 250.0, 32, CAMERA)
 
 
+def _sphere_crop(size: int, centre_px, radius_px: float, centre_depth: float, radius_depth: float) -> torch.Tensor:
+    """A normalised crop of a sphere's front surface (ellipsoid in crop units), background +1: (1, 1, C, C)."""
+    grid = np.arange(size) + 0.5
+    y, x = np.meshgrid(grid, grid, indexing="ij")
+    rho2 = ((x - centre_px[0]) ** 2 + (y - centre_px[1]) ** 2) / radius_px ** 2
+    depth = np.where(rho2 <= 1, centre_depth - radius_depth * np.sqrt(np.clip(1 - rho2, 0, None)), 1.0)
+    return torch.from_numpy(depth.astype(np.float32))[None, None]
+
+
+@pytest.mark.parametrize("scale", [0.8, 0.9, 1.0, 1.15, 1.25])
+def test_refiner_scale_augmentation_scales_a_sphere_about_the_palm(scale):
+    from murauer_dist.localize.train_refiner import scale_about_palm
+    size, palm, radius, z, radius_depth = 64, (29.3, 35.6), 12.0, 0.12, 0.3
+    crop = _sphere_crop(size, palm, radius, z, radius_depth)
+    out = scale_about_palm(crop, torch.tensor([palm]), torch.tensor([z]), torch.tensor([scale]))
+    # closed form: radius in pixels and depth radius both scale by s; the centre (the palm) stays
+    expected = _sphere_crop(size, palm, radius * scale, z, radius_depth * scale)
+    foreground = out[0, 0] < 1
+    assert abs(foreground.sum().item() / (np.pi * (radius * scale) ** 2) - 1) < 0.08
+    grid = np.arange(size) + 0.5
+    y, x = np.meshgrid(grid, grid, indexing="ij")
+    fg = foreground.numpy()
+    assert abs(x[fg].mean() - palm[0]) < 0.5 and abs(y[fg].mean() - palm[1]) < 0.5
+    interior = torch.from_numpy(((x - palm[0]) ** 2 + (y - palm[1]) ** 2) < (radius * scale - 2) ** 2)
+    # nearest neighbour: within the depth change over one source pixel
+    torch.testing.assert_close(out[0, 0][interior], expected[0, 0][interior], atol=0.05, rtol=0)
+    near = ((x - palm[0]) ** 2 + (y - palm[1]) ** 2).argmin()
+    assert abs(out.flatten()[near].item() - (z - radius_depth * scale)) < 0.01
+    if scale == 1.0:
+        torch.testing.assert_close(out, crop)
+
+
+def test_refiner_scale_augmentation_sends_what_leaves_the_cube_to_background():
+    from murauer_dist.localize.train_refiner import scale_about_palm
+    crop = _sphere_crop(32, (16.0, 16.0), 10.0, 0.2, 0.9)          # the front reaches -0.7
+    out = scale_about_palm(crop, torch.tensor([[16.0, 16.0]]), torch.tensor([0.2]), torch.tensor([1.6]))
+    front = 0.2 - 1.6 * (0.2 - crop[0, 0].min().item())
+    assert front < -1 and (out[0, 0, 15:17, 15:17] == 1).all()    # the front left the cube: background
+    assert (out >= -1).all() and (out <= 1).all()
+    assert out[0, 0, 0, 0] == 1                                     # background stays background
+
+
+def test_palm_pixels_is_where_the_loader_puts_the_stored_crop_centre():
+    from murauer_dist.data import augment
+    from murauer_dist.data.shards.schema import CROP_FIELDS
+    from murauer_dist.localize.train_refiner import palm_pixels
+    generator = torch.Generator().manual_seed(0)
+    batch, size, stored = 6, 64, 104
+    crop = torch.zeros(batch, 3, len(CROP_FIELDS), dtype=torch.float64)
+    xyz = torch.stack([torch.linspace(-80, 60, batch), torch.linspace(50, -40, batch), torch.linspace(450, 900, batch)], 1)
+    u, v = augment.project(xyz, CAMERA)
+    crop[:, 0, augment.X_C:augment.Z_C + 1] = xyz
+    crop[:, 0, augment.U_C], crop[:, 0, augment.V_C], crop[:, 0, augment.CUBE] = u, v, 300.0
+    crop[:, 0, augment.SCALE] = stored / (300.0 * CAMERA.fx / xyz[:, 2])
+    params = augment.draw_params(generator, batch, 60.0, 30.0)
+    matrix = augment.affine_matrix(crop[:, 0], params["theta"], params["jitter"], size, stored, CAMERA)
+    palm = palm_pixels({"crop": crop, "jitter": params["jitter"]}, CAMERA, size)
+    mapped = torch.einsum("bij,bj->bi", matrix, torch.cat([palm, torch.ones(batch, 1, dtype=torch.float64)], 1))
+    torch.testing.assert_close(mapped, torch.full((batch, 2), stored / 2.0, dtype=torch.float64))
+
+
 # ---- a tiny dataset, a pose checkpoint and a refiner shared by the tests below ---------------------------
 
 @pytest.fixture(scope="module")
@@ -255,6 +316,10 @@ def test_evaluate_centre_all_on_a_tiny_run(setup, tmp_path):
                                        refiner=str(setup["trained"]["path"]), root=str(setup["root"]))
     assert list(results) == ["gt", "detected", "refined"]
     assert results["gt"]["centre_error"]["max_mm"] < 0.01
+    assert np.abs(results["gt"]["centre_error"]["bias_xyz_mm"]).max() < 0.01
+    detected = results["detected"]["centre_error"]
+    assert np.linalg.norm(detected["abs_xyz_mm"]) <= detected["mean_mm"] + 1e-6      # Jensen: |E|v|| <= E|v|
+    assert (np.abs(detected["bias_xyz_mm"]) <= np.array(detected["abs_xyz_mm"]) + 1e-9).all()
     assert 0 < results["detected"]["centre_error"]["mean_mm"] < 60
     for mode in results:
         saved = json.loads((out / mode / "metrics.json").read_text())
@@ -264,3 +329,21 @@ def test_evaluate_centre_all_on_a_tiny_run(setup, tmp_path):
     assert all(f"| {mode} | 6 |" in table for mode in results)
     with pytest.raises(Exception, match="--centre refined needs --refiner"):
         evaluate_centres_command(str(setup["run"]), centre="refined")
+
+
+def test_refiner_scale_augmentation_keeps_the_targets_of_the_same_draws(setup):
+    import copy
+    from murauer_dist.localize.train_refiner import RefinerData
+    batches = {}
+    for scale_range in (0.0, 0.2):
+        cfg = copy.deepcopy(setup["cfg"])
+        cfg.refiner.scale_range = scale_range
+        data = RefinerData(cfg)
+        try:
+            batches[scale_range] = data.next()
+        finally:
+            data.close()
+    (plain, target, half), (scaled, target_scaled, half_scaled) = batches[0.0], batches[0.2]
+    torch.testing.assert_close(target_scaled, target)
+    torch.testing.assert_close(half_scaled, half)
+    assert not torch.equal(scaled, plain) and scaled.min() >= -1 and scaled.max() <= 1

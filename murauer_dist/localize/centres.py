@@ -45,10 +45,15 @@ class CentreEvaluationError(UserError, ValueError):
 
 
 def centre_error_stats(centres_xyz: np.ndarray, palm_xyz: np.ndarray) -> dict:
-    error = np.linalg.norm(np.asarray(centres_xyz) - np.asarray(palm_xyz), axis=-1)
+    """Distance statistics, and per camera axis (x, y, z = depth) the mean signed offset centre - palm
+    (a bias, e.g. a centre placed too deep: z > 0) and the mean absolute offset."""
+    offset = np.asarray(centres_xyz, dtype=np.float64) - np.asarray(palm_xyz, dtype=np.float64)
+    error = np.linalg.norm(offset, axis=-1)
     return {"mean_mm": float(error.mean()), "median_mm": float(np.median(error)),
             "p90_mm": float(np.percentile(error, 90)), "max_mm": float(error.max()),
-            "over_50mm": float((error > 50.0).mean())}
+            "over_50mm": float((error > 50.0).mean()),
+            "bias_xyz_mm": [float(v) for v in offset.mean(axis=0)],
+            "abs_xyz_mm": [float(v) for v in np.abs(offset).mean(axis=0)]}
 
 
 def source_root(cfg, root: str = "") -> Path:
@@ -234,7 +239,10 @@ def evaluate_centres_command(checkpoint: str, test_shards: str = "", out: str = 
             failed = int((missed | found["off_image"]).sum())
         centre_error = centre_error_stats(centres, palm)
         print(f"centre {mode}: {len(frames)} frames, centre error mean {centre_error['mean_mm']:.1f} mm, median "
-              f"{centre_error['median_mm']:.1f} mm" + (f", {failed} without an object in view" if failed else ""))
+              f"{centre_error['median_mm']:.1f} mm, bias x/y/z "
+              + "/".join(f"{v:+.1f}" for v in centre_error["bias_xyz_mm"]) + " mm, mean |x|/|y|/|z| "
+              + "/".join(f"{v:.1f}" for v in centre_error["abs_xyz_mm"]) + " mm"
+              + (f", {failed} without an object in view" if failed else ""))
         metrics = write_evaluation(dirs[mode], pred, gt_xyz, examples, frames=frames, subject_split=split_frame,
                                    name=f"{Path(checkpoint).stem}-{mode}", spec=spec,
                                    info={**info, **extra, "centre": mode, "centre_error": centre_error,

@@ -6,9 +6,12 @@ stream's centre jitter set to refiner.jitter_mm (N(0, s^2) per axis, in 3D: the 
 scales with the jittered centre, and depth is normalised around it) for a share 1 - refiner.fine_share
 of each batch and to refiner.fine_jitter_mm for the rest (one reader per scale: coarse offsets to
 learn the way from a centre of mass, fine ones for the last millimetres of later iterations),
-rotation refiner.rotation_deg and the usual depth noise. The target is the offset from the jittered centre back to the stored
-crop centre, the ground-truth palm centre: -jitter / (cube/2). Every train frame's palm centre is
-used, as the protocol already does to crop every (also unlabeled) frame.
+rotation refiner.rotation_deg and the usual depth noise. With refiner.scale_range r > 0 each training
+crop then shows the hand scaled in 3D about the palm centre by s ~ U[1 - r, 1 + r] (`scale_about_palm`:
+DeepPrior++'s scale augmentation, so that the offset from the visible surface to the palm centre is
+learned relative to the hand's size instead of one actor's palm thickness). The target is the offset
+from the jittered centre back to the stored crop centre, the ground-truth palm centre: -jitter / (cube/2).
+Every train frame's palm centre is used, as the protocol already does to crop every (also unlabeled) frame.
 
 Recipe: Adam (refiner.lr, refiner.weight_decay), cosine decay to 0 over refiner.steps, batches of
 refiner.batch, mean squared error on the normalised offset. Every refiner.val_every steps and at
@@ -29,7 +32,7 @@ import torch
 
 from murauer_dist.config import load_config, public_dict
 from murauer_dist.data import streams
-from murauer_dist.data.augment import CUBE
+from murauer_dist.data.augment import CUBE, SCALE, U_C, V_C, Z_C, jittered_center
 from murauer_dist.data.shards import read as shard_read
 from murauer_dist.errors import UserError
 from murauer_dist.localize.refiner import build_refiner, save_refiner
@@ -70,6 +73,44 @@ def targets(raw: dict) -> torch.Tensor:
     return (-raw["jitter"].double() / half[:, None]).float()
 
 
+def palm_pixels(raw: dict, camera, crop_size: int) -> torch.Tensor:
+    """(B, 2) network-crop pixel coordinates (x, y; pixel centres at i + 0.5) of the palm centre.
+
+    augment.py maps network pixel x_net to stored pixel S/2 + s R^T (c' - c) + k R^T (x_net - C/2), and
+    the palm is the stored crop's centre S/2: x_net = C/2 - (s / k) (c' - c), whatever the rotation."""
+    crop = raw["crop"][:, 0].double()
+    centre = jittered_center(crop, raw["jitter"].double(), camera)
+    k = crop[:, Z_C] / centre["xyz"][:, 2]
+    offset = centre["uv"] - crop[:, [U_C, V_C]]
+    return crop_size / 2.0 - (crop[:, SCALE] / k)[:, None] * offset
+
+
+def scale_about_palm(depth: torch.Tensor, palm_px: torch.Tensor, palm_depth: torch.Tensor,
+                     scale: torch.Tensor) -> torch.Tensor:
+    """The normalised crops (B, 1, C, C) with the scene scaled by `scale` (B,) in 3D about the palm centre.
+
+    palm_px (B, 2): the palm centre in crop pixels (`palm_pixels`); palm_depth (B,): its normalised depth
+    (the target's z). Pixels are resampled about palm_px (nearest neighbour, as the loader warps; outside
+    -> background); foreground depths d become palm_depth + s (d - palm_depth); background stays +1 and
+    what leaves the cube becomes +1. The palm centre does not move, so the offset target is unchanged.
+    Weak perspective: exact for points at the palm's depth, off by (s - 1) dz / z for the rest."""
+    batch, _, height, width = depth.shape
+    s = scale.to(torch.float64).reshape(batch, 1, 1)
+    centers = torch.arange(width, dtype=torch.float64) + 0.5
+    grid_y, grid_x = torch.meshgrid(centers, centers, indexing="ij")
+    px, py = palm_px[:, 0].double().reshape(batch, 1, 1), palm_px[:, 1].double().reshape(batch, 1, 1)
+    col = torch.floor(px + (grid_x - px) / s).long()
+    row = torch.floor(py + (grid_y - py) / s).long()
+    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    flat = (row.clamp(0, height - 1) * width + col.clamp(0, width - 1)).reshape(batch, -1)
+    values = torch.gather(depth.reshape(batch, -1), 1, flat).reshape(batch, height, width)
+    values = torch.where(inside, values, torch.ones((), dtype=values.dtype))
+    z = palm_depth.to(values.dtype).reshape(batch, 1, 1)
+    scaled = z + s.to(values.dtype) * (values - z)
+    keep = (values < 1.0) & (scaled.abs() <= 1.0)
+    return torch.where(keep, scaled, torch.ones((), dtype=values.dtype))[:, None]
+
+
 def to_batch(raw: dict, camera) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(normalised depth (B,1,C,C), target (B,3), half cube (B,) mm) of a raw unlabeled_real batch."""
     depth = streams.finish(STREAM, raw, camera)["depth"]
@@ -93,6 +134,9 @@ class RefinerData:
                                               0.0, self.sources.stored, self.sources.layout)
                         for jitter, count in scales]
         self.val_samples = self._val_samples()
+        self.scale_range = float(cfg.refiner.scale_range)
+        self.crop_size = int(cfg.data.crop_size)
+        self.generator = torch.Generator().manual_seed(derive_seed(cfg.refiner.seed, "refiner", "scale"))
 
     def _val_samples(self) -> list:
         try:
@@ -103,7 +147,15 @@ class RefinerData:
         return shard_read.complete_samples(tars, members, self.cfg.loader.bad_samples)[:VAL_SAMPLES]
 
     def next(self):
-        parts = [to_batch(reader.next_raw(), self.camera) for reader in self.readers]
+        parts = []
+        for reader in self.readers:
+            raw = reader.next_raw()
+            depth, target, half = to_batch(raw, self.camera)
+            if self.scale_range > 0:
+                scale = 1.0 + (torch.rand(len(depth), generator=self.generator, dtype=torch.float64) * 2.0 - 1.0) \
+                    * self.scale_range
+                depth = scale_about_palm(depth, palm_pixels(raw, self.camera, self.crop_size), target[:, 2], scale)
+            parts.append((depth, target, half))
         return tuple(torch.cat(tensors) for tensors in zip(*parts))
 
     def validation(self):
@@ -154,7 +206,8 @@ def train_refiner(cfg, log=print) -> dict:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / r.steps)))
     jitters = " + ".join(f"{count} at {jitter:g} mm" for jitter, count in jitter_scales(cfg))
     log(f"train-refiner: {r.steps} steps of {r.batch} real crops ({cfg.data.crop_size}x{cfg.data.crop_size}, cube "
-        f"{cfg.data.cube_mm:g} mm, centre jitter {jitters}, rotation {r.rotation_deg:g} deg) from "
+        f"{cfg.data.cube_mm:g} mm, centre jitter {jitters}, rotation {r.rotation_deg:g} deg, hand scale "
+        f"+-{r.scale_range:g}) from "
         f"{cfg.data.shards}, device {device}; checkpoint {out}")
     losses: list[float] = []
     metrics: dict = {}
