@@ -72,6 +72,13 @@ def test_presets_choose_their_schedule():
         load_config("tiny", ["optim.schedule=cosine"])
 
 
+def test_label_efficiency_runs_on_its_own_nyu_fit_data():
+    """The experiment's data follow NYU's recording (realism nyu-fit) in a folder no default-profile dataset uses."""
+    experiment, demo = load_config("label-efficiency"), load_config("demo-cpu")
+    assert experiment.data.synth_realism == "nyu-fit" and demo.data.synth_realism == "default"
+    assert experiment.data.root != demo.data.root and experiment.data.shards != demo.data.shards
+
+
 class _StopOnce(FakeTrainStream):
     """A fake stream that sends SIGTERM once, at (stage, epoch, position) = `at`."""
     at = None
