@@ -165,12 +165,7 @@ def frame_crops(frames, centers_uvd: np.ndarray, cube_mm: float, crop_size: int,
         crop = np.asarray(depth)[np.clip(rows[index], 0, height - 1)][:, np.clip(cols[index], 0, width - 1)]
         crops[index] = np.where(row_ok[:, None] & col_ok[None, :], crop, 0)
         usable[index] = True
-    # normalize_depth for all usable crops at once (the same float32 arithmetic)
-    half = np.float32(cube_mm / 2.0)
-    center_z = centers[usable, 2].astype(np.float32)[:, None, None]
-    raw = crops[usable]
-    norm = (raw - center_z) / half
-    crops[usable] = np.where((raw <= 0) | (np.abs(norm) > 1.0), np.float32(1.0), norm)
+    crops[usable] = normalize_depth(crops[usable], centers[usable, 2][:, None, None], cube_mm)
     return crops, usable
 
 
