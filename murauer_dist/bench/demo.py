@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 from murauer_dist.atomic import atomic_write_bytes
+from murauer_dist.bench.machine import machine
 from murauer_dist.errors import UserError
 
 PHASES = ("data", "shards", "stage 1", "stage 2", "evaluation")
@@ -66,25 +66,6 @@ def tree_cpu(root: int) -> float:
         tree.update(children)
         frontier.extend(children)
     return sum(cpu.get(pid, 0.0) for pid in tree)
-
-
-def machine_info() -> dict:
-    """CPU model, cores and load average (bench/machine.py's fields where that module is there)."""
-    try:
-        from murauer_dist.bench.machine import machine
-        return machine()
-    except ImportError:
-        pass
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu_model": model, "cpu_cores": cores, "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def _source_commit(source: Path) -> str:
@@ -145,7 +126,7 @@ def run_demo(work: Path, source: Path, overrides=(), log_path: Path | None = Non
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join([str(source), *filter(None, [os.environ.get("PYTHONPATH")])]))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    machine_start = machine_info()
+    machine_start = machine()
     start = time.perf_counter()
     log_path = log_path or work / "demo.log"
     with open(log_path, "w") as log:
@@ -167,18 +148,18 @@ def run_demo(work: Path, source: Path, overrides=(), log_path: Path | None = Non
     return {"benchmark": "demo", "source_commit": _source_commit(source), "command": " ".join(command[2:]),
             "phases": rows, "total": {"wall_s": round(end - start, 1), "cpu_s": round(total_cpu, 1)},
             "mean_error_mm": round(float(metrics["mean_error_mm"]), 3), "test_frames": metrics.get("frames"),
-            "machine_at_start": machine_start, "machine_at_end": machine_info()}
+            "machine_at_start": machine_start, "machine_at_end": machine()}
 
 
 def table(result: dict) -> str:
     lines = ["| phase | wall s | CPU s |", "|---|---|---|"]
     for row in result["phases"] + [{"phase": "total", **result["total"]}]:
         lines.append(f"| {row['phase']} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} |")
-    machine = result["machine_at_start"]
+    at_start = result["machine_at_start"]
     lines.append("")
     lines.append(f"commit {result['source_commit']}; mean joint error {result['mean_error_mm']:.2f} mm on "
-                 f"{result['test_frames']} real test frames; {machine.get('cpu_model')}, {machine.get('cpu_cores')} "
-                 f"cores, load average (1 min) {machine.get('load_average_1min')} at the start, "
+                 f"{result['test_frames']} real test frames; {at_start.get('cpu_model')}, {at_start.get('cpu_cores')} "
+                 f"cores, load average (1 min) {at_start.get('load_average_1min')} at the start, "
                  f"{result['machine_at_end'].get('load_average_1min')} at the end")
     return "\n".join(lines) + "\n"
 
@@ -197,10 +178,9 @@ def comparison_table(baseline: dict, result: dict) -> str:
                      f"| {old['cpu_s']:.1f} | {new['cpu_s']:.1f} | {ratio(old['cpu_s'], new['cpu_s'])} |")
     lines.append("")
     for name, run in (("baseline", baseline), ("source", result)):
-        machine = run["machine_at_start"]
         lines.append(f"- {name} {run['source_commit']}: mean joint error {run['mean_error_mm']:.2f} mm on "
                      f"{run['test_frames']} real test frames; load average (1 min) "
-                     f"{machine.get('load_average_1min')} at the start, {run['machine_at_end'].get('load_average_1min')} "
+                     f"{run['machine_at_start'].get('load_average_1min')} at the start, {run['machine_at_end'].get('load_average_1min')} "
                      f"at the end")
     lines.append(f"- {result['machine_at_start'].get('cpu_model')}, {result['machine_at_start'].get('cpu_cores')} cores")
     return "\n".join(lines) + "\n"
