@@ -373,7 +373,8 @@ def _smooth_cells(rough: np.ndarray) -> np.ndarray:
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """`mask` grown by `radius` pixels in every direction (a square; shifted ORs, cheap on the grid)."""
+    """`mask` grown by `radius` pixels in every direction (a square; shifted ORs, cheap on the grid:
+    scipy.ndimage.maximum_filter gives the same masks but made centre_of_mass 7 % slower)."""
     grown = mask.copy()
     for axis in (0, 1):
         source = grown.copy()
