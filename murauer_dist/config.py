@@ -133,8 +133,11 @@ class OptimConfig:
     weight_decay: float = ranged(1e-3, ge=0)  # coupled L2, as torch.optim.Adam does it (not AdamW)
     betas: list[float] = ranged(factory=lambda: [0.9, 0.999], ge=0, lt=1)
     lr_scaling: str = "none"             # "none", "linear" or "sqrt" in the world size
-    schedule: str = "epoch"              # lr multiplier: "epoch" (the paper's per-epoch values) or "progress"
-                                         # (the paper's curve over the stage's progress; train/schedule.py)
+    schedule: str = "epoch"              # lr multiplier: "epoch" (the paper's per-epoch values), "progress"
+                                         # (the paper's curve over the stage's progress) or "wsd" (warm-up,
+                                         # the peak held, the paper's decay in the last anneal_fraction;
+                                         # train/schedule.py)
+    anneal_fraction: float = ranged(0.25, gt=0, le=1)  # "wsd": the share of a stage spent decaying
 
 
 @dataclass
@@ -231,7 +234,7 @@ CHOICES = {
     "train.device": ("auto", "gpu", "cpu"),
     "loader.bad_samples": ("skip", "error"),
     "optim.lr_scaling": ("none", "linear", "sqrt"),
-    "optim.schedule": ("epoch", "progress"),
+    "optim.schedule": ("epoch", "progress", "wsd"),    # train/schedule.py SCHEDULES
     "train.method": tuple(METHODS),
     "train.engine": ("ddp", "deepspeed"),
     "train.precision": ("fp32", "bf16"),

@@ -18,7 +18,7 @@ from murauer_dist.train.engine import current_lr
 from murauer_dist.train.engine_factory import build_engines
 from murauer_dist.train.fake_stream import FakeTrainStream, fake_eval_factory
 from murauer_dist.train.schedule import (PAPER_EPOCHS, lr_multiplier, progress_epoch, progress_multiplier,
-                                         stage_multiplier)
+                                         stage_multiplier, wsd_multiplier)
 from murauer_dist.train.step import model_requests, train_step
 
 PEAK = math.exp(-0.16)                  # lambda(4), the largest multiplier of docs/method.md §5.3
@@ -63,6 +63,32 @@ def test_a_short_stage_anneals_like_the_paper_only_with_progress():
     # stage 1 maps onto the paper's 150 epochs: it ends at lambda(150) = exp(-6)
     assert stage_multiplier("progress", "pretrain", 15, 15 * iters - 1, 15 * iters) == pytest.approx(math.exp(-6))
     assert progress_epoch(0, 7) == 1 and progress_epoch(6, 7) == 103 and progress_epoch(50, 7) == 120
+
+
+@pytest.mark.parametrize("steps,anneal", [(1200, 0.25), (2000, 0.25), (2000, 0.5), (150, 1.0)])
+def test_wsd_holds_the_peak_then_decays_to_the_papers_last_value(steps, anneal):
+    values = [stage_multiplier("wsd", "main", 1, step, steps, anneal) for step in range(steps)]
+    warmup = -(-3 * steps // 120)                 # the paper's 3 warm-up epochs of 120, as "progress" has them
+    assert values[:warmup] == [stage_multiplier("progress", "main", 1, s, steps) for s in range(warmup)]
+    decay_start = math.ceil((1 - anneal) * steps)
+    assert values[warmup:decay_start] == [pytest.approx(PEAK)] * (decay_start - warmup)
+    assert values[-1] == pytest.approx(LAST_MAIN)                  # the same end as "progress"
+    decay = values[max(warmup, decay_start):]      # anneal 1.0: the decay runs from the warm-up's end
+    assert all(a > b for a, b in zip(decay, decay[1:])) and decay[0] < PEAK
+    # exponential in the decay: equal log steps
+    logs = [math.log(v) for v in decay]
+    assert max(abs((a - b) - (logs[0] - logs[1])) for a, b in zip(logs, logs[1:])) < 1e-9
+    # most of a short stage at the peak: at least twice the average rate of "progress" (0.19 of the peak)
+    mean_progress = sum(stage_multiplier("progress", "main", 1, s, steps) for s in range(steps)) / steps
+    if anneal <= 0.5:
+        assert sum(values) / steps > 2.0 * mean_progress
+
+
+def test_wsd_rejects_an_anneal_fraction_outside_0_1():
+    with pytest.raises(ValueError, match="anneal_fraction"):
+        wsd_multiplier(0, 10, anneal_fraction=0.0)
+    with pytest.raises(ConfigError, match="optim.anneal_fraction"):
+        load_config("tiny", ["optim.anneal_fraction=1.5"])
 
 
 def test_presets_choose_their_schedule():

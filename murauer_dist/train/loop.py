@@ -255,7 +255,7 @@ def run_stage(run: Run, stage: str, resume: dict | None) -> str:
             waited = time.perf_counter() - waited
             # From the position alone, so a resumed run gets the same rates (optim.schedule, train/schedule.py).
             multiplier = stage_multiplier(cfg.optim.schedule, stage, position.epoch, position.stage_step,
-                                          epochs * iters)
+                                          epochs * iters, cfg.optim.anneal_fraction)
             for engine in engines.values():
                 engine.lr_scale(multiplier)
             result = train_step(engines, batch, cfg, stage)

@@ -9,12 +9,17 @@ Two schedules (config optim.schedule):
               120 for stage 2). So any stage length warms up over its first 3/P and anneals to the
               paper's last value (stage 2: exp(-4.8) = 0.0082x, about 1 % of the peak exp(-0.16));
               a stage of the paper's length gets exactly the "epoch" values.
+  "wsd"       warm-up, stable, decay: the paper's warm-up over the same first 3/P of the stage, then the
+              paper's peak lambda(4) = exp(-0.16) held, and the paper's whole decay (exp(-0.16) down to
+              its last value exp(-0.04 P)) squeezed, still exponential, into the last
+              optim.anneal_fraction of the stage. Same start and end as "progress", but a short stage
+              spends most of its steps at the peak instead of about a fifth of the peak on average.
 """
 from __future__ import annotations
 
 import math
 
-SCHEDULES = ("epoch", "progress")
+SCHEDULES = ("epoch", "progress", "wsd")
 PAPER_EPOCHS = {"pretrain": 150, "main": 120}       # the paper's stage lengths (docs/method.md §5.1, §5.2)
 
 
@@ -43,14 +48,35 @@ def progress_multiplier(fraction: float, paper_epochs: int = 120) -> float:
     return lr_multiplier(min(paper_epochs, math.floor(fraction * paper_epochs) + 1))
 
 
-def stage_multiplier(schedule: str, stage: str, epoch: int, stage_step: int, stage_steps: int) -> float:
+def wsd_multiplier(stage_step: int, stage_steps: int, paper_epochs: int = 120,
+                   anneal_fraction: float = 0.25) -> float:
+    """lambda of the 0-based step `stage_step` of a `stage_steps`-step stage under the "wsd" schedule."""
+    if not 0.0 < anneal_fraction <= 1.0:
+        raise ValueError(f"optim.anneal_fraction must be in (0, 1], got {anneal_fraction}")
+    warmup_epoch = progress_epoch(stage_step, stage_steps, paper_epochs)
+    if warmup_epoch < 4:                                  # the paper's warm-up: 0.1089, 0.33, 0.33
+        return lr_multiplier(warmup_epoch)
+    peak, last = -0.04 * 4, -0.04 * paper_epochs          # log lambda(4) and log lambda(P)
+    decay_start = (1.0 - anneal_fraction) * stage_steps
+    if stage_step < decay_start:
+        return math.exp(peak)
+    # the decay's last step reaches lambda(P) exactly, as "progress" does
+    fraction = min(1.0, (stage_step - decay_start + 1) / max(1.0, stage_steps - decay_start))
+    return math.exp(peak + (last - peak) * fraction)
+
+
+def stage_multiplier(schedule: str, stage: str, epoch: int, stage_step: int, stage_steps: int,
+                     anneal_fraction: float = 0.25) -> float:
     """The multiplier of the next step of `stage`: its 1-based epoch, its 0-based step within the stage
     and the stage's planned number of steps (epochs x iterations; a train.max_steps cap does not
-    change it, so a capped smoke run trains the first steps of the full run's sequence)."""
+    change it, so a capped smoke run trains the first steps of the full run's sequence).
+    `anneal_fraction` (optim.anneal_fraction) is read by "wsd" only."""
     if schedule == "epoch":
         return lr_multiplier(epoch)
     if schedule == "progress":
         return lr_multiplier(progress_epoch(stage_step, stage_steps, PAPER_EPOCHS[stage]))
+    if schedule == "wsd":
+        return wsd_multiplier(stage_step, stage_steps, PAPER_EPOCHS[stage], anneal_fraction)
     raise ValueError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
 
 
