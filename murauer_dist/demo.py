@@ -31,5 +31,9 @@ def demo_command(out: str = "runs/demo", preset: str = "demo-cpu", overrides=())
     minutes = (time.perf_counter() - start) / 60
     print(f"\ndemo finished in {minutes:.1f} min: mean joint error {metrics['mean_error_mm']:.2f} mm on "
           f"{metrics['frames']} real test frames with {cfg.data.n_labeled} labeled real training frames")
+    if metrics.get("subject1_mean_error_mm") is not None:     # NYU-like test split: two actors
+        print(f"  training actor (test frames 0-{metrics['subject_split'] - 1}): "
+              f"{metrics['subject1_mean_error_mm']:.2f} mm; second actor (from frame {metrics['subject_split']}): "
+              f"{metrics['subject2_mean_error_mm']:.2f} mm")
     print(f"plots and result files: {Path(out) / 'eval'}; training curves: {Path(out) / 'metrics.jsonl'}")
     return metrics

@@ -55,6 +55,15 @@ def _check_procedural_record(root: Path, cfg: Config) -> None:
         raise WorkflowError(f"{record}: this dataset was made with the realism profile {made_realism!r}, but the "
                             f"config says data.synth_realism={cfg.data.synth_realism}; set data.root (and "
                             f"data.shards) to another folder, or delete {root} to make it again")
+    from murauer_dist.data.procedural.realism import profile as realism_profile
+    wanted_split = realism_profile(cfg.data.synth_realism).test_subject_split(cfg.data.synth_frames_test)
+    made_split = made.get("test_subject_split")
+    if made_split != wanted_split:           # datasets made before the test split had two subjects
+        def says(split):
+            return "one actor in every test frame" if split is None else f"the second actor from test frame {split}"
+        raise WorkflowError(f"{record}: this dataset has {says(made_split)}, but the generator makes "
+                            f"{says(wanted_split)} (like NYU's test sequence); delete {root} and "
+                            f"{cfg.data.shards} to make both again")
     made_dataset = made.get("dataset", DEFAULT_DATASET)
     if made_dataset != cfg.data.dataset:
         raise WorkflowError(f"{record}: this dataset was made as dataset {made_dataset!r}, but the config says "

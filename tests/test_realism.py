@@ -17,11 +17,13 @@ from murauer_dist.data.procedural.generate import SynthDataError, synth_data
 CUBE, CROP = 300.0, 128
 FIT = realism.PROFILES["nyu-fit"]
 
-# Files of `synth_data(frames_train=6, frames_test=4, seed=3)` as they were before realism profiles existed.
+# Files of `synth_data(frames_train=6, frames_test=4, seed=3)` as they were before realism profiles existed:
+# the training split and the second actor's test frames are byte-identical since. Only the record and the
+# test labels changed when the default test split became NYU-like (test frame 0 of 4 by the training actor).
 DEFAULT_SHA256 = {
-    "procedural.json": "ae259283b5d0bdce1daf4461f04924c8cdcdb0788416c07b390f4b153ede46f2",
+    "procedural.json": "62647d29c4b2884332aed2bef39764fbf37830510d63be2003fc90bce1d7dd0e",
     "train/joint_data.mat": "6b2c14831518b8e6031da8d87ce105e8829f6b853225a3308a8550e9017c52e0",
-    "test/joint_data.mat": "886965f0f71ca5539c308c0d93d4b686ed4480d92b75b65077f1f8a3ab31f88a",
+    "test/joint_data.mat": "0c9ccb8c120141fa043abe7ed19cc681994d1c791eea00ff108071f66442f916",
     "train/depth_1_0000001.png": "57ec1085e2662c7ea241b7a572b8de90432145073f37bbce78cf1e92ecf81137",
     "train/synthdepth_1_0000001.png": "57415114278c9594985bfe6db5a7498bdfb319b24ebdf218d4942c6fee449905",
     "test/depth_2_0000003.png": "18a4ce9110894ea93a2acc98f048e61f0823e970a15d72d5f0a7a576bdd0ac17",
@@ -41,13 +43,14 @@ def fitted(tmp_path_factory):
     return root
 
 
-def test_default_profile_is_byte_identical_to_before(tmp_path):
+def test_default_profile_keeps_its_frames_and_splits_the_test_actors(tmp_path):
     synth_data(tmp_path / "a", frames_train=6, frames_test=4, seed=3, workers=1, progress=False)
     synth_data(tmp_path / "b", frames_train=6, frames_test=4, seed=3, workers=1, progress=False, realism="default")
     made = digest(tmp_path / "a")
     assert {name: made[name] for name in DEFAULT_SHA256} == DEFAULT_SHA256
     assert digest(tmp_path / "b") == made
-    assert "realism" not in json.loads((tmp_path / "a" / "procedural.json").read_text())
+    record = json.loads((tmp_path / "a" / "procedural.json").read_text())
+    assert "realism" not in record and record["test_subject_split"] == round(0.3 * 4) == 1
 
 
 def test_profile_is_recorded_and_unknown_names_write_nothing(fitted, tmp_path):
@@ -143,6 +146,26 @@ def test_workflow_refuses_a_dataset_made_with_another_profile(fitted, capsys):
     assert "using the dataset" in capsys.readouterr().out
     with pytest.raises(UserError, match=r"realism profile 'nyu-fit'.*data\.synth_realism=default"):
         ensure_dataset(load_config("demo-cpu", same))
+
+
+def test_workflow_refuses_a_dataset_made_before_the_two_actor_test_split(tmp_path):
+    """A default dataset whose record has no test_subject_split (one actor in every test frame) would be
+    scored as one subject; the workflow stops and says what to delete, and deletes nothing itself."""
+    from murauer_dist.config import load_config
+    from murauer_dist.errors import UserError
+    from murauer_dist.workflow import ensure_dataset
+    root = tmp_path / "data"
+    synth_data(root, frames_train=2, frames_test=4, seed=3, workers=1, progress=False)
+    record = json.loads((root / "procedural.json").read_text())
+    del record["test_subject_split"]
+    (root / "procedural.json").write_text(json.dumps(record))
+    before = digest(root)
+    cfg = load_config("demo-cpu", ["data.synth_frames_train=2", "data.synth_frames_test=4", "data.synth_seed=3",
+                                   f"data.root={root}"])
+    with pytest.raises(UserError, match=r"procedural\.json: this dataset has one actor in every test frame, but "
+                                        r"the generator makes the second actor from test frame 1.*delete"):
+        ensure_dataset(cfg)
+    assert digest(root) == before
 
 
 def test_correlation_window_merges_close_fingers_and_drops_thin_far_structures():

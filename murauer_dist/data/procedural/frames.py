@@ -113,9 +113,8 @@ class FrameRenderer:
         rig = self.settings.rig
         camera = rig.camera
         profile = self.settings.realism
-        if (profile.forearm is None and profile.surface is None and not profile.fitting.enabled
-                and profile.test_first_actor_fraction == 0):                     # the default profile
-            actor, template = self.posed(index, ACTORS[self.split]), self.posed(index, hand.TEMPLATE)
+        if profile.forearm is None and profile.surface is None and not profile.fitting.enabled:  # "default"
+            actor, template = self.posed(index, self.actor(index)), self.posed(index, hand.TEMPLATE)
             labeled, capsules = actor, [actor.capsules, template.capsules]
         else:
             # NYU: the real frame shows the actor at its true pose with its arm; labels and synthetic twin

@@ -202,7 +202,7 @@ def _write_manifest(root: Path, seed: int, counts: dict, settings: GeneratorSett
         manifest["camera"] = asdict(settings.rig.camera)
     if settings.realism.name != DEFAULT_PROFILE:                  # absent: the default profile
         manifest["realism"] = settings.realism.to_dict()
-        split = settings.realism.test_subject_split(counts["test"])
-        if split is not None:                 # first test frame of the second actor (the eval's subject split)
-            manifest["test_subject_split"] = split
+    split = settings.realism.test_subject_split(counts["test"])
+    if split is not None:                     # first test frame of the second actor (the eval's subject split)
+        manifest["test_subject_split"] = split
     atomic_write_bytes(root / "procedural.json", (json.dumps(manifest, indent=2) + "\n").encode())

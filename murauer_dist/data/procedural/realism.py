@@ -1,7 +1,8 @@
 """Realism profiles of the procedural dataset: how NYU was recorded and annotated, as generator parameters.
 
 A profile is a named group of parameters, recorded in procedural.json under "realism" (absent for the
-default profile, whose output stays what it was before profiles existed).
+default profile). Every profile splits the test sequence like NYU's (the first 30 % of the frames by
+the training actor, the rest by the second actor; procedural.json "test_subject_split").
 
 - "default": labels and synthetic twins at the rendered pose; the template's long forearm in both domains.
 - "nyu-fit": NYU's labels and its synthetic images come from a hand model fitted to each recorded frame
@@ -106,11 +107,13 @@ class Realism:
     surface: SurfaceModel | None = None
     # Test frames [0, fraction * N) show the training actor, the rest the second (unseen) actor; 0: all the
     # second actor. NYU's test sequence: frames 0-2439 of 8252 (29.6 %) by the person of the training set.
-    test_first_actor_fraction: float = 0.0
+    test_first_actor_fraction: float = 0.3
 
     def test_subject_split(self, frames_test: int) -> int | None:
-        """First test frame of the second actor, or None when the whole test split is the second actor."""
-        return int(round(self.test_first_actor_fraction * frames_test)) if self.test_first_actor_fraction > 0 else None
+        """First test frame of the second actor, or None when one actor shows every test frame (fraction 0,
+        or a test split too short to hold both)."""
+        split = int(round(self.test_first_actor_fraction * frames_test))
+        return split if 0 < split < frames_test else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,7 +126,7 @@ PROFILES = {
     # phalanx lengths and joint centres are not the actor's; the fit is judged on depth alone).
     "nyu-fit": Realism("nyu-fit", FittingError(finger_deg=4.0, global_deg=2.5, translation_mm=4.0, correlation=0.9),
                        ForearmModel(), StructuredLight(occlusion=True, window_px=5, fatten_px=1),
-                       test_first_actor_fraction=0.3, surface=SurfaceModel()),
+                       surface=SurfaceModel()),
 }
 DEFAULT_PROFILE = "default"
 
