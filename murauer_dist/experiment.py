@@ -27,25 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from murauer_dist import workflow
-from murauer_dist.atomic import atomic_write_text, save_figure
 from murauer_dist.config import LossConfig, config_changes, load_config, may_change_on_resume, public_dict
 from murauer_dist.errors import UserError
 from murauer_dist.eval.evaluate import eval_dir
+from murauer_dist.experiment_report import ABLATIONS, STAGE1_DIR, check_targets, summarize, write_report
 from murauer_dist.memory import keep_freed_memory
 from murauer_dist.methods import METHODS as REGISTRY
 
 DEFAULT_METHODS = ("synth_only", "real_synth", "dm_only", "view_only", "murauer")   # table and legend order
-ABLATIONS = ("dm_only", "view_only")
 DEFAULT_NS = (10, 100, 1000)
 DEFAULT_SEEDS = (1, 2, 3)
 DEFAULT_ABLATION_NS = (100,)
-STAGE1_DIR = "stage1"
-# The targets (README "Label efficiency on the embedded dataset"): the paper's size of effect at n = 100
-# (12.17 vs 15.74 mm, 0.77x) and its order of methods (docs/method.md §6.2).
-TARGET_N = 100
-TARGET_RATIO = 0.8
-TARGET_STD_FACTOR = 2.0
-LABELS = {name: method.label for name, method in REGISTRY.items()}
 WEIGHT_KEYS = tuple(LossConfig.__dataclass_fields__)            # beta, lambda_c, lambda_g, lambda_m
 
 
@@ -261,185 +253,6 @@ def choose(cells: list[Cell], val_error) -> tuple[list[Cell], list[dict]]:
         records.append({"method": method, "n": n, "tried": tried, "chosen": tried[best]["weights"],
                         "by": "lowest mean validation error"})
     return chosen, records
-
-
-# ---- aggregation and targets -------------------------------------------------------------------------
-
-QUANTITIES = ("real", "synth", "gap", "subject1", "subject2")
-
-
-def _stats(values: list[float]) -> dict:
-    """Mean and sample standard deviation (None with one value) over the seeds."""
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "seeds": len(values), "values": values}
-
-
-def summarize(records: list[dict], ns) -> dict:
-    """{method: {"n": {quantity: stats or None}}}; a method without labeled frames fills every n."""
-    summary: dict = {}
-    for record in records:
-        for n in ([record["n"]] if record["n"] is not None else ns):
-            cell = summary.setdefault(record["method"], {}).setdefault(str(n), {q: [] for q in QUANTITIES})
-            for quantity in QUANTITIES:
-                if record[quantity] is not None:
-                    cell[quantity].append(float(record[quantity]))
-    return {method: {n: {q: (_stats(values) if values else None) for q, values in cell.items()}
-                     for n, cell in by_n.items()}
-            for method, by_n in summary.items()}
-
-
-def _mean(summary: dict, method: str, n: int, quantity: str = "real") -> float | None:
-    stats = summary.get(method, {}).get(str(n), {}).get(quantity)
-    return stats["mean"] if stats else None
-
-
-def _std(summary: dict, method: str, n: int) -> float | None:
-    stats = summary.get(method, {}).get(str(n), {}).get("real")
-    return stats["std"] if stats else None
-
-
-def _order_holds(summary: dict, n: int, chain: list[tuple[str, ...]]) -> tuple[bool | None, str]:
-    """Whether every method of each link has a larger mean real error than every method of the next."""
-    means = {m: _mean(summary, m, n) for link in chain for m in link}
-    missing = [m for m, value in means.items() if value is None]
-    if missing:
-        return None, f"not measured at n={n}: {', '.join(missing)}"
-    holds = all(means[a] > means[b] for first, second in zip(chain, chain[1:]) for a in first for b in second)
-    text = " > ".join("{" + ", ".join(f"{LABELS[m]} {means[m]:.2f}" for m in link) + "}" if len(link) > 1
-                      else f"{LABELS[link[0]]} {means[link[0]]:.2f}" for link in chain)
-    return holds, f"n={n}: {text}"
-
-
-def check_targets(summary: dict, ns) -> list[dict]:
-    """The issue's targets on the mean real test error: [{"target", "holds" (True/False/None), "detail"}]."""
-    targets = []
-    m, r = _mean(summary, "murauer", TARGET_N), _mean(summary, "real_synth", TARGET_N)
-    name = (f"MURAUER <= {TARGET_RATIO:g}x Real & Synth at n={TARGET_N}, the difference > {TARGET_STD_FACTOR:g}x "
-            f"the larger standard deviation")
-    if m is None or r is None:
-        targets.append({"target": name, "holds": None, "detail": f"not measured (needs murauer and real_synth at "
-                                                                 f"n={TARGET_N})"})
-    else:
-        stds = [_std(summary, "murauer", TARGET_N), _std(summary, "real_synth", TARGET_N)]
-        ratio, difference = m / r, r - m
-        detail = f"{m:.2f} vs {r:.2f} mm ({ratio:.2f}x), difference {difference:+.2f} mm"
-        if None in stds:
-            holds = None
-            detail += "; no standard deviation with one seed"
-        else:
-            bound = TARGET_STD_FACTOR * max(stds)
-            holds = ratio <= TARGET_RATIO and difference > bound
-            detail += f", {TARGET_STD_FACTOR:g}x the larger std {bound:.2f} mm"
-        targets.append({"target": name, "holds": holds, "detail": detail})
-    holds, detail = _order_holds(summary, TARGET_N, [("synth_only",), ("real_synth",), ABLATIONS, ("murauer",)])
-    targets.append({"target": f"the paper's order at n={TARGET_N}: Synth only > Real & Synth > {{distribution "
-                              f"matching only, view prediction only}} > MURAUER", "holds": holds, "detail": detail})
-    results = [_order_holds(summary, n, [("synth_only",), ("real_synth",), ("murauer",)]) for n in ns]
-    verdicts = [holds for holds, _ in results]
-    holds = None if None in verdicts else all(verdicts)
-    targets.append({"target": "Synth only > Real & Synth > MURAUER at every n", "holds": holds,
-                    "detail": "; ".join(detail for _, detail in results)})
-    return targets
-
-
-# ---- report --------------------------------------------------------------------------------------------
-
-def _cell_text(stats: dict | None, signed: bool = False) -> str:
-    if stats is None:
-        return "-"
-    mean = f"{stats['mean']:+.2f}" if signed else f"{stats['mean']:.2f}"
-    return f"{mean} ± {stats['std']:.2f}" if stats["std"] is not None else f"{mean} (1 seed)"
-
-
-def _table(summary: dict, methods, ns, quantity: str, title: str, signed: bool = False) -> list[str]:
-    lines = [f"{title}:", "", "| method | " + " | ".join(f"n={n}" for n in ns) + " |", "|---" * (len(ns) + 1) + "|"]
-    for method in methods:
-        cells = [_cell_text(summary.get(method, {}).get(str(n), {}).get(quantity), signed) for n in ns]
-        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _weights_text(weights: dict) -> str:
-    return ", ".join(f"{key}={value:g}" for key, value in weights.items()) or "the preset's values"
-
-
-def report_markdown(report: dict) -> str:
-    summary, methods, ns = report["summary"], report["methods"], report["n"]
-    seeds = ", ".join(map(str, report["seeds"]))
-    lines = [f"# Label efficiency ({report['preset']})", "",
-             f"Training seeds {seeds} per cell, one shared stage 1 ({STAGE1_DIR}/), the same data for every cell; "
-             f"mean ± sample standard deviation over the seeds. n = labeled real frames (Synth only uses none: "
-             f"the same models at every n). - = not run.", ""]
-    lines += _table(summary, methods, ns, "real", "Mean joint error (mm), real test frames")
-    if "murauer" in methods and "real_synth" in methods:
-        ratios = []
-        for n in ns:
-            m, r = _mean(summary, "murauer", n), _mean(summary, "real_synth", n)
-            ratios.append(f"{m / r:.2f}x" if m is not None and r is not None else "-")
-        lines.append("| MURAUER / Real & Synth | " + " | ".join(ratios) + " |")
-    for subject in ("subject1", "subject2"):
-        if any(cell.get(subject) for by_n in summary.values() for cell in by_n.values()):
-            lines += ["", *_table(summary, methods, ns, subject, f"Mean joint error (mm), test {subject}")]
-    lines += ["", *_table(summary, methods, ns, "gap", "Domain gap left: real test error minus the error on the "
-                                                         "same frames' synthetic twins (mm)", signed=True)]
-    lines += ["", "Loss weights (chosen by the mean validation error over the seeds; the test split is never "
-                  "used for a choice):", "", "| method | n | tried (validation error, mm) | chosen |",
-              "|---|---|---|---|"]
-    for choice in report["selection"]:
-        tried = "; ".join(_weights_text(entry["weights"])
-                          + (f" ({entry['val_mean_error_mm']:.2f})" if "val_mean_error_mm" in entry else "")
-                          for entry in choice["tried"])
-        used = choice.get("used", choice["chosen"])
-        chosen = _weights_text(used) if used or choice["chosen"] else "(no weighted term)"
-        n = "all" if choice["n"] is None else choice["n"]
-        lines.append(f"| {LABELS[choice['method']]} | {n} | {tried} | {chosen} |")
-    lines += ["", "Targets (on the mean real test error):", ""]
-    for target in report["targets"]:
-        verdict = {True: "holds", False: "does not hold", None: "not measured"}[target["holds"]]
-        lines.append(f"- **{verdict}**: {target['target']}. {target['detail']}")
-    return "\n".join(lines) + "\n"
-
-
-def _plot(summary: dict, methods, ns, path: Path) -> None:
-    """Error vs n with error bars (one std over seeds); solid: real test frames, like the paper's Fig. 4;
-    dotted: the same models on the synthetic twins."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7.0, 4.5))
-    for index, (method, marker) in enumerate(zip(methods, "sodv^<>p*h")):
-        line_color = None
-        shift = 1.03 ** (index - (len(methods) - 1) / 2)     # side by side, so error bars do not overlap
-        for quantity, style, alpha in (("real", "-", 1.0), ("synth", ":", 0.5)):
-            points = [(n, summary[method][str(n)][quantity]) for n in ns
-                      if str(n) in summary.get(method, {}) and summary[method][str(n)][quantity]]
-            if not points:
-                continue
-            xs = [n * shift for n, _ in points]
-            means = [stats["mean"] for _, stats in points]
-            errors = [stats["std"] or 0.0 for _, stats in points]
-            label = LABELS[method] if quantity == "real" else f"{LABELS[method]}, synthetic twins"
-            color = None if quantity == "real" else line_color
-            bars = ax.errorbar(xs, means, yerr=errors, marker=marker, linestyle=style, capsize=3, alpha=alpha,
-                               color=color, label=label)
-            if quantity == "real":
-                line_color = bars.lines[0].get_color()
-    ax.set_xscale("log")
-    ax.set_xticks(list(ns), [str(n) for n in ns])
-    ax.set_xlabel("labeled real frames n")
-    ax.set_ylabel("mean joint error (mm), test split")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    save_figure(fig, path, dpi=120)
-    plt.close(fig)
-
-
-def write_report(report: dict, out: Path) -> str:
-    atomic_write_text(out / "results.json", json.dumps(report, indent=2))
-    table = report_markdown(report)
-    atomic_write_text(out / "results.md", table)
-    _plot(report["summary"], report["methods"], report["n"], out / "label_efficiency.png")
-    return table
 
 
 def label_efficiency(preset: str, out: Path, overrides: list[str], methods=DEFAULT_METHODS, ns=DEFAULT_NS,

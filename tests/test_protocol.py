@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from murauer_dist import experiment as exp
+from murauer_dist.experiment_report import check_targets, summarize
 from murauer_dist.config import ConfigError, load_config, save_config
 from murauer_dist.data.batch import fake_batch, stream_sizes
 from murauer_dist.methods import FIVE_STREAMS, METHODS
@@ -357,7 +358,7 @@ def _summary(errors: dict) -> dict:
     """A summary from {(method, n): [error per seed]}."""
     records = [{"method": m, "n": n, "real": e, "synth": e, "gap": 0.0, "subject1": None, "subject2": None}
                for (m, n), values in errors.items() for e in values]
-    return exp.summarize(records, (10, 100))
+    return summarize(records, (10, 100))
 
 
 def test_aggregation_and_targets_on_fake_results():
@@ -369,22 +370,22 @@ def test_aggregation_and_targets_on_fake_results():
     assert summary["real_synth"]["100"]["real"]["mean"] == pytest.approx(16.2)
     assert summary["real_synth"]["100"]["real"]["std"] == pytest.approx(0.2)          # sample std (n - 1)
     assert summary["synth_only"]["10"]["real"]["seeds"] == 3
-    assert [t["holds"] for t in exp.check_targets(summary, (10, 100))] == [True, True, True]
+    assert [t["holds"] for t in check_targets(summary, (10, 100))] == [True, True, True]
     # 0.8x holds but the seeds scatter more than half the difference
     noisy = {**good, ("murauer", 100): [10.0, 12.2, 14.4]}
-    first = exp.check_targets(_summary(noisy), (10, 100))[0]
+    first = check_targets(_summary(noisy), (10, 100))[0]
     assert first["holds"] is False and "0.75x" in first["detail"]
     # within 2 std but not 0.8x
     close = {**good, ("murauer", 100): [13.5, 13.6, 13.7]}
-    assert exp.check_targets(_summary(close), (10, 100))[0]["holds"] is False
+    assert check_targets(_summary(close), (10, 100))[0]["holds"] is False
     # an ablation worse than the baseline breaks the paper's order at n = 100, not the three-method order
     swapped = {**good, ("view_only", 100): [16.5, 16.6, 16.7]}
-    assert [t["holds"] for t in exp.check_targets(_summary(swapped), (10, 100))] == [True, False, True]
+    assert [t["holds"] for t in check_targets(_summary(swapped), (10, 100))] == [True, False, True]
     # MURAUER worse than the baseline at n = 10
     worse = {**good, ("murauer", 10): [20.5, 20.6, 20.7]}
-    assert exp.check_targets(_summary(worse), (10, 100))[2]["holds"] is False
+    assert check_targets(_summary(worse), (10, 100))[2]["holds"] is False
     # one seed: no standard deviation, so the first target cannot be decided; missing cells: not measured
     single = {key: values[:1] for key, values in good.items()}
-    assert exp.check_targets(_summary(single), (10, 100))[0]["holds"] is None
+    assert check_targets(_summary(single), (10, 100))[0]["holds"] is None
     partial = {key: values for key, values in good.items() if key[0] not in exp.ABLATIONS}
-    assert [t["holds"] for t in exp.check_targets(_summary(partial), (10, 100))] == [True, None, True]
+    assert [t["holds"] for t in check_targets(_summary(partial), (10, 100))] == [True, None, True]
