@@ -148,7 +148,23 @@ def run_demo(work: Path, source: Path, overrides=(), log_path: Path | None = Non
     return {"benchmark": "demo", "source_commit": _source_commit(source), "command": " ".join(command[2:]),
             "phases": rows, "total": {"wall_s": round(end - start, 1), "cpu_s": round(total_cpu, 1)},
             "mean_error_mm": round(float(metrics["mean_error_mm"]), 3), "test_frames": metrics.get("frames"),
+            "subject_split": metrics.get("subject_split"),
+            "subject_errors_mm": [_rounded(metrics.get(f"subject{i}_mean_error_mm")) for i in (1, 2)],
             "machine_at_start": machine_start, "machine_at_end": machine()}
+
+
+def _rounded(value) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def _accuracy_text(run: dict) -> str:
+    """'mean joint error E mm on N real test frames', with both subjects' errors where there are two."""
+    text = f"mean joint error {run['mean_error_mm']:.2f} mm on {run['test_frames']} real test frames"
+    first, second = run.get("subject_errors_mm") or (None, None)
+    if first is not None and second is not None:
+        text += (f" (training actor, frames 0-{run['subject_split'] - 1}: {first:.2f} mm; second actor from frame "
+                 f"{run['subject_split']}: {second:.2f} mm)")
+    return text
 
 
 def table(result: dict) -> str:
@@ -157,8 +173,7 @@ def table(result: dict) -> str:
         lines.append(f"| {row['phase']} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} |")
     at_start = result["machine_at_start"]
     lines.append("")
-    lines.append(f"commit {result['source_commit']}; mean joint error {result['mean_error_mm']:.2f} mm on "
-                 f"{result['test_frames']} real test frames; {at_start.get('cpu_model')}, {at_start.get('cpu_cores')} "
+    lines.append(f"commit {result['source_commit']}; {_accuracy_text(result)}; {at_start.get('cpu_model')}, {at_start.get('cpu_cores')} "
                  f"cores, load average (1 min) {at_start.get('load_average_1min')} at the start, "
                  f"{result['machine_at_end'].get('load_average_1min')} at the end")
     return "\n".join(lines) + "\n"
@@ -178,8 +193,7 @@ def comparison_table(baseline: dict, result: dict) -> str:
                      f"| {old['cpu_s']:.1f} | {new['cpu_s']:.1f} | {ratio(old['cpu_s'], new['cpu_s'])} |")
     lines.append("")
     for name, run in (("baseline", baseline), ("source", result)):
-        lines.append(f"- {name} {run['source_commit']}: mean joint error {run['mean_error_mm']:.2f} mm on "
-                     f"{run['test_frames']} real test frames; load average (1 min) "
+        lines.append(f"- {name} {run['source_commit']}: {_accuracy_text(run)}; load average (1 min) "
                      f"{run['machine_at_start'].get('load_average_1min')} at the start, {run['machine_at_end'].get('load_average_1min')} "
                      f"at the end")
     lines.append(f"- {result['machine_at_start'].get('cpu_model')}, {result['machine_at_start'].get('cpu_cores')} cores")
