@@ -327,8 +327,21 @@ def test_evaluate_centre_all_on_a_tiny_run(setup, tmp_path):
         assert len((out / mode / "results_uvd.txt").read_text().splitlines()) == 6
     table = (out / "centres.md").read_text()
     assert all(f"| {mode} | 6 |" in table for mode in results)
+    assert "subject 1 / 2" not in table                    # the blob shards' test split has one subject
     with pytest.raises(Exception, match="--centre refined needs --refiner"):
         evaluate_centres_command(str(setup["run"]), centre="refined")
+
+
+def test_centre_table_compares_each_test_subject_with_the_gt_centre():
+    from murauer_dist.localize.centres import format_centre_table
+    centre = {"mean_mm": 9.0, "median_mm": 8.0, "p90_mm": 15.0}
+    rows = {"gt": {"frames": 10, "mean_error_mm": 10.0, "median_error_mm": 9.0, "centre_error": centre,
+                   "subject1_mean_error_mm": 8.0, "subject2_mean_error_mm": 11.0},
+            "refined": {"frames": 10, "mean_error_mm": 11.0, "median_error_mm": 10.0, "centre_error": centre,
+                        "subject1_mean_error_mm": 8.4, "subject2_mean_error_mm": 12.1, "failed": 1}}
+    lines = format_centre_table(rows).splitlines()
+    assert len({line.count("|") for line in lines}) == 1                    # header, rule and rows line up
+    assert lines[3] == "| refined | 10 | 11.00 | 1.100x | 8.40 / 12.10 | 1.050x / 1.100x | 10.00 | 9.0 / 8.0 / 15.0 | 1 |"
 
 
 def test_refiner_scale_augmentation_keeps_the_targets_of_the_same_draws(setup):

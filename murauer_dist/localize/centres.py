@@ -163,16 +163,26 @@ def _out_dirs(run_dir: Path, out: str, modes: list[str]) -> dict[str, Path]:
 
 
 def format_centre_table(rows: dict[str, dict]) -> str:
-    """Markdown table: per centre, frames, joint error and its ratio to gt, centre error."""
-    base = rows.get("gt", {}).get("mean_error_mm")
-    lines = ["| centre | frames | mean joint error (mm) | vs gt | median joint error (mm) | centre error mean / median "
-             "/ p90 (mm) | failed |", "|---|---|---|---|---|---|---|"]
+    """Markdown table: per centre, frames, joint error and its ratio to gt (per test subject too, where
+    the test split has two), centre error."""
+    base = rows.get("gt", {})
+    subjects = all(row.get("subject2_mean_error_mm") is not None for row in rows.values())
+
+    def versus(row: dict, key: str) -> str:
+        return f"{row[key] / base[key]:.3f}x" if base.get(key) else "-"
+    header = "| centre | frames | mean joint error (mm) | vs gt |"
+    if subjects:
+        header += " subject 1 / 2 (mm) | subject 1 / 2 vs gt |"
+    lines = [header + " median joint error (mm) | centre error mean / median / p90 (mm) | failed |",
+             "|---" * (header.count("|") + 2) + "|"]
     for mode, row in rows.items():
-        ratio = f"{row['mean_error_mm'] / base:.3f}x" if base else "-"
         centre = row["centre_error"]
-        lines.append(f"| {mode} | {row['frames']} | {row['mean_error_mm']:.2f} | {ratio} | "
-                     f"{row['median_error_mm']:.2f} | {centre['mean_mm']:.1f} / {centre['median_mm']:.1f} / "
-                     f"{centre['p90_mm']:.1f} | {row.get('failed', 0)} |")
+        line = f"| {mode} | {row['frames']} | {row['mean_error_mm']:.2f} | {versus(row, 'mean_error_mm')} |"
+        if subjects:
+            line += (f" {row['subject1_mean_error_mm']:.2f} / {row['subject2_mean_error_mm']:.2f} | "
+                     f"{versus(row, 'subject1_mean_error_mm')} / {versus(row, 'subject2_mean_error_mm')} |")
+        lines.append(line + f" {row['median_error_mm']:.2f} | {centre['mean_mm']:.1f} / {centre['median_mm']:.1f} / "
+                            f"{centre['p90_mm']:.1f} | {row.get('failed', 0)} |")
     return "\n".join(lines) + "\n"
 
 
