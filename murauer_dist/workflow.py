@@ -33,8 +33,13 @@ def _done(path: Path) -> bool:
     return path.is_file()
 
 
+def _actors_text(split: int | None) -> str:
+    return "one actor in every test frame" if split is None else f"the second actor from test frame {split}"
+
+
 def _check_procedural_record(root: Path, cfg: Config) -> None:
-    """A procedural dataset made with other frame counts or seed is not silently reused."""
+    """A procedural dataset made with other frame counts, seed, realism profile, test actors or layout
+    is not silently reused."""
     record = root / "procedural.json"
     if not record.is_file():
         return                                    # a real NYU download or a hand-made layout
@@ -59,10 +64,8 @@ def _check_procedural_record(root: Path, cfg: Config) -> None:
     wanted_split = realism_profile(cfg.data.synth_realism).test_subject_split(cfg.data.synth_frames_test)
     made_split = made.get("test_subject_split")
     if made_split != wanted_split:           # datasets made before the test split had two subjects
-        def says(split):
-            return "one actor in every test frame" if split is None else f"the second actor from test frame {split}"
-        raise WorkflowError(f"{record}: this dataset has {says(made_split)}, but the generator makes "
-                            f"{says(wanted_split)} (like NYU's test sequence); delete {root} and "
+        raise WorkflowError(f"{record}: this dataset has {_actors_text(made_split)}, but the generator makes "
+                            f"{_actors_text(wanted_split)} (like NYU's test sequence); delete {root} and "
                             f"{cfg.data.shards} to make both again")
     made_dataset = made.get("dataset", DEFAULT_DATASET)
     if made_dataset != cfg.data.dataset:
