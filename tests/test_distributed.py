@@ -27,7 +27,7 @@ from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train import losses
 from murauer_dist.train.engine import make_adam
 from murauer_dist.train.fake_stream import FakeTrainStream
-from murauer_dist.train.schedule import base_lr, lr_multiplier
+from murauer_dist.train.schedule import base_lr, stage_multiplier
 from murauer_dist.train.step import model_requests
 
 pytestmark = pytest.mark.dist
@@ -167,12 +167,15 @@ def test_two_rank_ddp_equals_one_process_with_the_global_batch(fake_stream_run):
     """
     cfg = load_config("tiny", TINY)
     model, _ = initial_networks(cfg)
-    optimizer = make_adam(cfg, model, base_lr(cfg, world_size=2))
-    for group in optimizer.param_groups:
-        group["lr"] *= lr_multiplier(1)
+    peak = base_lr(cfg, world_size=2)
+    optimizer = make_adam(cfg, model, peak)
     streams = [FakeTrainStream(cfg, "pretrain", rank) for rank in (0, 1)]
     model.train()
+    stage_steps = cfg.train.pretrain_epochs * cfg.train.iters_per_epoch
     for position in range(cfg.train.max_steps):
+        for group in optimizer.param_groups:         # the preset's schedule, step by step as the loop sets it
+            group["lr"] = peak * stage_multiplier(cfg.optim.schedule, "pretrain", 1, position, stage_steps,
+                                                  cfg.optim.anneal_fraction)
         rank_losses = []
         for stream in streams:
             batch = to_device(stream.make_batch(1, position), "cpu")
