@@ -190,7 +190,7 @@ class LocalizeConfig:
 class RefinerConfig:
     """The centre refiner (murauer_dist/localize/refiner.py) and `murauer-dist train-refiner`."""
     out: str = ""                        # checkpoint file; "": TRAIN_OUT/refiner.pt (train.out)
-    steps: int = ranged(3000, ge=1)
+    steps: int = ranged(6000, ge=1)      # val centre error 11.5 mm after 3000 steps, 9.8 mm after 6000 (demo data)
     batch: int = ranged(64, ge=1)
     lr: float = ranged(1e-3, gt=0)       # Adam, cosine decay to 0 over the steps
     weight_decay: float = ranged(1e-4, ge=0)
