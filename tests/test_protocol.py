@@ -94,7 +94,8 @@ def test_wsd_rejects_an_anneal_fraction_outside_0_1():
 
 def test_presets_choose_their_schedule():
     assert load_config("nyu").optim.schedule == "epoch"              # the paper's per-epoch multiplier exactly
-    assert load_config("label-efficiency").optim.schedule == "progress"
+    assert load_config("label-efficiency").optim.schedule == "wsd"                  # demo-cpu's
+    assert load_config("label-efficiency").train.epochs == 10
     with pytest.raises(ConfigError, match="optim.schedule"):
         load_config("tiny", ["optim.schedule=cosine"])
 
