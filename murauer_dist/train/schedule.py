@@ -1,6 +1,6 @@
 """Learning-rate multiplier of docs/method.md §5.3 and the world-size scaling of the base rate.
 
-Two schedules (config optim.schedule):
+Three schedules (config optim.schedule):
   "epoch"     the paper's lambda(e) for the 1-based epoch e of the stage, as the released code applies
               it; a stage shorter than the paper's ends far from annealed (10 epochs end at 0.67x);
   "progress"  the paper's curve over the stage's progress: the step s of a stage of T steps (0-based,
