@@ -16,6 +16,7 @@ from pathlib import Path
 
 from murauer_dist import workflow
 from murauer_dist.config import load_config
+from murauer_dist.eval.metrics import subjects_text
 from murauer_dist.memory import keep_freed_memory
 
 
@@ -31,9 +32,7 @@ def demo_command(out: str = "runs/demo", preset: str = "demo-cpu", overrides=())
     minutes = (time.perf_counter() - start) / 60
     print(f"\ndemo finished in {minutes:.1f} min: mean joint error {metrics['mean_error_mm']:.2f} mm on "
           f"{metrics['frames']} real test frames with {cfg.data.n_labeled} labeled real training frames")
-    if metrics.get("subject1_mean_error_mm") is not None:     # NYU-like test split: two actors
-        print(f"  training actor (test frames 0-{metrics['subject_split'] - 1}): "
-              f"{metrics['subject1_mean_error_mm']:.2f} mm; second actor (from frame {metrics['subject_split']}): "
-              f"{metrics['subject2_mean_error_mm']:.2f} mm")
+    if subjects_text(metrics):                                # NYU-like test split: two actors
+        print(f"  {subjects_text(metrics)}")
     print(f"plots and result files: {Path(out) / 'eval'}; training curves: {Path(out) / 'metrics.jsonl'}")
     return metrics

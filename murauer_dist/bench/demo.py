@@ -32,8 +32,10 @@ from pathlib import Path
 from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist.bench.machine import machine
 from murauer_dist.errors import UserError
+from murauer_dist.eval.metrics import subjects_text
 
 PHASES = ("data", "shards", "stage 1", "stage 2", "evaluation")
+SUBJECT_ERRORS = ("subject1_mean_error_mm", "subject2_mean_error_mm")   # eval metrics.json keys (mm)
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -149,22 +151,15 @@ def run_demo(work: Path, source: Path, overrides=(), log_path: Path | None = Non
             "phases": rows, "total": {"wall_s": round(end - start, 1), "cpu_s": round(total_cpu, 1)},
             "mean_error_mm": round(float(metrics["mean_error_mm"]), 3), "test_frames": metrics.get("frames"),
             "subject_split": metrics.get("subject_split"),
-            "subject_errors_mm": [_rounded(metrics.get(f"subject{i}_mean_error_mm")) for i in (1, 2)],
+            **{key: (None if metrics.get(key) is None else round(float(metrics[key]), 3)) for key in SUBJECT_ERRORS},
             "machine_at_start": machine_start, "machine_at_end": machine()}
-
-
-def _rounded(value) -> float | None:
-    return None if value is None else round(float(value), 3)
 
 
 def _accuracy_text(run: dict) -> str:
     """'mean joint error E mm on N real test frames', with both subjects' errors where there are two."""
-    text = f"mean joint error {run['mean_error_mm']:.2f} mm on {run['test_frames']} real test frames"
-    first, second = run.get("subject_errors_mm") or (None, None)
-    if first is not None and second is not None:
-        text += (f" (training actor, frames 0-{run['subject_split'] - 1}: {first:.2f} mm; second actor from frame "
-                 f"{run['subject_split']}: {second:.2f} mm)")
-    return text
+    subjects = subjects_text(run)
+    return (f"mean joint error {run['mean_error_mm']:.2f} mm on {run['test_frames']} real test frames"
+            + (f" ({subjects})" if subjects else ""))
 
 
 def table(result: dict) -> str:

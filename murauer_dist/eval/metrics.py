@@ -49,6 +49,16 @@ def subject_errors(frame_mean: np.ndarray, subject_split: int | None) -> dict:
             "subject_split": int(subject_split)}
 
 
+def subjects_text(metrics: dict) -> str:
+    """Both test subjects' mean errors in words ("" unless the metrics hold two subjects)."""
+    split = metrics.get("subject_split")
+    first, second = metrics.get("subject1_mean_error_mm"), metrics.get("subject2_mean_error_mm")
+    if split is None or first is None or second is None:
+        return ""
+    return (f"training actor (test frames 0-{split - 1}): {first:.2f} mm; second actor from frame {split}: "
+            f"{second:.2f} mm")
+
+
 def compute_metrics(pred_xyz: np.ndarray, gt_xyz: np.ndarray, subject_split: int | None = NYU_SUBJECT_SPLIT,
                     max_threshold: int = MAX_THRESHOLD_MM, joint_labels=NYU.joints.labels) -> dict:
     """All metrics as a JSON-serialisable dict of named values (mm; fractions in [0, 1])."""

@@ -56,10 +56,10 @@ def wsd_multiplier(stage_step: int, stage_steps: int, paper_epochs: int = 120,
     warmup_epoch = progress_epoch(stage_step, stage_steps, paper_epochs)
     if warmup_epoch < 4:                                  # the paper's warm-up: 0.1089, 0.33, 0.33
         return lr_multiplier(warmup_epoch)
-    peak, last = -0.04 * 4, -0.04 * paper_epochs          # log lambda(4) and log lambda(P)
+    peak, last = math.log(lr_multiplier(4)), math.log(lr_multiplier(paper_epochs))
     decay_start = (1.0 - anneal_fraction) * stage_steps
     if stage_step < decay_start:
-        return math.exp(peak)
+        return lr_multiplier(4)
     # the decay's last step reaches lambda(P) exactly, as "progress" does
     fraction = min(1.0, (stage_step - decay_start + 1) / max(1.0, stage_steps - decay_start))
     return math.exp(peak + (last - peak) * fraction)
