@@ -58,10 +58,13 @@ def train(preset: str, *overrides: str) -> None:
 
 
 def evaluate(checkpoint: str, test_shards: str = "", out: str = "", batch: int = 0, domain: str = "real",
-             centre: str = "gt", refiner: str = "", root: str = "") -> None:
+             centre: str = "gt", refiner: str = "", root: str = "", split: str = "test") -> None:
     """Evaluate CHECKPOINT on the test shards: result files, metrics.json, table, plots.
 
     --domain synth scores the synthetic twins of the test frames instead (the error without domain gap).
+    --split val scores the validation split, --split labeled the labeled real frames the run trained on
+    (RUN/eval-val, RUN/eval-labeled): a training-frame error close to the held-out one means the model
+    underfits, a much lower one that it overfits.
     --centre gt|detected|refined|all crops around the ground-truth palm centre (the protocol), the
     closest object's centre of mass in the raw test frame, that centre refined by --refiner CKPT, or
     all three side by side (RUN/eval-centres.md); the raw frames come from the shards' source dataset
@@ -69,9 +72,12 @@ def evaluate(checkpoint: str, test_shards: str = "", out: str = "", batch: int =
     """
     if centre == "gt" and not refiner:
         from murauer_dist.eval.evaluate import evaluate_command
-        evaluate_command(checkpoint, test_shards=test_shards, out=out, batch=batch, domain=domain)
+        evaluate_command(checkpoint, test_shards=test_shards, out=out, batch=batch, domain=domain, split=split)
         return
     from murauer_dist.localize.centres import CentreEvaluationError, evaluate_centres_command
+    if split != "test":
+        raise CentreEvaluationError(f"evaluate: --centre {centre} scores the test split; --split {split} goes with "
+                                    f"--centre gt only")
     if domain != "real":
         raise CentreEvaluationError(f"evaluate: --centre {centre} scores real frames; --domain {domain} goes with "
                                     f"--centre gt only")

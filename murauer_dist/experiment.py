@@ -26,8 +26,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from murauer_dist import workflow
 from murauer_dist.config import LossConfig, config_changes, load_config, may_change_on_resume, public_dict
+from murauer_dist.data.procedural.shown import shown_poses
+from murauer_dist.datasets import DEFAULT_DATASET, dataset_spec
 from murauer_dist.errors import UserError
 from murauer_dist.eval.evaluate import eval_dir
 from murauer_dist.experiment_report import ABLATIONS, STAGE1_DIR, check_targets, summarize, write_report
@@ -193,15 +197,28 @@ def _train_once(preset: str, overrides: list[str], run_dir: Path) -> None:
     workflow.run_training(preset, [*overrides, f"train.out={run_dir}"], log_file=run_dir / "train.log")
 
 
-def _metrics_of(run_dir: Path, domain: str = "real") -> dict:
-    done = eval_dir(run_dir, domain) / "metrics.json"
+def _metrics_of(run_dir: Path, domain: str = "real", split: str = "test") -> dict:
+    done = eval_dir(run_dir, domain, split) / "metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
-    return workflow.evaluate_run(run_dir, domain=domain)
+    return workflow.evaluate_run(run_dir, domain=domain, split=split)
 
 
-def _evaluated(run_dir: Path) -> dict:
-    return {domain: _metrics_of(run_dir, domain) for domain in ("real", "synth")}
+def _evaluated(run_dir: Path, shown: dict | None) -> dict:
+    """Test errors (real frames and twins), the same on the labeled training frames, and, where the
+    data know them (shown: shown_poses of the dataset), the real frames' error against the poses they show."""
+    metrics = {domain: _metrics_of(run_dir, domain) for domain in ("real", "synth")}
+    metrics["train"] = {domain: _metrics_of(run_dir, domain, "labeled") for domain in ("real", "synth")}
+    if shown is not None:
+        from murauer_dist.eval.result_files import read_result_file
+        from murauer_dist.data.procedural.shown import shown_pose_error
+        folder = eval_dir(run_dir)
+        spec = dataset_spec(metrics["real"].get("dataset", DEFAULT_DATASET))
+        frames = np.loadtxt(folder / "frames.txt", dtype=np.int64, ndmin=1)
+        pred = read_result_file(folder / "results_xyz.txt", "xyz", len(frames), spec.joints.count,
+                                spec.camera).xyz
+        metrics["shown"] = shown_pose_error(pred, frames, shown, list(spec.joints.evaluated))
+    return metrics
 
 
 def validation_error(run_dir: Path) -> float:
@@ -218,11 +235,17 @@ def validation_error(run_dir: Path) -> float:
 
 def cell_record(cell: Cell, metrics: dict, weights: dict) -> dict:
     """One evaluated cell as results.json lists it."""
-    real, synth = metrics["real"], metrics["synth"]
-    return {"method": cell.method, "n": cell.n, "seed": cell.seed, "run": cell.name, "weights": weights,
-            "real": real["mean_error_mm"], "synth": synth["mean_error_mm"],
-            "gap": real["mean_error_mm"] - synth["mean_error_mm"],
-            "subject1": real.get("subject1_mean_error_mm"), "subject2": real.get("subject2_mean_error_mm")}
+    real, synth, train = metrics["real"], metrics["synth"], metrics["train"]
+    record = {"method": cell.method, "n": cell.n, "seed": cell.seed, "run": cell.name, "weights": weights,
+              "real": real["mean_error_mm"], "synth": synth["mean_error_mm"],
+              "gap": real["mean_error_mm"] - synth["mean_error_mm"],
+              "subject1": real.get("subject1_mean_error_mm"), "subject2": real.get("subject2_mean_error_mm"),
+              "train_real": train["real"]["mean_error_mm"], "train_synth": train["synth"]["mean_error_mm"]}
+    if "shown" in metrics:
+        record["shown"] = metrics["shown"]["shown_mean_error_mm"]
+        record["gap_shown"] = record["shown"] - record["synth"]
+        record["label_noise"] = metrics["shown"]["label_noise_mm"]
+    return record
 
 
 def choose(cells: list[Cell], val_error) -> tuple[list[Cell], list[dict]]:
@@ -282,11 +305,12 @@ def label_efficiency(preset: str, out: Path, overrides: list[str], methods=DEFAU
         _train_once(preset, [*overrides, *cell.overrides(stage1)], out / cell.name)
     chosen, selection = choose(cells, lambda cell: validation_error(out / cell.name))
     records = []
+    shown = shown_poses(cfg.data.root)                # None unless labels are fitted poses (nyu-fit)
     with workflow.torch_thread_count(workflow.torch_threads(cfg)):
         for cell in chosen:
             loss = load_config(preset, [*overrides, *cell.overrides(stage1)]).loss
             weights = {key: getattr(loss, key) for key in method_weights(cell.method)}
-            records.append(cell_record(cell, _evaluated(out / cell.name), weights))
+            records.append(cell_record(cell, _evaluated(out / cell.name, shown), weights))
     for choice in selection:                          # the values the reported runs were trained with
         choice["used"] = next(record["weights"] for record in records
                               if (record["method"], record["n"]) == (choice["method"], choice["n"]))

@@ -23,7 +23,10 @@ LABELS = {name: method.label for name, method in REGISTRY.items()}
 
 # ---- aggregation and targets -------------------------------------------------------------------------
 
-QUANTITIES = ("real", "synth", "gap", "subject1", "subject2")
+QUANTITIES = ("real", "synth", "gap", "subject1", "subject2",
+              # where the error comes from: the labeled training frames (real, twins), and where the data
+              # know them, the poses the real test frames show (their labels are fitted poses)
+              "train_real", "train_synth", "shown", "gap_shown", "label_noise")
 
 
 def _stats(values: list[float]) -> dict:
@@ -39,7 +42,7 @@ def summarize(records: list[dict], ns) -> dict:
         for n in ([record["n"]] if record["n"] is not None else ns):
             cell = summary.setdefault(record["method"], {}).setdefault(str(n), {q: [] for q in QUANTITIES})
             for quantity in QUANTITIES:
-                if record[quantity] is not None:
+                if record.get(quantity) is not None:
                     cell[quantity].append(float(record[quantity]))
     return {method: {n: {q: (_stats(values) if values else None) for q, values in cell.items()}
                      for n, cell in by_n.items()}
@@ -117,6 +120,38 @@ def _table(summary: dict, methods, ns, quantity: str, title: str, signed: bool =
     return lines
 
 
+DECOMPOSITION = (("real", "real test", False), ("synth", "twins", False),
+                 ("shown", "real vs shown pose", False), ("gap_shown", "gap vs shown pose", True),
+                 ("train_real", "labeled train real", False), ("train_synth", "labeled train twins", False))
+
+
+def _decomposition(summary: dict, methods, ns) -> list[str]:
+    """Per n, each method's error on the test frames, their twins, against the poses the real frames show,
+    and on its labeled training frames: what a method could still gain, and where."""
+    has_shown = any(cell.get("shown") for by_n in summary.values() for cell in by_n.values())
+    columns = [column for column in DECOMPOSITION if has_shown or column[0] not in ("shown", "gap_shown")]
+    lines = ["", "Where the error comes from (mm): real test frames; their synthetic twins; "
+             + ("the real frames against the poses they show (the labels are fitted poses) and that minus the "
+                "twins' error (the domain gap proper); " if has_shown else "")
+             + "the labeled real training frames and their twins (Synth only: the twins of data.n_labeled "
+               "frames, synthetic frames it trained on). Training-frame error close to the test error: the "
+               "model underfits, and no regulariser lowers it."]
+    for n in ns:
+        lines += ["", f"| n={n} | " + " | ".join(title for _, title, _ in columns) + " |",
+                  "|---" * (len(columns) + 1) + "|"]
+        for method in methods:
+            cell = summary.get(method, {}).get(str(n))
+            if cell:
+                lines.append(f"| {LABELS[method]} | "
+                             + " | ".join(_cell_text(cell.get(key), signed) for key, _, signed in columns) + " |")
+    noise = [cell["label_noise"]["mean"] for by_n in summary.values() for cell in by_n.values()
+             if cell.get("label_noise")]
+    if noise:
+        lines += ["", f"The test labels lie {noise[0]:.2f} mm (mean joint distance) from the poses the real frames "
+                      f"show: the error of a perfect reader of the real frames, which no method can remove."]
+    return lines
+
+
 def _weights_text(weights: dict) -> str:
     return ", ".join(f"{key}={value:g}" for key, value in weights.items()) or "the preset's values"
 
@@ -140,6 +175,7 @@ def report_markdown(report: dict) -> str:
             lines += ["", *_table(summary, methods, ns, subject, f"Mean joint error (mm), test {subject}")]
     lines += ["", *_table(summary, methods, ns, "gap", "Domain gap left: real test error minus the error on the "
                                                          "same frames' synthetic twins (mm)", signed=True)]
+    lines += _decomposition(summary, methods, ns)
     lines += ["", "Loss weights (chosen by the mean validation error over the seeds; the test split is never "
                   "used for a choice):", "", "| method | n | tried (validation error, mm) | chosen |",
               "|---|---|---|---|"]

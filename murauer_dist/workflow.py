@@ -142,12 +142,14 @@ def run_training(preset: str, overrides, log_file: Path | None = None) -> None:
     print(f"[train] done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def evaluate_run(run_dir: Path, out: Path | None = None, domain: str = "real", threads: int | None = None) -> dict:
+def evaluate_run(run_dir: Path, out: Path | None = None, domain: str = "real", threads: int | None = None,
+                 split: str = "test") -> dict:
     """Evaluate the final model of a run on the test shards (torch with `threads` threads, None: as
     set); returns metrics.json's content.
 
-    domain "synth": the test frames' synthetic twins, written to RUN/eval-synth by default.
+    domain "synth": the test frames' synthetic twins, written to RUN/eval-synth by default; split "val"
+    or "labeled" (its labeled training frames): RUN/eval-val, RUN/eval-labeled(-synth).
     """
     from murauer_dist.eval.evaluate import evaluate_command
     with torch_thread_count(threads) if threads else contextlib.nullcontext():
-        return evaluate_command(str(run_dir), out=str(out) if out else "", domain=domain)
+        return evaluate_command(str(run_dir), out=str(out) if out else "", domain=domain, split=split)

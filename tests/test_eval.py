@@ -20,6 +20,9 @@ from murauer_dist.eval.metrics import compute_metrics, joint_errors
 from murauer_dist.eval.result_files import (ResultFormatError, consistent_fraction, format_result_lines,
                                             read_result_file, write_result_file)
 from murauer_dist.eval.score import format_table, score_command, score_files
+from murauer_dist.config import load_config
+from murauer_dist.data.nyu import NyuSplit
+from murauer_dist.datasets import NYU
 
 from conftest import MURAUER_RESULT, NYU_GT, read_text
 
@@ -389,3 +392,17 @@ def test_evaluate_command_on_a_trained_checkpoint(tmp_path, capsys):
     assert twins["frames"] == metrics["frames"] and twins["mean_error_mm"] != pytest.approx(metrics["mean_error_mm"])
     with pytest.raises(UserError, match="--domain must be one of"):
         evaluate_command(str(run), domain="sim")
+    # The labeled training frames (RUN/eval-labeled): the run's labeled subset, with its train-split labels.
+    cfg = load_config("tiny", [f"data.root={data}", f"data.shards={shards}"])
+    fitting = evaluate_command(str(run), split="labeled")
+    saved = json.loads((run / "eval-labeled" / "metrics.json").read_text())
+    assert saved["split"] == "labeled" and saved["n_labeled"] == cfg.data.n_labeled == fitting["frames"]
+    frames = np.loadtxt(run / "eval-labeled" / "frames.txt", dtype=np.int64)
+    labels = NyuSplit(data, "train").all_labels(1)
+    assert set(frames) <= set(range(48)) and saved["subject_split"] is None
+    gt = read_result_file(run / "eval-labeled" / "groundtruth_uvd.txt", "uvd").uvd
+    assert np.allclose(gt, labels.uvd[frames][:, list(NYU.joints.evaluated)], atol=0.05)
+    val = evaluate_command(str(run), split="val")
+    assert (run / "eval-val" / "metrics.json").is_file() and val["frames"] > 0
+    with pytest.raises(UserError, match="--split must be one of test, val, labeled"):
+        evaluate_command(str(run), split="train")

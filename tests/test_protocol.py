@@ -295,11 +295,11 @@ def fake_workflow(monkeypatch):
         val = 10.0 + abs(math.log10(cfg.loss.lambda_g / 1e-3))          # lambda_g = 1e-3 is best on val
         (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 5, "main/val_mean_error_mm": val}) + "\n")
 
-    def evaluate_run(run_dir, out=None, domain="real"):
-        calls["evaluate"].append((run_dir.name, domain))
-        error = _fake_error(run_dir) - (2.0 if domain == "synth" else 0.0)
+    def evaluate_run(run_dir, out=None, domain="real", split="test"):
+        calls["evaluate"].append((run_dir.name, domain, split))
+        error = _fake_error(run_dir) - (2.0 if domain == "synth" else 0.0) - (5.0 if split == "labeled" else 0.0)
         metrics = {"mean_error_mm": error, "subject1_mean_error_mm": None, "subject2_mean_error_mm": None}
-        target = exp.eval_dir(run_dir, domain)
+        target = exp.eval_dir(run_dir, domain, split)
         target.mkdir(parents=True)
         (target / "metrics.json").write_text(json.dumps(metrics))
         return metrics
@@ -315,7 +315,8 @@ def test_experiment_runs_every_cell_once_and_skips_finished_ones(tmp_path, fake_
     report = exp.experiment_command("label-efficiency", preset="tiny", out=str(tmp_path), seeds=(1, 2, 3))
     trained = fake_workflow["train"]
     assert trained[0] == "stage1" and len(trained) == 1 + 27 and len(set(trained)) == len(trained)
-    assert len(fake_workflow["evaluate"]) == 2 * 27
+    assert len(fake_workflow["evaluate"]) == 4 * 27       # test and labeled training frames, real and twins
+    assert {split for _, _, split in fake_workflow["evaluate"]} == {"test", "labeled"}
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["seeds"] == [1, 2, 3] and len(results["cells"]) == 27
     real = results["summary"]["murauer"]["100"]["real"]
@@ -323,6 +324,11 @@ def test_experiment_runs_every_cell_once_and_skips_finished_ones(tmp_path, fake_
     assert real["values"] == pytest.approx([12.6, 12.7, 12.8])
     assert results["summary"]["synth_only"]["10"] == results["summary"]["synth_only"]["1000"]
     assert results["summary"]["real_synth"]["100"]["gap"]["mean"] == pytest.approx(2.0)
+    assert results["summary"]["real_synth"]["100"]["train_real"]["mean"] == pytest.approx(
+        results["summary"]["real_synth"]["100"]["real"]["mean"] - 5.0)
+    assert results["summary"]["real_synth"]["100"]["shown"] is None          # tiny's data: labels are shown poses
+    assert "| n=100 | real test | twins | labeled train real | labeled train twins |" in \
+        (tmp_path / "results.md").read_text()
     assert [t["holds"] for t in report["targets"]] == [True, True, True]
     assert (tmp_path / "label_efficiency.png").stat().st_size > 0
     print((tmp_path / "results.md").read_text())              # the example in the report (pytest -s)
@@ -345,7 +351,7 @@ def test_weights_are_chosen_on_validation_and_only_chosen_cells_see_the_test_spl
     (choice,) = [c for c in report["selection"] if c["method"] == "murauer"]
     assert [entry["val_mean_error_mm"] for entry in choice["tried"]] == pytest.approx([11.0, 10.0, 11.0])
     assert choice["chosen"] == {"lambda_g": 1e-3} and choice["used"]["lambda_g"] == 1e-3
-    evaluated = {name for name, _ in fake_workflow["evaluate"]}
+    evaluated = {name for name, _, _ in fake_workflow["evaluate"]}
     assert evaluated == {"real_synth-n100-s1", "real_synth-n100-s2", "murauer-n100-s1-lambda_g=0.001",
                          "murauer-n100-s2-lambda_g=0.001"}
     text = (tmp_path / "results.md").read_text()

@@ -261,3 +261,49 @@ def test_surface_model_fills_the_web_between_fingers_of_the_real_hand_only():
     assert 200 < ((webbed > 0) & ~(plain > 0)).sum() < 0.2 * (plain > 0).sum()
     a, b, r = realism.surface_capsules(hand.ACTOR_TRAIN, np.zeros((36, 3)), FIT.surface)
     assert len(a) == len(b) == len(r) == 5                          # 3 webs, the thumb web, the thenar bulge
+
+
+# ---- the poses the real frames show (data/procedural/shown.py) -------------------------------------------
+
+def test_shown_poses_are_the_true_ones_and_the_labels_those_in_joint_data(fitted):
+    from murauer_dist.data.procedural.shown import shown_poses
+    poses = shown_poses(fitted, "train")
+    stored = NyuSplit(fitted, "train").all_labels(1).xyz                 # what the dataset's files say
+    assert np.allclose(poses["labels"], stored, atol=1e-3)
+    settings = GeneratorSettings(realism=FIT)
+    renderer = FrameRenderer(5, "train", make_split_sequence(5, "train", 4, settings), settings)
+    for index in range(4):                    # camera 1 of the rig is the world frame, NYU's y is up
+        assert np.allclose(poses["shown"][index], renderer.posed(index, ACTORS["train"]).joints, atol=1e-6)
+    distance = np.linalg.norm(poses["shown"] - poses["labels"], axis=-1).mean()
+    assert 1.0 < distance < 30.0
+    test = shown_poses(fitted)                                           # the test split, two actors
+    assert test["shown"].shape == NyuSplit(fitted, "test").all_labels(1).xyz.shape
+
+
+def test_shown_poses_none_without_fitting_error_and_refused_for_other_labels(fitted, tmp_path):
+    import shutil
+    from scipy.io import loadmat, savemat
+    from murauer_dist.data.procedural.shown import ShownPoseError, shown_poses
+    synth_data(tmp_path / "default", frames_train=1, frames_test=1, seed=1, workers=1, progress=False)
+    assert shown_poses(tmp_path / "default") is None                     # labels are the shown poses
+    assert shown_poses(tmp_path / "nothing") is None                     # no procedural.json: a real download
+    copy = tmp_path / "moved"
+    shutil.copytree(fitted, copy)
+    mat = copy / "test" / "joint_data.mat"
+    joints = loadmat(mat)
+    joints["joint_xyz"][0, 0, 0, 0] += 1.0
+    savemat(mat, {"joint_uvd": joints["joint_uvd"], "joint_xyz": joints["joint_xyz"]})
+    with pytest.raises(ShownPoseError, match=r"test/joint_data.mat: labels differ .* by up to 1.00 mm"):
+        shown_poses(copy)
+
+
+def test_shown_pose_error_closed_forms():
+    from murauer_dist.data.procedural.shown import shown_pose_error
+    rng = np.random.default_rng(0)
+    shown = rng.normal(0.0, 50.0, (5, 36, 3))
+    labels = shown + np.array([3.0, 4.0, 0.0])                           # every joint 5 mm off
+    poses, joints, frames = {"shown": shown, "labels": labels}, [0, 3, 6], np.array([1, 4])
+    exact = shown_pose_error(shown[frames][:, joints], frames, poses, joints)
+    assert exact == pytest.approx({"shown_mean_error_mm": 0.0, "label_noise_mm": 5.0})
+    as_labels = shown_pose_error(labels[frames][:, joints], frames, poses, joints)
+    assert as_labels["shown_mean_error_mm"] == pytest.approx(5.0)

@@ -18,6 +18,7 @@ manifests record (shard_read.check_dataset); the readers and streams.finish take
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
 
@@ -172,6 +173,20 @@ def build_train_stream(cfg, stage: str, rank: int, world_size: int, device) -> T
     return TrainStream(cfg, stage, rank, world_size, device)
 
 
+EVAL_SPLITS = ("test", "val", "labeled")
+
+
+def eval_folder(cfg, split: str):
+    """The shard folder of an eval split: SHARDS/test, SHARDS/val, or "labeled": the labeled real frames
+    the config trains on (SHARDS/labeled/seed{data.label_seed}-n{data.n_labeled}, made if missing), whose
+    error next to the held-out splits' tells fitting from generalising."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"eval split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+    if split == "labeled":
+        return shard_read.labeled_folder(cfg.data.shards, cfg.data.n_labeled, cfg.data.label_seed)
+    return Path(cfg.data.shards) / split
+
+
 class EvalLoader:
     """Eval batches of one split (camera-1 crops, no augmentation), this rank's part, frame order.
 
@@ -179,15 +194,14 @@ class EvalLoader:
     """
 
     def __init__(self, cfg, split: str, rank: int, world_size: int, device, domain: str = "real"):
-        if split not in ("val", "test"):
-            raise ValueError(f"eval split must be 'val' or 'test', got {split!r}")
         if domain not in streams.EVAL_STREAMS:
             raise ValueError(f"eval domain must be one of {sorted(streams.EVAL_STREAMS)}, got {domain!r}")
         self.stream = streams.EVAL_STREAMS[domain]
         self.cfg, self.rank, self.world, self.device = cfg, rank, world_size, torch.device(device)
         self.stored = geometry.stored_size(cfg.data.crop_size, cfg.data.crop_margin)
-        self.tars = shard_read.split_tars(cfg.data.shards, split)
-        self.spec = shard_read.check_dataset(cfg, cfg.data.shards, split)
+        folder = eval_folder(cfg, split)
+        self.tars = shard_read.split_tars(folder, "")
+        self.spec = shard_read.check_dataset(cfg, folder, "")
         shard_read.check_geometry(self.tars, cfg.data.crop_size, self.stored, cfg.data.encoding)
         self.layout = shard_read.sample_layout(self.tars, self.spec)
         members = list(streams.needed_members(self.stream, cfg.data.encoding).values())

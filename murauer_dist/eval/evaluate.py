@@ -155,9 +155,11 @@ def write_evaluation(out_dir: str | Path, pred_xyz: np.ndarray, gt_xyz: np.ndarr
     return metrics
 
 
-def eval_dir(run_dir: str | Path, domain: str = "real") -> Path:
-    """Where `evaluate` writes a run's outputs by default: RUN/eval, or RUN/eval-synth for the twins."""
-    return Path(run_dir) / ("eval" if domain == "real" else f"eval-{domain}")
+def eval_dir(run_dir: str | Path, domain: str = "real", split: str = "test") -> Path:
+    """Where `evaluate` writes a run's outputs by default: RUN/eval, or RUN/eval-synth for the twins;
+    another split than the test split adds its name (RUN/eval-val, RUN/eval-labeled-synth)."""
+    parts = ["eval", *([split] if split != "test" else []), *([domain] if domain != "real" else [])]
+    return Path(run_dir) / "-".join(parts)
 
 
 def subject_split_of(cfg, spec: DatasetSpec) -> int | None:
@@ -177,15 +179,19 @@ def _shards_root(test_shards: str) -> str:
 
 
 def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batch: int = 0,
-                     domain: str = "real") -> dict:
+                     domain: str = "real", split: str = "test") -> dict:
     """Evaluate CHECKPOINT (file or run folder) on the test split of TEST_SHARDS (default: its config's).
 
     domain: "real" (the protocol) or "synth" (the synthetic twins, unmapped path).
+    split: "test" (the protocol), "val", or "labeled" (the labeled real frames the run trained on: next
+    to the held-out splits' error, how well the model fits its own training frames).
     """
-    from murauer_dist.data.loaders import build_eval_loader
+    from murauer_dist.data.loaders import EVAL_SPLITS, build_eval_loader
     from murauer_dist.train.checkpoint import load_for_inference
     if domain not in EVAL_STREAMS:
         raise EvaluationError(f"evaluate: --domain must be one of {sorted(EVAL_STREAMS)}, got {domain!r}")
+    if split not in EVAL_SPLITS:
+        raise EvaluationError(f"evaluate: --split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
     if not Path(checkpoint).exists():
         raise EvaluationError(f"evaluate: checkpoint {checkpoint} not found "
                          f"(a checkpoint file or a run folder; train writes them under train.out)")
@@ -195,17 +201,19 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
         cfg.data.shards = _shards_root(test_shards)
     if batch:
         cfg.loader.eval_batch = int(batch)
-    loader = build_eval_loader(cfg, "test", rank=0, world_size=1, device=device, domain=domain)
+    loader = build_eval_loader(cfg, split, rank=0, world_size=1, device=device, domain=domain)
     mapped = trained_mapped and domain == "real"          # synthetic inputs never pass m
     prediction = predict(model, loader, device, mapped=mapped)
     run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
-    out_dir = Path(out) if out else eval_dir(run_dir, domain)
+    out_dir = Path(out) if out else eval_dir(run_dir, domain, split)
     spec = loader.spec                       # data.dataset, checked against the shards' manifest
-    split = subject_split_of(cfg, spec)
+    subjects = subject_split_of(cfg, spec) if split == "test" else None    # test frame numbers only
     info = {"checkpoint": str(checkpoint), "shards": cfg.data.shards, "method": cfg.train.method,
-            "domain": domain, "mapped": mapped}
+            "domain": domain, "mapped": mapped, "split": split}
+    if split == "labeled":
+        info["n_labeled"] = cfg.data.n_labeled
     metrics = write_evaluation(out_dir, prediction["pred_xyz"], prediction["gt_xyz"], prediction["examples"],
-                               frames=prediction["frames"], subject_split=split, name=Path(checkpoint).stem, info=info,
-                               spec=spec)
+                               frames=prediction["frames"], subject_split=subjects, name=Path(checkpoint).stem,
+                               info=info, spec=spec)
     print(f"wrote results_xyz.txt, results_uvd.txt, metrics.json and plots to {out_dir}")
     return metrics

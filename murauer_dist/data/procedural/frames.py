@@ -82,8 +82,15 @@ class FrameRenderer:
     def __init__(self, seed: int, split: str, sequence: dict[str, np.ndarray], settings: GeneratorSettings,
                  bank: np.ndarray | None = None):
         self.seed, self.split, self.sequence, self.settings = seed, split, sequence, settings
-        self.bank = sensor.noise_bank(seed, settings.sensor) if bank is None else bank
+        self._bank = bank
         self._scenes: dict[int, dict] = {}
+
+    @property
+    def bank(self) -> np.ndarray:
+        """The sensor's noise bank, made on first use (poses and labels alone do not need it)."""
+        if self._bank is None:
+            self._bank = sensor.noise_bank(self.seed, self.settings.sensor)
+        return self._bank
 
     def scene(self, segment: int) -> dict:
         if segment not in self._scenes:
@@ -136,8 +143,20 @@ class FrameRenderer:
         rng = split_rng(self.seed, self.split, _FRAME, index)
         real = np.stack([sensor.apply_sensor(clean[cam], clutter[cam], rng, self.bank, self.settings.sensor, camera,
                                              light=profile.light) for cam in range(3)])
-        xyz = rig.all_cameras(labeled.joints)                     # y up
-        if not camera.y_up:
-            xyz = xyz * np.array([1.0, -1.0, 1.0])
+        xyz = self.camera_xyz(labeled.joints)
         return {"real": real, "synth": np.round(clean[3:]).astype(np.uint16),
                 "xyz": xyz, "uvd": geometry.xyz_to_uvd(xyz, camera)}
+
+    def camera_xyz(self, joints: np.ndarray) -> np.ndarray:
+        """(3 cameras, J, 3) joint coordinates in each camera's axes (the dataset's y direction)."""
+        xyz = self.settings.rig.all_cameras(joints)              # y up
+        return xyz if self.settings.rig.camera.y_up else xyz * np.array([1.0, -1.0, 1.0])
+
+    def shown_and_labeled_xyz(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(3, J, 3) each: the joints of the pose the real frame `index` shows (the actor's true pose) and
+        of its label (the fitted pose under a realism profile with a fitting error, else the same)."""
+        shape = self.actor(index)
+        shown = self.camera_xyz(self.posed(index, shape).joints)
+        if not self.settings.realism.fitting.enabled:
+            return shown, shown
+        return shown, self.camera_xyz(self.posed(index, shape, fitted=True).joints)
