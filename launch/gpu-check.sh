@@ -7,7 +7,7 @@
 #
 #   launch/gpu-check.sh OUT_DIR                   # on the GPU node (--device cuda)
 #   launch/gpu-check.sh OUT_DIR --device cpu      # the same sequence, tiny preset, on a CPU (as the tests do)
-#   launch/gpu-check.sh OUT_DIR --skip compile    # options: murauer_dist/bench/gpu_check.py, main()
+#   launch/gpu-check.sh OUT_DIR --skip compile    # options: murauer_dist/bench/gpu_check/runner.py, main()
 #
 # Needs only torch and the light dependencies (numpy, fire, webdataset, pyyaml, pillow, scipy,
 # matplotlib); the package is found from the repository, no install needed.
