@@ -249,8 +249,8 @@ out = sys.argv[1]
 cfg = load_config("tiny", [f"train.out={out}", "logging.wandb_mode=disabled", "train.checkpoint_every=100"])
 info = dist.init_distributed("cpu")
 summary = train(cfg, info, stream_factory=fake_stream_factory, eval_factory=fake_eval_factory)
-from murauer_dist.train.loop import _gather
-checksums = _gather(summary["model_checksum"])
+from murauer_dist.train.run_state import gather_objects
+checksums = gather_objects(summary["model_checksum"])
 if info.is_main:
     from murauer_dist.train import checkpoint as ckpt
     final = ckpt.load_checkpoint(out + "/checkpoints/final-main.pt")

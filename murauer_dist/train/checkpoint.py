@@ -14,7 +14,7 @@ readable one is used, and the training run renames the unreadable file to NAME.u
 inspection, out of the way of rotation and of the file the resumed run writes next).
 
 RUN_DIR/config.yaml is the run's resolved config (credentials redacted), written when the run starts
-and rewritten only together with a record in RUN_DIR/config-changes.yaml (train/loop.py decides).
+and rewritten only together with a record in RUN_DIR/config-changes.yaml (train/run_config.py decides).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ runs this (gloo on CPU, nccl on GPU). Every process ends through dist.clean_exit
 gloo exit abort of docs/stack-notes.md §4. A UserError (bad input, a run directory that does not
 fit, a full disk, the non-finite guards) is one line `murauer-dist: message` and exit code 1, like
 the CLI's own errors (`--debug` or MURAUER_DEBUG=1: the traceback); anything else is a bug and keeps
-its traceback. The loop writes RUN/config.yaml (train/loop.py, check_run_config).
+its traceback. The loop writes RUN/config.yaml (train/run_config.py, check_run_config).
 """
 from __future__ import annotations
 
