@@ -243,7 +243,7 @@ CHOICES = {
 
 # What a run may change when it resumes a run directory (train on a train.out that already has a
 # config or checkpoints): how the run is logged, checkpointed, paced or where it lives, never what it
-# trains. A name ending in "." covers its section. Anything else stops the run (see train/loop.py,
+# trains. A name ending in "." covers its section. Anything else stops the run (see train/run_config.py,
 # check_run_config) unless train.allow_config_change=true; every change is recorded in
 # RUN/config-changes.yaml. localize.* and refiner.* configure hand localisation and its refiner, which
 # the pose training never reads.
