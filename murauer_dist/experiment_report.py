@@ -19,6 +19,8 @@ TARGET_N = 100
 TARGET_RATIO = 0.8
 TARGET_STD_FACTOR = 2.0
 LABELS = {name: method.label for name, method in REGISTRY.items()}
+TICKS = {"synth_only": "Synth only", "real_synth": "Real & Synth", "dm_only": "+ dist. match.",
+         "view_only": "+ view pred.", "murauer": "MURAUER", "real_only": "Real only"}
 
 
 # ---- aggregation and targets -------------------------------------------------------------------------
@@ -228,9 +230,43 @@ def _plot(summary: dict, methods, ns, path: Path) -> None:
     plt.close(fig)
 
 
+def _plot_sources(summary: dict, methods, ns, path: Path) -> None:
+    """One panel per n, the decomposition table as bars: each method's real test error, the same against
+    the poses the frames show (where known), its twins' error and its labeled training frames' errors."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    present = [n for n in ns if any(str(n) in summary.get(method, {}) for method in methods)]
+    columns = [column for column in DECOMPOSITION if column[0] != "gap_shown"
+               and any((summary.get(m, {}).get(str(n)) or {}).get(column[0]) for m in methods for n in present)]
+    if not present or not columns:
+        return
+    counts = [sum(str(n) in summary.get(method, {}) for method in methods) for n in present]
+    fig, axes = plt.subplots(1, len(present), figsize=(1.1 * sum(counts) + 2.4, 4.2), sharey=True, squeeze=False,
+                             gridspec_kw={"width_ratios": counts})
+    width = 0.8 / len(columns)
+    for ax, n in zip(axes[0], present):
+        shown = [method for method in methods if str(n) in summary.get(method, {})]
+        for index, (key, title, _) in enumerate(columns):
+            stats = [summary[method][str(n)].get(key) for method in shown]
+            xs = [position + (index - (len(columns) - 1) / 2) * width for position in range(len(shown))]
+            ax.bar(xs, [s["mean"] if s else 0.0 for s in stats], width, yerr=[(s["std"] or 0.0) if s else 0.0
+                                                                              for s in stats],
+                   capsize=2, label=title, color=f"C{index}")
+        ax.set_xticks(range(len(shown)), [TICKS.get(method, method) for method in shown], fontsize=7,
+                      rotation=20, ha="right")
+        ax.set_title(f"n = {n}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("mean joint error (mm)")
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    save_figure(fig, path, dpi=120)
+    plt.close(fig)
+
+
 def write_report(report: dict, out: Path) -> str:
     atomic_write_text(out / "results.json", json.dumps(report, indent=2))
     table = report_markdown(report)
     atomic_write_text(out / "results.md", table)
     _plot(report["summary"], report["methods"], report["n"], out / "label_efficiency.png")
+    _plot_sources(report["summary"], report["methods"], report["n"], out / "error_sources.png")
     return table

@@ -331,6 +331,7 @@ def test_experiment_runs_every_cell_once_and_skips_finished_ones(tmp_path, fake_
         (tmp_path / "results.md").read_text()
     assert [t["holds"] for t in report["targets"]] == [True, True, True]
     assert (tmp_path / "label_efficiency.png").stat().st_size > 0
+    assert (tmp_path / "error_sources.png").stat().st_size > 0
     print((tmp_path / "results.md").read_text())              # the example in the report (pytest -s)
     # started again: nothing is trained or evaluated twice, the same results
     fake_workflow["train"].clear()
