@@ -148,6 +148,24 @@ def test_workflow_refuses_a_dataset_made_with_another_profile(fitted, capsys):
         ensure_dataset(load_config("demo-cpu", same))
 
 
+def test_workflow_refuses_a_dataset_made_with_other_profile_parameters(fitted, tmp_path):
+    """The profile's parameters belong to the code version: data made with other magnitudes (an older
+    generator) is not reused under the same profile name."""
+    import shutil
+    from murauer_dist.config import load_config
+    from murauer_dist.errors import UserError
+    from murauer_dist.workflow import ensure_dataset
+    copy = tmp_path / "older"
+    shutil.copytree(fitted, copy)
+    record = json.loads((copy / "procedural.json").read_text())
+    record["realism"]["fitting"]["finger_deg"] = 6.0
+    (copy / "procedural.json").write_text(json.dumps(record))
+    cfg = load_config("demo-cpu", ["data.synth_frames_train=4", "data.synth_frames_test=2", "data.synth_seed=5",
+                                   f"data.root={copy}", "data.synth_realism=nyu-fit"])
+    with pytest.raises(UserError, match=r"other parameters of the realism profile 'nyu-fit' \(fitting differ"):
+        ensure_dataset(cfg)
+
+
 def test_workflow_refuses_a_dataset_made_before_the_two_actor_test_split(tmp_path):
     """A default dataset whose record has no test_subject_split (one actor in every test frame) would be
     scored as one subject; the workflow stops and says what to delete, and deletes nothing itself."""
