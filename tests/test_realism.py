@@ -245,6 +245,8 @@ def test_data_report_measures_against_the_real_nyu_files(fitted, tmp_path):
     coverage = report["pose_coverage"]
     assert coverage["10"]["poses"] == 4 and 10 < coverage["10"]["mean_mm"] < 200  # only 4 train frames here
     assert 0 < report["real_vs_twin"]["silhouette_xor"]["mean"] < 1
+    assert 1.0 < report["label_noise"]["mean_mm"] < 30.0 and "Test labels vs the poses" in \
+        (tmp_path / "report" / "data-report.md").read_text()
 
 
 def test_correlation_window_is_scipys_median_up_to_the_tolerance():
