@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 
 from murauer_dist.bench import BENCHMARKS
 from murauer_dist.bench.machine import _visible, describe, machine
@@ -37,6 +38,8 @@ def test_cuda_visible_devices_filters_the_gpu_list():
 
 def test_every_benchmark_records_the_machine():
     for name in ("synth-data", "shards", "loader", "train", "dist", "gpu-check"):
-        module = BENCHMARKS[name]
-        source = inspect.getsource(importlib.import_module(module))
+        module = importlib.import_module(BENCHMARKS[name])
+        parts = [module] + [importlib.import_module(f"{module.__name__}.{info.name}")      # a package: its modules
+                            for info in pkgutil.iter_modules(getattr(module, "__path__", []))]
+        source = "".join(inspect.getsource(part) for part in parts)
         assert "machine()" in source and "describe(" in source, f"bench {name} does not record the machine"
