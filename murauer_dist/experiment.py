@@ -11,10 +11,14 @@ The protocol (README "Label efficiency on the embedded dataset"; docs/method.md 
 - every run is an ordinary `murauer-dist train` in a child process, then `evaluate` on the real test
   frames and on their synthetic twins (real minus twin error: the domain gap a model has left);
   finished runs and evaluations are skipped when the experiment is started again;
+- where the error comes from: each reported cell is also scored on its labeled training frames (fit vs
+  generalisation) and, on procedural data whose labels are fitted poses, against the poses the real
+  test frames show (data/procedural/shown.py): the domain gap a mapping could still remove;
 - loss weights may be chosen per method and n from a small list (--select) by the mean validation
   error over the seeds; the test split is never used for a choice, and the values tried are recorded;
 - OUT/results.json (every cell, mean and sample standard deviation over seeds, the choices, the
-  targets), OUT/results.md (the tables) and OUT/label_efficiency.png (error vs n with error bars).
+  targets), OUT/results.md (the tables), OUT/label_efficiency.png (error vs n with error bars) and
+  OUT/error_sources.png (the decomposition per n).
 """
 from __future__ import annotations
 
@@ -30,10 +34,11 @@ import numpy as np
 
 from murauer_dist import workflow
 from murauer_dist.config import LossConfig, config_changes, load_config, may_change_on_resume, public_dict
-from murauer_dist.data.procedural.shown import shown_poses
+from murauer_dist.data.procedural.shown import shown_pose_error, shown_poses
 from murauer_dist.datasets import DEFAULT_DATASET, dataset_spec
 from murauer_dist.errors import UserError
 from murauer_dist.eval.evaluate import eval_dir
+from murauer_dist.eval.result_files import read_result_file
 from murauer_dist.experiment_report import ABLATIONS, STAGE1_DIR, check_targets, summarize, write_report
 from murauer_dist.memory import keep_freed_memory
 from murauer_dist.methods import METHODS as REGISTRY
@@ -210,8 +215,6 @@ def _evaluated(run_dir: Path, shown: dict | None) -> dict:
     metrics = {domain: _metrics_of(run_dir, domain) for domain in ("real", "synth")}
     metrics["train"] = {domain: _metrics_of(run_dir, domain, "labeled") for domain in ("real", "synth")}
     if shown is not None:
-        from murauer_dist.eval.result_files import read_result_file
-        from murauer_dist.data.procedural.shown import shown_pose_error
         folder = eval_dir(run_dir)
         spec = dataset_spec(metrics["real"].get("dataset", DEFAULT_DATASET))
         frames = np.loadtxt(folder / "frames.txt", dtype=np.int64, ndmin=1)
