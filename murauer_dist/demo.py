@@ -32,7 +32,8 @@ def demo_command(out: str = "runs/demo", preset: str = "demo-cpu", overrides=())
     minutes = (time.perf_counter() - start) / 60
     print(f"\ndemo finished in {minutes:.1f} min: mean joint error {metrics['mean_error_mm']:.2f} mm on "
           f"{metrics['frames']} real test frames with {cfg.data.n_labeled} labeled real training frames")
-    if subjects_text(metrics):                                # NYU-like test split: two actors
-        print(f"  {subjects_text(metrics)}")
+    subjects = subjects_text(metrics)
+    if subjects:                                              # NYU-like test split: two actors
+        print(f"  {subjects}")
     print(f"plots and result files: {Path(out) / 'eval'}; training curves: {Path(out) / 'metrics.jsonl'}")
     return metrics

@@ -19,8 +19,7 @@ TARGET_N = 100
 TARGET_RATIO = 0.8
 TARGET_STD_FACTOR = 2.0
 LABELS = {name: method.label for name, method in REGISTRY.items()}
-TICKS = {"synth_only": "Synth only", "real_synth": "Real & Synth", "dm_only": "+ dist. match.",
-         "view_only": "+ view pred.", "murauer": "MURAUER", "real_only": "Real only"}
+TICKS = {name: method.short or method.label for name, method in REGISTRY.items()}
 
 
 # ---- aggregation and targets -------------------------------------------------------------------------
@@ -28,7 +27,7 @@ TICKS = {"synth_only": "Synth only", "real_synth": "Real & Synth", "dm_only": "+
 QUANTITIES = ("real", "synth", "gap", "subject1", "subject2",
               # where the error comes from: the labeled training frames (real, twins), and where the data
               # know them, the poses the real test frames show (their labels are fitted poses)
-              "train_real", "train_synth", "shown", "gap_shown", "label_noise")
+              "train_real", "train_synth", "shown", "gap_shown")
 
 
 def _stats(values: list[float]) -> dict:
@@ -127,7 +126,7 @@ DECOMPOSITION = (("real", "real test", False), ("synth", "twins", False),
                  ("train_real", "labeled train real", False), ("train_synth", "labeled train twins", False))
 
 
-def _decomposition(summary: dict, methods, ns) -> list[str]:
+def _decomposition(summary: dict, methods, ns, label_noise_mm: float | None) -> list[str]:
     """Per n, each method's error on the test frames, their twins, against the poses the real frames show,
     and on its labeled training frames: what a method could still gain, and where."""
     has_shown = any(cell.get("shown") for by_n in summary.values() for cell in by_n.values())
@@ -146,11 +145,9 @@ def _decomposition(summary: dict, methods, ns) -> list[str]:
             if cell:
                 lines.append(f"| {LABELS[method]} | "
                              + " | ".join(_cell_text(cell.get(key), signed) for key, _, signed in columns) + " |")
-    noise = [cell["label_noise"]["mean"] for by_n in summary.values() for cell in by_n.values()
-             if cell.get("label_noise")]
-    if noise:
-        lines += ["", f"The test labels lie {noise[0]:.2f} mm (mean joint distance) from the poses the real frames "
-                      f"show: the error of a perfect reader of the real frames, which no method can remove."]
+    if label_noise_mm is not None:
+        lines += ["", f"The test labels lie {label_noise_mm:.2f} mm (mean joint distance) from the poses the real "
+                      f"frames show: the error of a perfect reader of the real frames, which no method can remove."]
     return lines
 
 
@@ -177,7 +174,7 @@ def report_markdown(report: dict) -> str:
             lines += ["", *_table(summary, methods, ns, subject, f"Mean joint error (mm), test {subject}")]
     lines += ["", *_table(summary, methods, ns, "gap", "Domain gap left: real test error minus the error on the "
                                                          "same frames' synthetic twins (mm)", signed=True)]
-    lines += _decomposition(summary, methods, ns)
+    lines += _decomposition(summary, methods, ns, report.get("label_noise_mm"))
     lines += ["", "Loss weights (chosen by the mean validation error over the seeds; the test split is never "
                   "used for a choice):", "", "| method | n | tried (validation error, mm) | chosen |",
               "|---|---|---|---|"]

@@ -26,6 +26,7 @@ class Method:
     streams: tuple[str, ...]        # the batch streams it draws (data/batch.py STREAMS)
     terms: dict                     # loss term -> weight: a number or a cfg.loss field name
     mapped: bool                    # real images pass f -> m -> p, in training and at evaluation
+    short: str = ""                 # where space is short (plot ticks); "" means the label
 
 
 # Stage 1 of every method: f and p on synthetic data (the mapping is never trained there).
@@ -51,15 +52,17 @@ _LABELED_TERMS = {"L_synth": 1.0, "L_real": "beta", "L_emb": "lambda_c"}
 # skipped where L_view is off (it has its own BatchNorm, which the pose path never uses).
 METHODS = {method.name: method for method in (
     Method("murauer", "MURAUER (full)", streams=FIVE_STREAMS,
-           terms={**_LABELED_TERMS, "L_view": "lambda_g", "L_adv": "lambda_m"}, mapped=True),
+           terms={**_LABELED_TERMS, "L_view": "lambda_g", "L_adv": "lambda_m"}, mapped=True,
+           short="MURAUER"),
     # the paper's "Real & Synth": lambda_g = lambda_m = 0
-    Method("real_synth", "Real & Synth (baseline)", streams=FIVE_STREAMS, terms=dict(_LABELED_TERMS), mapped=True),
+    Method("real_synth", "Real & Synth (baseline)", streams=FIVE_STREAMS, terms=dict(_LABELED_TERMS), mapped=True,
+           short="Real & Synth"),
     # the paper's ablations: "Real & Synth + distribution matching only" (lambda_g = 0) and
     # "Real & Synth + view prediction only" (lambda_m = 0)
     Method("dm_only", "Real & Synth + distribution matching only", streams=FIVE_STREAMS,
-           terms={**_LABELED_TERMS, "L_adv": "lambda_m"}, mapped=True),
+           terms={**_LABELED_TERMS, "L_adv": "lambda_m"}, mapped=True, short="+ dist. match."),
     Method("view_only", "Real & Synth + view prediction only", streams=FIVE_STREAMS,
-           terms={**_LABELED_TERMS, "L_view": "lambda_g"}, mapped=True),
+           terms={**_LABELED_TERMS, "L_view": "lambda_g"}, mapped=True, short="+ view pred."),
     Method("synth_only", "Synth only", streams=("synth",), terms={"L_synth": 1.0}, mapped=False),
     # only the real half of each pair is used
     Method("real_only", "Real only", streams=("pairs",), terms={"L_real": "beta"}, mapped=True),

@@ -60,10 +60,10 @@ def _check_procedural_record(root: Path, cfg: Config) -> None:
         raise WorkflowError(f"{record}: this dataset was made with the realism profile {made_realism!r}, but the "
                             f"config says data.synth_realism={cfg.data.synth_realism}; set data.root (and "
                             f"data.shards) to another folder, or delete {root} to make it again")
-    from murauer_dist.data.procedural.realism import DEFAULT_PROFILE, profile as realism_profile
+    from murauer_dist.data.procedural.realism import changed_parameters, profile as realism_profile
     wanted_profile = realism_profile(cfg.data.synth_realism)
-    if made_realism != DEFAULT_PROFILE and made.get("realism") != wanted_profile.to_dict():
-        changed = sorted(key for key, value in wanted_profile.to_dict().items() if made["realism"].get(key) != value)
+    changed = changed_parameters(wanted_profile, made.get("realism"))
+    if changed:
         raise WorkflowError(f"{record}: this dataset was made with other parameters of the realism profile "
                             f"{made_realism!r} ({', '.join(changed)} differ from this version's); delete {root} and "
                             f"{cfg.data.shards} to make both again")

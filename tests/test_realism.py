@@ -318,12 +318,12 @@ def test_shown_poses_none_without_fitting_error_and_refused_for_other_labels(fit
 
 
 def test_shown_pose_error_closed_forms():
-    from murauer_dist.data.procedural.shown import shown_pose_error
+    from murauer_dist.data.procedural.shown import label_distance, shown_pose_error
     rng = np.random.default_rng(0)
     shown = rng.normal(0.0, 50.0, (5, 36, 3))
     labels = shown + np.array([3.0, 4.0, 0.0])                           # every joint 5 mm off
     poses, joints, frames = {"shown": shown, "labels": labels}, [0, 3, 6], np.array([1, 4])
     exact = shown_pose_error(shown[frames][:, joints], frames, poses, joints)
-    assert exact == pytest.approx({"shown_mean_error_mm": 0.0, "label_noise_mm": 5.0})
+    assert exact == pytest.approx(0.0) and label_distance(poses, joints) == pytest.approx(np.full(5, 5.0))
     as_labels = shown_pose_error(labels[frames][:, joints], frames, poses, joints)
-    assert as_labels["shown_mean_error_mm"] == pytest.approx(5.0)
+    assert as_labels == pytest.approx(5.0)

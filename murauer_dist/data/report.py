@@ -153,12 +153,11 @@ def data_report(root: str, out: str = "", frames: int = 200, seed: int = 0, refe
 def label_noise(root: Path) -> dict | None:
     """Mean joint distance (14 evaluated joints) of the test labels from the poses the real frames show;
     None where they are the same (no fitting error) or unknown (real data)."""
-    from murauer_dist.data.procedural.shown import shown_poses
+    from murauer_dist.data.procedural.shown import label_distance, shown_poses
     poses = shown_poses(root)
     if poses is None:
         return None
-    joints = list(nyu.NyuSplit(root, "test").spec.joints.evaluated)
-    per_frame = np.linalg.norm(poses["labels"][:, joints] - poses["shown"][:, joints], axis=-1).mean(axis=1)
+    per_frame = label_distance(poses, list(nyu.NyuSplit(root, "test").spec.joints.evaluated))
     return {"mean_mm": float(per_frame.mean()), "p90_mm": float(np.percentile(per_frame, 90)),
             "nyu_bound_mm": NYU_BEST_PUBLISHED_MM}
 

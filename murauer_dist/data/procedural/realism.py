@@ -137,6 +137,14 @@ def profile(name: str) -> Realism:
     return PROFILES[name]
 
 
+def changed_parameters(realism: Realism, recorded: dict | None) -> list[str]:
+    """Top-level keys of `realism` whose values procedural.json's "realism" record (None: the default
+    profile, which is not recorded) holds otherwise: data made by another version of the profile."""
+    if recorded is None:
+        return [] if realism.name == DEFAULT_PROFILE else ["name"]
+    return sorted(key for key, value in realism.to_dict().items() if recorded.get(key) != value)
+
+
 def ar1(rng: np.random.Generator, frames: int, shape: tuple, std: float, correlation: float) -> np.ndarray:
     """A stationary AR(1) sequence (frames, *shape) with marginal std `std` and lag-1 `correlation`."""
     innovation = rng.normal(0.0, std * np.sqrt(1.0 - correlation ** 2), (frames, *shape))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from murauer_dist.data.procedural.frames import FrameRenderer, GeneratorSettings, make_split_sequence
-from murauer_dist.data.procedural.realism import PROFILES
+from murauer_dist.data.procedural.realism import DEFAULT_PROFILE, PROFILES, changed_parameters
 from murauer_dist.datasets import DEFAULT_DATASET
 from murauer_dist.errors import UserError
 
@@ -35,8 +35,8 @@ def shown_poses(root: str | Path, split: str = "test") -> dict[str, np.ndarray] 
     if not record_path.is_file():
         return None
     record = json.loads(record_path.read_text())
-    realism = PROFILES.get((record.get("realism") or {}).get("name", "default"))
-    if realism is None or realism.to_dict() != (record.get("realism") or realism.to_dict()):
+    realism = PROFILES.get((record.get("realism") or {}).get("name", DEFAULT_PROFILE))
+    if realism is None or changed_parameters(realism, record.get("realism")):
         raise ShownPoseError(f"{record_path}: realism settings this generator does not make; the shown poses can "
                              f"only be made again by the generator version that wrote the data")
     if not realism.fitting.enabled:
@@ -64,11 +64,14 @@ def _check_labels(mat_path: Path, labels: np.ndarray) -> None:
                              f"cannot be made again; make the dataset again to measure them")
 
 
+def label_distance(poses: dict[str, np.ndarray], joints: list[int]) -> np.ndarray:
+    """(N,) per frame, the mean distance (mm) of the label's `joints` from the shown pose's: the error a
+    perfect reader of the real frame would make against the labels."""
+    return np.linalg.norm(poses["labels"][:, joints] - poses["shown"][:, joints], axis=-1).mean(axis=1)
+
+
 def shown_pose_error(pred_xyz: np.ndarray, frames: np.ndarray, poses: dict[str, np.ndarray],
-                     joints: list[int]) -> dict[str, float]:
+                     joints: list[int]) -> float:
     """Mean joint error (mm) of predictions (rows of `frames`, evaluated `joints`) against the poses the
-    frames show, and the labels' own distance from them (the error of a perfect reader of the image)."""
-    shown = poses["shown"][frames][:, joints]
-    labels = poses["labels"][frames][:, joints]
-    return {"shown_mean_error_mm": float(np.linalg.norm(pred_xyz - shown, axis=-1).mean()),
-            "label_noise_mm": float(np.linalg.norm(labels - shown, axis=-1).mean())}
+    frames show."""
+    return float(np.linalg.norm(pred_xyz - poses["shown"][frames][:, joints], axis=-1).mean())
