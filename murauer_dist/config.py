@@ -241,22 +241,6 @@ CHOICES = {
     "logging.wandb_mode": ("auto", "online", "offline", "disabled"),
 }
 
-# What a run may change when it resumes a run directory (train on a train.out that already has a
-# config or checkpoints): how the run is logged, checkpointed, paced or where it lives, never what it
-# trains. A name ending in "." covers its section. Anything else stops the run (see train/run_config.py,
-# check_run_config) unless train.allow_config_change=true; every change is recorded in
-# RUN/config-changes.yaml. localize.* and refiner.* configure hand localisation and its refiner, which
-# the pose training never reads.
-RESUMABLE_KEYS = ("logging.", "train.out", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
-                  "train.max_nonfinite_in_a_row", "loader.num_threads", "loader.device", "train.device",
-                  "model.compile", "model.channels_last", "localize.", "refiner.")
-# Stage lengths: they may change on resume as long as no stage that has already trained is shortened
-# and no finished earlier stage would have trained differently (a longer run continues where it stopped).
-LENGTH_KEYS = ("train.pretrain_epochs", "train.epochs", "train.max_steps")
-# Never compared: the switch that lets a run resume with other values.
-UNCOMPARED_KEYS = ("train.allow_config_change",)
-
-
 def min_crop_size(num_stages: int) -> int:
     """The smallest data.crop_size the network takes: the encoder's max-pool and each of its stride-2
     stages halve the crop and must leave at least 1x1 (models/encoder.py); the view decoder needs 16."""
@@ -365,12 +349,12 @@ def _set(cfg: Config, path: str, value, check: bool = True) -> None:
                 raise ConfigError(f"unknown config key '{path}': '{'.'.join(parts[:depth + 1])}' is not a section")
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     flat = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, path + "."))
+            flat.update(flatten(value, path + "."))
         else:
             flat[path] = value
     return flat
@@ -424,7 +408,7 @@ def _preset_values(preset: str | os.PathLike, seen: tuple = ()) -> dict[str, obj
     tree = _read_preset(path)
     base = tree.pop("base", None)
     values = _preset_values(_base_path(base, path), seen + (path.resolve(),)) if base else {}
-    values.update(_flatten(tree))
+    values.update(flatten(tree))
     return values
 
 
@@ -453,7 +437,7 @@ def config_from_dict(tree: dict) -> Config:
     """Rebuild a config saved by `save_config` (e.g. from a checkpoint); ranges are not re-checked, so a
     run made under older rules still loads."""
     cfg = Config()
-    for path, value in _flatten(tree).items():
+    for path, value in flatten(tree).items():
         _set(cfg, path, value, check=False)
     return cfg
 
@@ -470,23 +454,3 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
 
 def dumps(cfg: Config) -> str:
     return yaml.safe_dump(public_dict(cfg), sort_keys=False)
-
-
-def config_changes(old: dict, new: dict) -> dict[str, tuple]:
-    """{key: (old value, new value)} between two config trees; a key one tree lacks counts as its default
-    (a run saved before the key existed), keys this version does not know are ignored."""
-    defaults = _flatten(Config().to_dict())
-    old_flat, new_flat = _flatten(old), _flatten(new)
-    changes = {}
-    for key, default in defaults.items():
-        if key in UNCOMPARED_KEYS:
-            continue
-        before, after = old_flat.get(key, default), new_flat.get(key, default)
-        if before != after:
-            changes[key] = (before, after)
-    return changes
-
-
-def may_change_on_resume(key: str) -> bool:
-    """True for the keys of RESUMABLE_KEYS (see there)."""
-    return any(key == name or (name.endswith(".") and key.startswith(name)) for name in RESUMABLE_KEYS)

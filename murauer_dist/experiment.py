@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from murauer_dist import workflow
-from murauer_dist.config import LossConfig, config_changes, load_config, may_change_on_resume, public_dict
+from murauer_dist.config import LossConfig, load_config, public_dict
+from murauer_dist.config_changes import config_changes, may_change_on_resume
 from murauer_dist.data.procedural.shown import label_distance, shown_pose_error, shown_poses
 from murauer_dist.datasets import DEFAULT_DATASET, dataset_spec
 from murauer_dist.errors import UserError

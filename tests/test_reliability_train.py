@@ -16,8 +16,8 @@ import pytest
 import torch
 import yaml
 
-from murauer_dist.config import (CONFIG_DIR, RESUMABLE_KEYS, ConfigError, load_config,
-                                 may_change_on_resume)
+from murauer_dist.config import CONFIG_DIR, ConfigError, load_config
+from murauer_dist.config_changes import RESUMABLE_KEYS, may_change_on_resume
 from murauer_dist.data.batch import stream_sizes
 from murauer_dist.errors import UserError
 from murauer_dist.methods import METHODS, required_streams

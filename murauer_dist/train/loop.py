@@ -3,7 +3,7 @@
 Stage 1 ("pretrain") trains f and p on synthetic data; stage 2 ("main") trains the chosen method
 starting from stage 1's weights (or cfg.train.init_checkpoint when stage 1 is off). A run
 directory with checkpoints resumes where it stopped, from its newest readable checkpoint, and only
-with the config it was trained with (run_config.check_run_config; config.RESUMABLE_KEYS lists what
+with the config it was trained with (run_config.check_run_config; config_changes.RESUMABLE_KEYS lists what
 may change). SIGTERM/SIGINT finish the current step, write a checkpoint and return with status "stopped".
 
 Around the loop: stages.py (the stage plan and lengths), run_state.py (what a checkpoint records and

@@ -1,11 +1,12 @@
 """A run directory and the config it was trained with: check_run_config refuses a resume under another
-config (config.RESUMABLE_KEYS and stage lengths that only let the run train on may change) and records
+config (config_changes.RESUMABLE_KEYS and stage lengths that only let the run train on may change) and records
 every accepted change."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from murauer_dist.config import LENGTH_KEYS, config_changes, config_from_dict, may_change_on_resume, public_dict
+from murauer_dist.config import config_from_dict, public_dict
+from murauer_dist.config_changes import LENGTH_KEYS, config_changes, may_change_on_resume
 from murauer_dist.errors import UserError
 from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train.stages import planned_steps
@@ -40,7 +41,7 @@ def check_run_config(cfg, run_dir: Path, state: dict | None, is_main: bool) -> N
     """A run directory and its config never disagree.
 
     The resolved config is compared with the one in the newest checkpoint and in RUN/config.yaml. Keys
-    of config.RESUMABLE_KEYS may differ, and so may stage lengths (config.LENGTH_KEYS) that only let the
+    of config_changes.RESUMABLE_KEYS may differ, and so may stage lengths (config_changes.LENGTH_KEYS) that only let the
     run train on. Any other difference stops with RunConfigError naming the keys, unless
     train.allow_config_change=true. Every accepted difference is appended to RUN/config-changes.yaml
     and config.yaml is rewritten; without differences config.yaml is written once, when the run starts.
