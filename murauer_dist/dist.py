@@ -66,8 +66,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
         # each attempt gets its own key prefix so the new group never dials them.
         store, _, _ = next(dist.rendezvous("env://", rank, world_size))
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        # device_id binds NCCL's communicator to this rank's GPU at once (eager init; no guessing later).
+        bound = {"device_id": torch_device} if use_cuda else {}
         dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.PrefixStore(f"attempt-{attempt}", store),
-                                rank=rank, world_size=world_size)
+                                rank=rank, world_size=world_size, **bound)
     return DistInfo(rank, world_size, local_rank, torch_device)
 
 
@@ -112,8 +114,18 @@ def all_true(flag: bool | torch.Tensor, device: torch.device | str = "cpu") -> b
     return bool(value.item() > 0.5)
 
 
-def any_true(flag: bool, device: torch.device | str = "cpu") -> bool:
-    return not all_true(not flag, device)
+def agree(ok: torch.Tensor, stop: bool) -> tuple[bool, bool]:
+    """(`ok` holds on every rank, some rank asked to `stop`) in one all-reduce and one read-back.
+
+    The training step's only host sync: `ok` (a device tensor) is never read alone, and the stop
+    request rides along (torch.full writes it on the device without a host copy).
+    """
+    flags = torch.stack([ok.reshape(()).to(torch.float32),
+                         torch.full((), 0.0 if stop else 1.0, device=ok.device)])
+    if is_dist():
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+    all_ok, none_stops = flags.tolist()
+    return all_ok > 0.5, none_stops < 0.5
 
 
 def clean_exit(code: int = 0) -> None:

@@ -85,6 +85,14 @@ def uses_mapping(method: str, stage: str) -> bool:
     return method_for(method, stage).mapped
 
 
+def leaves_parameters_unused(method: str, stage: str, released_affine_blocks: bool = False) -> bool:
+    """Whether a step of `stage` leaves some parameter of the pose model without a gradient: m when
+    real images do not pass it, g when L_view is off, fc1 of the released affine blocks always (DDP
+    must then look for unused parameters after each forward, which costs a graph walk per step)."""
+    entry = method_for(method, stage)
+    return released_affine_blocks or not entry.mapped or "L_view" not in entry.terms
+
+
 def loss_weights(method: str, stage: str, loss_cfg) -> dict[str, float]:
     """{term: weight} of the terms `method` trains in `stage`, weights read from cfg.loss."""
     return {term: float(getattr(loss_cfg, weight)) if isinstance(weight, str) else float(weight)

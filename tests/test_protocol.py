@@ -126,9 +126,9 @@ def _recorded_rates(monkeypatch, cfg, stop_at=None):
     """[(stage, model lr, discriminator lr)] of every step a `train` run (and its resume) takes."""
     rates = []
 
-    def recording(engines, batch, cfg, stage):
+    def recording(engines, batch, cfg, stage, **kwargs):
         rates.append((stage, current_lr(engines["model"]), current_lr(engines["disc"])))
-        return train_step(engines, batch, cfg, stage)
+        return train_step(engines, batch, cfg, stage, **kwargs)
 
     monkeypatch.setattr(loop, "train_step", recording)
     factory = lambda c, stage, rank, world, device: _StopOnce(c, stage, rank, device)  # noqa: E731

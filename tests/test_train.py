@@ -14,7 +14,8 @@ from murauer_dist.train.engine_factory import build_engines
 from murauer_dist.train.fake_stream import FakeTrainStream, fake_eval_factory
 from murauer_dist.train.loop import NonFiniteLossError, train
 from murauer_dist.train.schedule import base_lr, lr_multiplier
-from murauer_dist.train.step import loss_adv, loss_emb, loss_synth, loss_view, model_requests, train_step
+from murauer_dist.train.step import (loss_adv, loss_emb, loss_synth, loss_view, model_requests, step_floats,
+                                     train_step)
 
 
 def _setup(overrides=(), seed=0):
@@ -45,7 +46,7 @@ def test_loss_terms_are_zero_exactly_at_their_targets():
 def test_every_term_is_positive_on_a_random_batch():
     cfg, model, disc, engines = _setup()
     batch = _batch(cfg, labeled_fraction=1.0)
-    result = train_step(engines, batch, cfg)
+    result = step_floats(train_step(engines, batch, cfg))
     for name in ("L_synth", "L_real", "L_emb", "L_view", "L_adv", "L_disc", "L_total"):
         assert result[name] > 0 and math.isfinite(result[name]), name
     weights = {"L_synth": 1, "L_real": cfg.loss.beta, "L_emb": cfg.loss.lambda_c, "L_view": cfg.loss.lambda_g,
@@ -96,7 +97,7 @@ def test_empty_labeled_views_give_no_nan():
     cfg, model, disc, engines = _setup()
     batch = _batch(cfg)
     batch["views"]["labeled"][:] = False
-    result = train_step(engines, batch, cfg)
+    result = step_floats(train_step(engines, batch, cfg))
     assert result["skipped"] == 0 and all(math.isfinite(v) for v in result.values())
     assert result["labeled_views"] == 0
 
@@ -115,9 +116,9 @@ def test_methods_use_only_their_terms(method, expected):
 def test_a_few_steps_reduce_the_loss(stage):
     cfg, model, disc, engines = _setup(["optim.lr=3e-3"])
     batch = _batch(cfg, stage)
-    first = train_step(engines, batch, cfg, stage)["L_total"]
+    first = float(train_step(engines, batch, cfg, stage)["L_total"])
     for _ in range(12):
-        last = train_step(engines, batch, cfg, stage)["L_total"]
+        last = float(train_step(engines, batch, cfg, stage)["L_total"])
     assert last < 0.9 * first
 
 
@@ -317,7 +318,7 @@ def test_model_compile_is_wired_and_changes_no_number(tmp_path, monkeypatch):
     compile_networks(model)
     assert list(model.state_dict()) == names
     batch = _batch(cfg, labeled_fraction=0.5)
-    assert train_step(engines, batch, cfg) == train_step(plain_engines, batch, cfg)
+    assert step_floats(train_step(engines, batch, cfg)) == step_floats(train_step(plain_engines, batch, cfg))
     compiled = []
     monkeypatch.setattr(loop, "compile_networks", lambda m: compiled.append(m) or compile_networks(m))
     result = _run(_loop_cfg(tmp_path, "compiled", "model.compile=true", "train.pretrain_epochs=0", "train.max_steps=1"))

@@ -7,6 +7,8 @@ The protocol (PlainEngine, DdpEngine and the DeepSpeed engine all implement it):
     .step()            optimizer step, then zero the gradients
     .lr_scale(mult)    learning rate = base lr * mult (the per-epoch schedule)
     .state_dict() / .load_state_dict(state)   optimizer + schedule state for checkpoints
+    .can_undo_step     whether .save_for_undo() before a step and .undo_step() after it take the
+                       step back on the device (a step later found non-finite on some rank)
 The training step only talks to this protocol, so it is the same for every engine.
 engine_factory.build_engines makes the engines of a stage.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from murauer_dist.train.undo import OptimizerUndo
 
 
 def make_adam(cfg, module: nn.Module, lr: float) -> torch.optim.Adam:
@@ -29,6 +33,7 @@ class ScheduledLr:
     optimizer: torch.optim.Optimizer
     base_lr: float
     multiplier: float
+    can_undo_step = False
 
     def lr_scale(self, multiplier: float) -> None:
         self.multiplier = float(multiplier)
@@ -45,6 +50,15 @@ class PlainEngine(ScheduledLr):
         self.base_lr = lr
         self.multiplier = 1.0
         self.lr_scale(1.0)
+        self._undo = OptimizerUndo(optimizer)
+
+    can_undo_step = True
+
+    def save_for_undo(self) -> None:
+        self._undo.save()
+
+    def undo_step(self) -> None:
+        self._undo.undo()
 
     def _forward(self):
         return self.module
@@ -71,14 +85,20 @@ class PlainEngine(ScheduledLr):
 class DdpEngine(PlainEngine):
     """torch DDP: gradients are all-reduced during backward; forward must go through __call__.
 
-    find_unused_parameters: stage 1 never touches m and g, and the released affine blocks leave
-    fc1 dead, so some parameters legitimately get no gradient.
+    find_unused_parameters makes DDP walk the autograd graph after every forward; it is asked for
+    only where a stage leaves parameters without a gradient (methods.leaves_parameters_unused:
+    stage 1 never touches m and g, ablations drop g, the released affine blocks leave fc1 dead).
+    gradient_as_bucket_view: the gradients are views into DDP's all-reduce buckets, one copy fewer.
+    Not static_graph: a skipped (non-finite) step runs a forward without a backward.
     """
 
-    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, lr: float, device: torch.device):
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, lr: float, device: torch.device,
+                 find_unused_parameters: bool = True):
         super().__init__(module, optimizer, lr)
         device_ids = [device.index] if device.type == "cuda" else None
-        self.wrapped = DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=True)
+        self.wrapped = DistributedDataParallel(module, device_ids=device_ids,
+                                               find_unused_parameters=find_unused_parameters,
+                                               gradient_as_bucket_view=True)
 
     def _forward(self):
         return self.wrapped

@@ -33,7 +33,7 @@ def check_nonfinite(run: Run, result: dict, stage: str) -> None:
         counters.skipped_in_a_row = 0
     limit = run.cfg.train.max_nonfinite_in_a_row
     if counters.skipped_in_a_row > limit:
-        terms = {k: v for k, v in result.items() if k.startswith("L_")}
+        terms = {k: float(v) for k, v in result.items() if k.startswith("L_")}
         raise NonFiniteLossError(
             f"{counters.skipped_in_a_row} steps in a row had a non-finite loss (stage {stage}, step "
             f"{counters.global_step}; last terms {terms}); more than train.max_nonfinite_in_a_row={limit}. "

@@ -22,7 +22,7 @@ import torch
 
 from murauer_dist import dist
 from murauer_dist.config import ConfigError, check_for_training
-from murauer_dist.data.batch import to_device
+from murauer_dist.data.batch import stream_sizes, to_device
 from murauer_dist.methods import uses_mapping
 from murauer_dist.models import build_discriminator, build_model, compile_networks
 from murauer_dist.seeds import derive_seed
@@ -93,20 +93,37 @@ def default_eval_factory(cfg, split, rank, world_size, device):
 
 
 class IntervalStats:
-    """Means of the loss terms and the data-wait share over one logging interval."""
+    """Means of the loss terms and the data-wait share over one logging interval.
+
+    The step's values stay on the device: each step adds them, stacked, to one running sum (two
+    kernels, no sync); summary() reads them back once per interval.
+    """
 
     def __init__(self):
-        self.sums, self.steps, self.data_wait, self.started = {}, 0, 0.0, time.perf_counter()
+        self.names: tuple[str, ...] = ()
+        self.device_sum: torch.Tensor | None = None
+        self.host_sums: dict[str, float] = {}
+        self.steps, self.data_wait, self.started = 0, 0.0, time.perf_counter()
 
     def add(self, result: dict, data_wait: float) -> None:
+        tensors = {name: value for name, value in result.items() if isinstance(value, torch.Tensor)}
+        stacked = torch.stack([value.float().reshape(()) for value in tensors.values()])
+        if self.device_sum is None:
+            self.names, self.device_sum = tuple(tensors), stacked
+        elif tuple(tensors) != self.names:
+            raise RuntimeError(f"the step's values changed within a logging interval: {self.names} -> {tuple(tensors)}")
+        else:
+            self.device_sum += stacked
         for name, value in result.items():
-            self.sums[name] = self.sums.get(name, 0.0) + value
+            if name not in tensors:
+                self.host_sums[name] = self.host_sums.get(name, 0.0) + float(value)
         self.steps += 1
         self.data_wait += data_wait
 
     def summary(self, samples_per_step: int, world_size: int) -> dict:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        out = {name: value / self.steps for name, value in self.sums.items()}
+        sums = dict(zip(self.names, self.device_sum.tolist())) if self.device_sum is not None else {}
+        out = {name: value / self.steps for name, value in {**sums, **self.host_sums}.items()}
         out["samples_per_s"] = samples_per_step * self.steps * world_size / elapsed
         out["data_wait_fraction"] = self.data_wait / elapsed
         return out
@@ -125,10 +142,8 @@ def _validate_epoch(run: Run, stage: str, epoch: int) -> None:
 
 def run_stage(run: Run, stage: str, resume: dict | None) -> str:
     """Train one stage from its start or from `resume`; returns "done" or "stopped"."""
-    from murauer_dist.data.batch import stream_sizes
-
     cfg, info = run.cfg, run.info
-    engines = build_engines(cfg, run.model, run.disc, info.rank, info.world_size, info.device)
+    engines = build_engines(cfg, run.model, run.disc, info.rank, info.world_size, info.device, stage)
     stream = run.stream_factory(cfg, stage, info.rank, info.world_size, info.device)
     position, data_state = (restore_position(run, resume, engines) if resume else (Position(), None))
     epochs, iters, limit = stage_length(cfg, stage)
@@ -153,7 +168,9 @@ def run_stage(run: Run, stage: str, resume: dict | None) -> str:
                                           epochs * iters, cfg.optim.anneal_fraction)
             for engine in engines.values():
                 engine.lr_scale(multiplier)
-            result = train_step(engines, batch, cfg, stage)
+            # Every rank's stop request rides on the step's one agreement (no extra collective, no sync).
+            result = train_step(engines, batch, cfg, stage, stop_requested=bool(run.stop.signal))
+            stop = result.pop("stop")
             run.counters.global_step += 1
             position.iteration += 1
             position.stage_step += 1
@@ -165,7 +182,6 @@ def run_stage(run: Run, stage: str, resume: dict | None) -> str:
                                 f"{stage}/skipped_total": run.counters.skipped_total})
                 run.logger.log(run.counters.global_step, metrics, advance=stats.steps)
                 stats = IntervalStats()
-            stop = dist.any_true(bool(run.stop.signal), info.device)
             if stop or run.counters.global_step % cfg.train.checkpoint_every == 0:
                 write_checkpoint(run, stage, engines, stream, position, done=False)
             if stop:
@@ -193,13 +209,18 @@ def train(cfg, info: dist.DistInfo | None = None, stream_factory=None, eval_fact
     plan = stage_plan(cfg)
     total = sum(stage_length(cfg, stage)[2] for stage in plan)
     # Everything that can refuse the run comes before anything is written (metrics, wandb, checkpoints).
-    latest, state = ckpt.find_resumable(run_dir, map_location=info.device, set_aside=info.is_main)
+    # On the CPU, whatever the training device: the RNG states must stay CPU tensors, and
+    # load_state_dict moves weights and optimizer state to where their parameters are (Adam's step
+    # counters stay on the CPU, as Adam keeps them; on the GPU each would cost a sync per step).
+    latest, state = ckpt.find_resumable(run_dir, map_location="cpu", set_aside=info.is_main)
     init_state = read_init_checkpoint(cfg) if state is None and cfg.train.init_checkpoint else None
     check_run_config(cfg, run_dir, state, info.is_main)
     own_logger = logger is None
     logger = logger or RunLogger(cfg, run_dir, info.rank, total_steps=total, desc="train")
     run = Run(cfg, info, run_dir, stream_factory or default_stream_factory, eval_factory or default_eval_factory,
               logger, StopFlag())
+    if info.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True          # fixed crop and batch shapes: tune once per shape
     torch.manual_seed(cfg.train.seed)                  # the same initial weights on every rank
     run.model = build_model(cfg).to(info.device)
     run.disc = build_discriminator(cfg).to(info.device)

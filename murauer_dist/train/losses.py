@@ -19,6 +19,18 @@ def scaled_mse(prediction: torch.Tensor, target: torch.Tensor, scale: float) -> 
     return scale * (prediction.float() - target.float()).pow(2).mean()
 
 
+def weighted_scaled_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+                        scale: float) -> torch.Tensor:
+    """scale x mean squared error over the frames of weight 1 (weights: (B,) of 0/1); zero when no
+    frame has weight 1. scaled_mse of the selected frames, without selecting them: selection by a
+    mask reads the mask back to the host (a device sync); this stays on the device. Equal to
+    scaled_mse(prediction[mask], ...) up to the order of the float32 sum.
+    """
+    squared = (prediction.float() - target.float()).pow(2).flatten(1).mul(weights.float()[:, None])
+    count = weights.float().sum().clamp(min=1.0) * squared.shape[1]
+    return scale * squared.sum() / count
+
+
 def pose_sse(pose: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Pose loss on fully labeled streams: SSE over joints and coordinates."""
     return sse(pose, target)

@@ -11,6 +11,7 @@ discriminator) and the model step. Engine-agnostic: only the engine protocol of 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Callable
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from murauer_dist import dist
 from murauer_dist.methods import loss_weights, method_for
 from murauer_dist.train import losses
+from murauer_dist.train.undo import TensorSnapshot, snapshot_of
 
 # Synthetic halves with a pose target: (forward request, batch stream).
 _SYNTH_HALVES = (("pairs_synth", "pairs"), ("synth", "synth"), ("views_synth", "views"))
@@ -60,13 +62,16 @@ def model_requests(batch: dict, cfg, stage: str) -> dict[str, dict]:
 
 # ---- the loss terms: (model outputs, batch, cfg) -> a scalar, or None when its streams did not run ----
 
-def _labeled_views(out: dict, batch: dict) -> torch.Tensor | None:
-    """Mask of the labeled view-prediction frames; None when there are none: such a batch adds no
-    pose or matching term (the original produced NaN there)."""
+def _labeled_weights(out: dict, batch: dict) -> torch.Tensor | None:
+    """0/1 weights of the labeled view-prediction frames; None when the views stream did not run.
+
+    Weights, not a mask: indexing with a mask (or asking whether any frame is labeled) reads the
+    mask back to the host, a device sync every step. A batch without labeled frames gives the
+    weighted terms exactly 0 (the original produced NaN there).
+    """
     if "views_real" not in out:
         return None
-    labeled = batch["views"]["labeled"].bool()
-    return labeled if bool(labeled.any()) else None
+    return batch["views"]["labeled"].float()
 
 
 def _sum(parts: list) -> torch.Tensor | None:
@@ -90,11 +95,11 @@ def loss_real(out: dict, batch: dict, cfg) -> torch.Tensor | None:
     parts = []
     if "pairs_real" in out:
         parts.append(losses.pose_sse(out["pairs_real"]["pose"], batch["pairs"]["target"]))
-    labeled = _labeled_views(out, batch)
-    if labeled is not None:
-        views_size = float(labeled.shape[0])
-        parts.append(losses.scaled_mse(out["views_real"]["pose"][labeled], batch["views"]["target"][labeled],
-                                       views_size))
+    weights = _labeled_weights(out, batch)
+    if weights is not None:
+        views_size = float(weights.shape[0])
+        parts.append(losses.weighted_scaled_mse(out["views_real"]["pose"], batch["views"]["target"], weights,
+                                                views_size))
     return _sum(parts)
 
 
@@ -114,11 +119,11 @@ def loss_emb(out: dict, batch: dict, cfg) -> torch.Tensor | None:
     parts = []
     if "pairs_real" in out and "pairs_synth" in out:
         parts.append(losses.feature_matching_sse(out["pairs_real"]["emb"], out["pairs_synth"]["emb"]))
-    labeled = _labeled_views(out, batch)
-    if labeled is not None:
+    weights = _labeled_weights(out, batch)
+    if weights is not None:
         pairs_size = float(batch["pairs"]["target"].shape[0]) if "pairs" in batch else float(cfg.loader.pairs)
-        parts.append(losses.scaled_mse(out["views_real"]["emb"][labeled],
-                                       out["views_synth"]["emb"][labeled].detach(), pairs_size))
+        parts.append(losses.weighted_scaled_mse(out["views_real"]["emb"], out["views_synth"]["emb"].detach(),
+                                                weights, pairs_size))
     return _sum(parts)
 
 
@@ -148,18 +153,28 @@ TERMS = {"L_pretrain": loss_pretrain, "L_synth": loss_synth, "L_real": loss_real
 
 
 def discriminator_step(disc, out: dict, device) -> dict[str, torch.Tensor]:
-    """LSGAN D update: mapped real features -> 1, synthetic features -> 0 (both detached)."""
+    """LSGAN D update: mapped real features -> 1, synthetic features -> 0 (both detached).
+
+    An engine that can take a step back (engine.py, can_undo_step) steps at once: whether the step
+    is kept is decided at the end of train_step, with the model's, in the step's one host sync. A
+    DeepSpeed engine cannot (its optimizer state is partitioned and not cheap to copy), so there the
+    ranks agree on D's loss being finite before it steps: a second sync, in DeepSpeed runs only.
+    """
     real = out["unlabeled_real"]["emb"].detach().float()
     synth = out["unlabeled_synth"]["emb"].detach().float()
     scores = disc(torch.cat([real, synth]))       # no BatchNorm in D: one call equals two
     d_real, d_synth = scores[:real.shape[0]], scores[real.shape[0]:]
     loss = losses.lsgan_sse(d_real, 1.0) + losses.lsgan_sse(d_synth, 0.0)
-    stepped = dist.all_true(torch.isfinite(loss).all(), device)
+    stats = {"L_disc": loss.detach(), "d_real_mean": d_real.detach().mean(), "d_synth_mean": d_synth.detach().mean()}
+    if disc.can_undo_step:
+        disc.save_for_undo()
+        stepped = True
+    else:
+        stepped = dist.all_true(torch.isfinite(loss), device)
     if stepped:
         disc.backward(loss)
         disc.step()
-    return {"L_disc": loss.detach(), "d_real_mean": d_real.detach().mean(), "d_synth_mean": d_synth.detach().mean(),
-            "disc_skipped": torch.tensor(0.0 if stepped else 1.0)}
+    return {**stats, "disc_stepped": stepped}
 
 
 def _autocast(cfg, device: torch.device):
@@ -168,15 +183,15 @@ def _autocast(cfg, device: torch.device):
     return contextlib.nullcontext()
 
 
-def _snapshot_buffers(module: torch.nn.Module) -> list[torch.Tensor]:
-    """BatchNorm statistics before the forward, restored if the step is skipped (non-finite)."""
-    return [buffer.detach().clone() for buffer in module.buffers()]
+# BatchNorm running statistics of each pose model, copied before its forward passes so that a
+# skipped step can put them back (one multi-tensor copy; undo.py).
+_BUFFER_SNAPSHOTS: "weakref.WeakKeyDictionary[torch.nn.Module, TensorSnapshot]" = weakref.WeakKeyDictionary()
 
 
-def _restore_buffers(module: torch.nn.Module, saved: list[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for buffer, value in zip(module.buffers(), saved):
-            buffer.copy_(value)
+def _buffer_snapshot(module: torch.nn.Module) -> TensorSnapshot:
+    snapshot = snapshot_of(list(module.buffers()), _BUFFER_SNAPSHOTS.get(module))
+    _BUFFER_SNAPSHOTS[module] = snapshot
+    return snapshot
 
 
 def _no_phase(phase: str) -> None:
@@ -184,18 +199,26 @@ def _no_phase(phase: str) -> None:
 
 
 def train_step(engines: dict, batch: dict, cfg, stage: str = "main",
-               on_phase: Callable[[str], None] | None = None) -> dict[str, float]:
+               on_phase: Callable[[str], None] | None = None, stop_requested: bool = False) -> dict:
     """One optimisation step. engines = {"model": engine, "disc": engine} (engine.py protocol).
 
-    Returns the named loss terms as floats (absent terms are left out), the weighted L_total,
-    discriminator diagnostics, and `skipped` = 1.0 when the loss was not finite on some rank (no
-    update, BatchNorm statistics restored). on_phase(name) is called as each phase ends ("forward",
-    "disc", "forward" again for the loss, "backward"): the benchmark's phase timer hooks in there.
+    Returns the named loss terms (absent terms are left out), the weighted L_total and the
+    discriminator diagnostics as 0-dim tensors on the training device, never read here: reading one
+    is a device sync, so the loop reads them once per train.log_every steps (step_floats). Python
+    values: `skipped` = 1.0 when a loss was not finite on some rank (nothing was updated: the model
+    did not step, D's step and the BatchNorm statistics were put back), `disc_skipped`, and `stop` =
+    whether some rank asked to stop (`stop_requested`, its SIGTERM flag). On DeepSpeed, where D's
+    step cannot be taken back, D keeps a step it took with a finite loss when the model's is not.
+
+    The step's one host sync is the agreement of all ranks on those two flags (dist.agree): one
+    all-reduce, one read-back. on_phase(name) is called as each phase ends ("forward", "disc",
+    "forward" again for the loss, "backward"): the benchmark's phase timer hooks in there.
     """
     model, disc, on_phase = engines["model"], engines["disc"], on_phase or _no_phase
     weights = loss_weights(cfg.train.method, stage, cfg.loss)        # {"L_synth": 1, "L_real": beta, ...}
     device = next(model.module.parameters()).device
-    saved_buffers = _snapshot_buffers(model.module)
+    buffers = _buffer_snapshot(model.module)
+    buffers.take()
     with _autocast(cfg, device):
         out = model(model_requests(batch, cfg, stage))
         terms = {name: term(out, batch, cfg) for name, term in TERMS.items() if name in weights}
@@ -207,23 +230,38 @@ def train_step(engines: dict, batch: dict, cfg, stage: str = "main",
             terms["L_adv"] = loss_adv(disc, out)                     # then m against the updated D
         terms = {name: value for name, value in terms.items() if value is not None}
         total = sum(weights[name] * value for name, value in terms.items())
-    finite = dist.all_true(torch.isfinite(total), device)
+    # D's loss too: a NaN in the unlabeled synthetic crops reaches neither L_total nor the model's
+    # gradient, but it does reach the BatchNorm running statistics, which the skip puts back.
+    checks = [torch.isfinite(total)] + ([torch.isfinite(disc_stats["L_disc"])] if disc_stats else [])
+    finite, stop = dist.agree(torch.stack(checks).all(), stop_requested)
     on_phase("forward")
     if finite:
         model.backward(total)
         model.step()
     else:       # no backward ran, so there are no gradients to clear
-        _restore_buffers(model.module, saved_buffers)
+        buffers.restore()
+        if disc_stats.get("disc_stepped") and disc.can_undo_step:
+            disc.undo_step()
     on_phase("backward")
-    return _report(terms, total, disc_stats, finite, batch, stage)
+    return _report(terms, total, disc_stats, finite, stop, batch, stage)
 
 
-def _report(terms: dict, total: torch.Tensor, disc_stats: dict, finite: bool, batch: dict, stage: str) -> dict:
-    """Every term and diagnostic as a float (one device sync for all of them)."""
-    named = {**terms, "L_total": total.detach(), **disc_stats}
-    values = torch.stack([value.detach().float().reshape(()) for value in named.values()]).tolist()
-    result = dict(zip(named.keys(), values))
-    result["skipped"] = 0.0 if finite else 1.0
+def _report(terms: dict, total: torch.Tensor, disc_stats: dict, finite: bool, stop: bool, batch: dict,
+            stage: str) -> dict:
+    result = {**{name: value.detach() for name, value in terms.items()}, "L_total": total.detach()}
+    if disc_stats:
+        stepped = disc_stats.pop("disc_stepped") and finite
+        result.update(disc_stats)
+        result["disc_skipped"] = 0.0 if stepped else 1.0
     if "views" in batch and stage != "pretrain":
-        result["labeled_views"] = float(batch["views"]["labeled"].sum())
+        result["labeled_views"] = batch["views"]["labeled"].sum()
+    result["skipped"] = 0.0 if finite else 1.0
+    result["stop"] = stop
     return result
+
+
+def step_floats(result: dict) -> dict[str, float]:
+    """train_step's result with every value a float (one device sync for all tensors)."""
+    tensors = {name: value for name, value in result.items() if isinstance(value, torch.Tensor)}
+    read = torch.stack([value.detach().float().reshape(()) for value in tensors.values()]).tolist() if tensors else []
+    return {name: float(value) for name, value in result.items() if name not in tensors} | dict(zip(tensors, read))

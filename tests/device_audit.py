@@ -1,0 +1,63 @@
+"""Make a CUDA run's device mistakes visible on a CPU-only machine: run the step on `meta`.
+
+`meta` is a device every torch build has. Like CUDA, and unlike the CPU, it refuses a CPU tensor in a
+non-pointwise op (torch.stack, cat, ...: "Tensor on device cpu is not on the expected device meta")
+and it refuses torch.set_rng_state. Unlike CUDA it holds no values, so every read of a device value
+by the host (item, bool, float, tolist, .cpu(), mask indexing, nonzero) is exactly the set of places
+where a CUDA step would stop and wait for the GPU: a host sync.
+
+HostSyncCounter is a dispatch mode that records each such read (with where it happened in the
+package) and answers it with a stand-in value, so the run goes on and the test can count them all:
+scalars read as 1 (flags "true", never a stop), copies to the CPU as ones, masks as all-selected.
+Reads of CPU tensors (Adam's step counters, which Adam keeps on the CPU on a GPU too) are not syncs
+and are not counted.
+"""
+from __future__ import annotations
+
+import traceback
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+aten = torch.ops.aten
+_MASK_OPS = {aten.nonzero.default, aten.masked_select.default, aten.argwhere.default}
+
+
+def _on_meta(args) -> bool:
+    return any(isinstance(a, torch.Tensor) and a.device.type == "meta" for a in args)
+
+
+def _where() -> str:
+    """The innermost frame of the project's code that asked for the value."""
+    for frame in reversed(traceback.extract_stack()[:-3]):
+        if "murauer_dist" in frame.filename and "device_audit" not in frame.filename:
+            return f"{frame.filename.split('murauer_dist')[-1].lstrip('/')}:{frame.lineno} {frame.line}"
+    return "outside murauer_dist"
+
+
+class HostSyncCounter(TorchDispatchMode):
+    """Counts the host reads of `meta` tensors (see the module doc); .syncs lists (op, where)."""
+
+    def __init__(self):
+        super().__init__()
+        self.syncs: list[tuple[str, str]] = []
+
+    def count(self) -> int:
+        return len(self.syncs)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is aten._local_scalar_dense.default and _on_meta(args):
+            self.syncs.append(("item", _where()))
+            return True if args[0].dtype == torch.bool else (1.0 if args[0].dtype.is_floating_point else 1)
+        if func is aten._to_copy.default and _on_meta(args) and torch.device(kwargs.get("device") or "meta").type == "cpu":
+            self.syncs.append(("copy to cpu", _where()))
+            return torch.ones(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype)
+        if func is aten.index.Tensor and _on_meta(args) and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]):
+            self.syncs.append(("mask indexing", _where()))
+            return args[0]
+        if func in _MASK_OPS and _on_meta(args):
+            self.syncs.append((str(func), _where()))
+            return torch.zeros(0, args[0].dim(), dtype=torch.long, device="meta")
+        return func(*args, **kwargs)

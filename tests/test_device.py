@@ -1,0 +1,148 @@
+"""A CUDA run's device mistakes, caught on a CPU: the training loop run on the `meta` device.
+
+tests/device_audit.py explains why `meta` stands in for CUDA: it refuses CPU tensors where CUDA
+does and holds no values, so every host read of a device value is counted as the sync it would be.
+These run the real `train` loop there (fake in-memory streams: DALI has no meta backend) and check:
+- no op mixes a CPU tensor into device work (the stage-2 crash: D's "skipped" flag made on the CPU
+  and stacked with the loss terms);
+- exactly one host sync per step: the ranks' agreement on "finite, and nobody asked to stop"
+  (losses are read once per logging interval, the model checksum once at the end);
+- a run stopped on the CPU resumes on the device (the resume crash: checkpoints mapped to the
+  training device put the RNG states there, which torch.set_rng_state refuses, and Adam's step
+  counters, which then cost a sync per parameter per step).
+And on the CPU, with real values: a skipped (non-finite) step changes nothing, D included.
+"""
+from __future__ import annotations
+
+import collections
+import signal
+
+import pytest
+import torch
+
+from device_audit import HostSyncCounter
+from murauer_dist import dist
+from murauer_dist.config import load_config
+from murauer_dist.data.batch import fake_batch, stream_sizes
+from murauer_dist.methods import METHODS
+from murauer_dist.models import build_discriminator, build_model
+from murauer_dist.train import checkpoint as ckpt
+from murauer_dist.train import loop
+from murauer_dist.train.engine_factory import build_engines
+from murauer_dist.train.fake_stream import FakeTrainStream, fake_eval_factory
+from murauer_dist.train.step import train_step
+
+META = dist.DistInfo(0, 1, 0, torch.device("meta"))
+PER_STEP = "dist.py"                    # the agreement (dist.agree): the one sync a step may make
+PER_INTERVAL = "train/loop.py"          # IntervalStats.summary and the final checksum
+
+# Loading CPU weights into a meta model is a no-op, which torch warns about once per tensor.
+pytestmark = pytest.mark.filterwarnings("ignore:.*meta parameter:UserWarning")
+
+
+class _StopAt(FakeTrainStream):
+    """The in-memory stream that sends itself SIGTERM before the batch at (stage, epoch, position)."""
+
+    at = None
+
+    def __init__(self, cfg, stage, rank=0, device="cpu"):
+        super().__init__(cfg, stage, rank, device)
+        self.stage = stage
+
+    def make_batch(self, epoch, position):
+        if (self.stage, epoch, position) == _StopAt.at:
+            _StopAt.at = None
+            signal.raise_signal(signal.SIGTERM)
+        return super().make_batch(epoch, position)
+
+
+def _factory(cfg, stage, rank, world, device):
+    return _StopAt(cfg, stage, rank, device)
+
+
+def _cfg(tmp_path, *extra):
+    return load_config("tiny", [f"train.out={tmp_path / 'run'}", "train.pretrain_epochs=1", "train.epochs=1",
+                                "train.iters_per_epoch=5", "train.log_every=1000", "train.checkpoint_every=1000",
+                                "data.val_fraction=0", "logging.wandb_mode=disabled", *extra])
+
+
+def _syncs_by_place(counter: HostSyncCounter) -> dict[str, int]:
+    return dict(collections.Counter(place for _, place in counter.syncs))
+
+
+def _assert_one_sync_per_step(counter: HostSyncCounter, steps: int, intervals: int) -> None:
+    places = _syncs_by_place(counter)
+    per_step = sum(n for place, n in places.items() if place.startswith(PER_STEP))
+    others = {place: n for place, n in places.items() if not place.startswith((PER_STEP, PER_INTERVAL))}
+    assert not others and per_step == steps, f"host syncs in {steps} steps: {places}"
+    assert sum(places.values()) == steps + intervals + 1, places        # + the final checksum
+
+
+@pytest.mark.parametrize("method,extra", [(name, ()) for name in METHODS]
+                         + [("murauer", ("model.channels_last=true",))])
+def test_training_on_a_device_mixes_no_cpu_tensor_and_syncs_once_per_step(tmp_path, method, extra):
+    cfg = _cfg(tmp_path, f"train.method={method}", *extra)
+    with HostSyncCounter() as counter:
+        result = loop.train(cfg, META, stream_factory=_factory, eval_factory=fake_eval_factory)
+    assert result["status"] == "done" and result["global_step"] == 10
+    _assert_one_sync_per_step(counter, steps=10, intervals=2)          # one log line at each stage's end
+
+
+def test_a_run_stopped_on_the_cpu_resumes_on_a_device(tmp_path):
+    cfg = _cfg(tmp_path)
+    _StopAt.at = ("main", 1, 2)
+    stopped = loop.train(cfg, stream_factory=_factory, eval_factory=fake_eval_factory)
+    assert stopped["status"] == "stopped" and stopped["global_step"] == 8
+    saved = ckpt.load_checkpoint(ckpt.latest_checkpoint(cfg.train.out))
+    assert saved["stage"] == "main" and saved["model_engine"]["optimizer"]["state"]       # Adam has state
+    with HostSyncCounter() as counter:
+        resumed = loop.train(cfg, META, stream_factory=_factory, eval_factory=fake_eval_factory)
+    assert resumed["status"] == "done" and resumed["global_step"] == 10
+    _assert_one_sync_per_step(counter, steps=2, intervals=1)
+
+
+# ---- with real values, on the CPU: what a skipped step leaves behind ---------------------------------
+
+def _engines(cfg):
+    torch.manual_seed(0)
+    model, disc = build_model(cfg), build_discriminator(cfg)
+    return build_engines(cfg, model, disc, 0, 1, "cpu")
+
+
+def _state(engines) -> dict:
+    """Every tensor a step may change: weights, BatchNorm statistics, both optimizers' state."""
+    state = {}
+    for name, engine in engines.items():
+        state.update({f"{name}.{key}": value.clone() for key, value in engine.module.state_dict().items()})
+        for index, entry in engine.optimizer.state_dict()["state"].items():
+            state.update({f"{name}.adam{index}.{key}": value.clone() for key, value in entry.items()})
+    return state
+
+
+def _assert_equal_states(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [key for key in a if not torch.equal(a[key], b[key])]
+    assert not different, different
+
+
+@pytest.mark.parametrize("poisoned", [("unlabeled_synth", "depth"), ("pairs", "real_depth")])
+@pytest.mark.parametrize("at_step", [0, 2])
+def test_a_skipped_step_changes_nothing_discriminator_included(poisoned, at_step):
+    """NaN in D's input (D's loss and, through D, the model's) or in the model's input only (D's loss
+    finite: D has stepped when the ranks agree to skip, and must be taken back). At step 0 Adam has
+    no state yet; at step 2 it has."""
+    cfg = load_config("tiny", ["train.method=murauer"])
+    batches = [fake_batch(stream_sizes(cfg, "main"), cfg.data.crop_size, seed=seed) for seed in range(4)]
+    clean, skipping = _engines(cfg), _engines(cfg)
+    for index, batch in enumerate(batches):
+        if index == at_step:
+            before = _state(skipping)
+            bad = {stream: dict(values) for stream, values in batch.items()}
+            bad[poisoned[0]][poisoned[1]] = bad[poisoned[0]][poisoned[1]].clone()
+            bad[poisoned[0]][poisoned[1]][0, 0, 0, 0] = float("nan")
+            result = train_step(skipping, bad, cfg)
+            assert result["skipped"] == 1.0 and result["disc_skipped"] == 1.0
+            _assert_equal_states(before, _state(skipping))
+        train_step(clean, batch, cfg)
+        train_step(skipping, batch, cfg)
+    _assert_equal_states(_state(clean), _state(skipping))
