@@ -95,7 +95,7 @@ def default_eval_factory(cfg, split, rank, world_size, device):
 class IntervalStats:
     """Means of the loss terms and the data-wait share over one logging interval.
 
-    The step's values stay on the device: each step adds them, stacked, to one running sum (two
+    The step's values stay on the device: each step adds them, stacked, to one running sum (a few
     kernels, no sync); summary() reads them back once per interval.
     """
 
@@ -107,7 +107,8 @@ class IntervalStats:
 
     def add(self, result: dict, data_wait: float) -> None:
         tensors = {name: value for name, value in result.items() if isinstance(value, torch.Tensor)}
-        stacked = torch.stack([value.float().reshape(()) for value in tensors.values()])
+        # float64, as the Python floats summed before: the logged means are those of the values
+        stacked = torch.stack([value.float().reshape(()) for value in tensors.values()]).double()
         if self.device_sum is None:
             self.names, self.device_sum = tuple(tensors), stacked
         elif tuple(tensors) != self.names:
