@@ -118,6 +118,7 @@ def score(*predictions: str, ground_truth: str = "", format: str = "auto", out: 
 def bench(what: str, *args: str, **kwargs) -> None:
     """Benchmarks: `bench synth-data`, `bench shards`, `bench loader`, `bench train`, `bench dist`,
     `bench gpu-check OUT_DIR [--device cuda|cpu]` (a new GPU node in one run),
+    `bench step-cost [--preset nyu]` (FLOPs, kernels and host syncs of one step, counted on `meta`),
     `bench infer [--preset demo-cpu] [--batches 1,64]` (CPU inference: torch, TorchScript, ONNX Runtime)."""
     from murauer_dist.bench import bench_command
     bench_command(what, *args, **kwargs)

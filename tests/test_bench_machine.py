@@ -37,7 +37,7 @@ def test_cuda_visible_devices_filters_the_gpu_list():
 
 
 def test_every_benchmark_records_the_machine():
-    for name in ("synth-data", "shards", "loader", "train", "dist", "gpu-check"):
+    for name in ("synth-data", "shards", "loader", "train", "dist", "gpu-check", "step-cost"):
         module = importlib.import_module(BENCHMARKS[name])
         parts = [module] + [importlib.import_module(f"{module.__name__}.{info.name}")      # a package: its modules
                             for info in pkgutil.iter_modules(getattr(module, "__path__", []))]

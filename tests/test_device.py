@@ -1,6 +1,6 @@
 """A CUDA run's device mistakes, caught on a CPU: the training loop run on the `meta` device.
 
-tests/device_audit.py explains why `meta` stands in for CUDA: it refuses CPU tensors where CUDA
+murauer_dist/bench/meta_audit.py explains why `meta` stands in for CUDA: it refuses CPU tensors where CUDA
 does and holds no values, so every host read of a device value is counted as the sync it would be.
 These run the real `train` loop there (fake in-memory streams: DALI has no meta backend) and check:
 - no op mixes a CPU tensor into device work (the stage-2 crash: D's "skipped" flag made on the CPU
@@ -20,8 +20,8 @@ import signal
 import pytest
 import torch
 
-from device_audit import HostSyncCounter
 from murauer_dist import dist
+from murauer_dist.bench.meta_audit import HostSyncCounter
 from murauer_dist.config import load_config
 from murauer_dist.data.batch import fake_batch, stream_sizes
 from murauer_dist.methods import METHODS
@@ -146,3 +146,15 @@ def test_a_skipped_step_changes_nothing_discriminator_included(poisoned, at_step
         train_step(clean, batch, cfg)
         train_step(skipping, batch, cfg)
     _assert_equal_states(_state(clean), _state(skipping))
+
+
+def test_bench_step_cost_counts_the_step_on_meta(tmp_path):
+    """`bench step-cost` (its table is in docs/gpu.md): positive FLOPs and kernels, the stage-2 step
+    dispatching several passes per stream set, and one host sync per step."""
+    import json
+    from murauer_dist.bench.step_cost import main
+    rows = main("tiny", "murauer", str(tmp_path / "cost.json"))
+    by_stage = {row["stage"]: row for row in rows}
+    assert by_stage["main"]["kernels_per_step"] > 3 * by_stage["pretrain"]["kernels_per_step"] > 0
+    assert all(row["gflop_per_step"] > 0 and row["host_syncs_per_step"] == 1 for row in rows)
+    assert json.loads((tmp_path / "cost.json").read_text())["rows"][1]["stage"] == "main"

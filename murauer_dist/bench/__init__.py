@@ -17,6 +17,7 @@ BENCHMARKS = {
     "gpu-check": "murauer_dist.bench.gpu_check",
     "infer": "murauer_dist.bench.infer",
     "demo": "murauer_dist.bench.demo",
+    "step-cost": "murauer_dist.bench.step_cost",
 }
 
 

@@ -26,12 +26,12 @@ class TensorSnapshot:
     @torch.no_grad()
     def take(self) -> None:
         if self.tensors:
-            torch._foreach_copy_(self.saved, [tensor.detach() for tensor in self.tensors])
+            torch._foreach_copy_(self.saved, self.tensors)
 
     @torch.no_grad()
     def restore(self) -> None:
         if self.tensors:
-            torch._foreach_copy_([tensor.detach() for tensor in self.tensors], self.saved)
+            torch._foreach_copy_(self.tensors, self.saved)
 
 
 def snapshot_of(tensors: list[torch.Tensor], previous: TensorSnapshot | None) -> TensorSnapshot:

@@ -1,4 +1,4 @@
-"""Make a CUDA run's device mistakes visible on a CPU-only machine: run the step on `meta`.
+"""A CUDA step's device mistakes and costs, visible on a CPU-only machine: run it on `meta`.
 
 `meta` is a device every torch build has. Like CUDA, and unlike the CPU, it refuses a CPU tensor in a
 non-pointwise op (torch.stack, cat, ...: "Tensor on device cpu is not on the expected device meta")
@@ -10,7 +10,9 @@ HostSyncCounter is a dispatch mode that records each such read (with where it ha
 package) and answers it with a stand-in value, so the run goes on and the test can count them all:
 scalars read as 1 (flags "true", never a stop), copies to the CPU as ones, masks as all-selected.
 Reads of CPU tensors (Adam's step counters, which Adam keeps on the CPU on a GPU too) are not syncs
-and are not counted.
+and are not counted. OpCounter counts the operators a step dispatches, and which of them launch a
+kernel on a GPU (not views, detaches and allocations). Used by tests/test_device.py and
+`murauer-dist bench step-cost`.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def _on_meta(args) -> bool:
 def _where() -> str:
     """The innermost frame of the project's code that asked for the value."""
     for frame in reversed(traceback.extract_stack()[:-3]):
-        if "murauer_dist" in frame.filename and "device_audit" not in frame.filename:
+        if "murauer_dist" in frame.filename and "meta_audit" not in frame.filename:
             return f"{frame.filename.split('murauer_dist')[-1].lstrip('/')}:{frame.lineno} {frame.line}"
     return "outside murauer_dist"
 
@@ -61,3 +63,27 @@ class HostSyncCounter(TorchDispatchMode):
             self.syncs.append((str(func), _where()))
             return torch.zeros(0, args[0].dim(), dtype=torch.long, device="meta")
         return func(*args, **kwargs)
+
+
+# Operators that only make views, detach, allocate or read a CPU scalar: no kernel runs on a GPU.
+NO_KERNEL = {"aten.detach", "aten.view", "aten._unsafe_view", "aten.t", "aten.expand", "aten.as_strided",
+             "aten.empty", "aten.empty_like", "aten.new_empty", "aten.empty_strided", "aten._local_scalar_dense",
+             "aten.reshape", "aten.squeeze", "aten.unsqueeze", "aten.alias", "aten.split_with_sizes", "aten.split",
+             "aten.slice", "aten.select", "aten.permute", "aten.transpose", "aten.lift_fresh", "aten.unbind",
+             "aten.set_", "aten.resize_"}
+
+
+class OpCounter(TorchDispatchMode):
+    """Operators dispatched while active, by name (.counts); .kernels() = those that launch a kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def kernels(self) -> int:
+        return sum(n for name, n in self.counts.items() if name not in NO_KERNEL)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
