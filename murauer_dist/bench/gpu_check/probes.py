@@ -1,4 +1,5 @@
-"""gpu-check sections that look at the node and make the data: environment, gpu_tests, dataset."""
+"""gpu-check sections that look at the node and make the data: environment (with the C compiler
+inductor needs), gpu_tests, dataset. They run in the command's own process (no torch kernels)."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,7 +14,7 @@ import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from murauer_dist.bench.gpu_check.spec import PROBES, TORCH_ERROR, Options, Skip, error_text, torch
+from murauer_dist.bench.gpu_check.spec import PROBES, TORCH_ERROR, Budget, Options, Skip, error_text, torch
 from murauer_dist.bench.machine import machine
 
 
@@ -60,9 +61,44 @@ def _nvidia_smi() -> dict:
             "cuda": cuda.group(1) if cuda else None}
 
 
+C_PROGRAM = "int murauer_probe(int x) { return x + 1; }\n"
+
+
+def _compiler(names: tuple[str, ...], variable: str, suffix: str) -> dict:
+    """The first compiler found ($variable, then `names`) and whether it builds a trivial shared library,
+    as inductor and triton do (-O2 -shared -fPIC)."""
+    candidates = [os.environ[variable]] if os.environ.get(variable) else []
+    found = next((path for path in (shutil.which(name) for name in [*candidates, *names]) if path), None)
+    if found is None:
+        return {"found": False, "builds": False, "reason": f"none of ${variable}, {', '.join(names)} on PATH"}
+    result = {"found": True, "path": found}
+    try:
+        version = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30)
+        result["version"] = (version.stdout.strip().splitlines() or [""])[0][:200]
+        with tempfile.TemporaryDirectory(prefix="gpu-check-cc-") as scratch:
+            source = Path(scratch) / f"probe{suffix}"
+            source.write_text(C_PROGRAM)
+            command = [found, "-O2", "-shared", "-fPIC", str(source), "-o", str(Path(scratch) / "probe.so")]
+            built = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        result["builds"] = built.returncode == 0
+        if built.returncode != 0:
+            lines = [line for line in built.stderr.strip().splitlines() if line.strip()]
+            result["reason"] = (lines[-1] if lines else f"exit {built.returncode}")[:300]
+    except (OSError, subprocess.SubprocessError) as err:
+        result.update({"builds": False, "reason": error_text(err)})
+    return result
+
+
+def compilers() -> dict:
+    """C (triton's launchers on CUDA, inductor) and C++ (inductor's CPU kernels) compilers."""
+    return {"c": _compiler(("cc", "gcc", "clang"), "CC", ".c"),
+            "c++": _compiler(("c++", "g++", "clang++"), "CXX", ".cpp")}
+
+
 def environment(opts: Options) -> dict:
     info = {"python": platform.python_version(), "platform": platform.platform(), "machine": machine(),
-            "nvidia_smi": _nvidia_smi(), "packages": _probe_imports(opts.device)}
+            "nvidia_smi": _nvidia_smi(), "packages": _probe_imports(opts.device), "compilers": compilers(),
+            "threads": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
     if torch is None:
         info["torch"] = {"importable": False, "reason": TORCH_ERROR}
         return info
@@ -93,8 +129,9 @@ def environment(opts: Options) -> dict:
 
 # ------------------------------------------------------------------------------------- gpu tests
 
-def gpu_tests(opts: Options) -> dict:
-    """`pytest -m gpu` on the repository's tests (in a child process), counted from its JUnit XML."""
+def gpu_tests(opts: Options, budget: Budget) -> dict:
+    """`pytest -m gpu` on the repository's tests (in a child process, at most 300 s and never past the
+    time budget), counted from its JUnit XML."""
     if importlib.util.find_spec("pytest") is None:
         raise Skip("pytest is not installed (pip install pytest)")
     repo = Path(__file__).resolve().parents[3]
@@ -106,10 +143,11 @@ def gpu_tests(opts: Options) -> dict:
                    f"--junitxml={report}", "tests"]
         env = {**os.environ, "WANDB_MODE": "disabled",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+        timeout = min(300.0, max(1.0, budget.left()))
         try:
-            done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+            done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise RuntimeError("pytest -m gpu took longer than 300 s") from None
+            raise RuntimeError(f"pytest -m gpu took longer than {timeout:.0f} s") from None
         counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
         if report.is_file():
             root = ElementTree.parse(report).getroot()
@@ -146,12 +184,13 @@ def dataset(opts: Options, folder: Path) -> dict:
 
     workers = max(1, min(8, os.cpu_count() or 1))
     root, shards = folder / "procedural", folder / "shards"
+    test_frames = max(8, opts.frames // 8)          # dali_parity reads them through the eval loader
     started = time.perf_counter()
-    synth_data(root, frames_train=opts.frames, frames_test=1, seed=0, workers=workers, progress=False)
+    synth_data(root, frames_train=opts.frames, frames_test=test_frames, seed=0, workers=workers, progress=False)
     synth_s = time.perf_counter() - started
     overrides = _data_overrides(opts, root, shards)
     started = time.perf_counter()
-    manifests = make_shard_set(str(root), str(shards), split="train", workers=workers, preset=opts.preset,
+    manifests = make_shard_set(str(root), str(shards), split="all", workers=workers, preset=opts.preset,
                                overrides=overrides, log=lambda *_: None)
     cfg = load_config(opts.preset, overrides)
     ensure_labeled_shards(shards, cfg.data.n_labeled, cfg.data.label_seed)   # cut now, not in a timed loader
@@ -159,9 +198,10 @@ def dataset(opts: Options, folder: Path) -> dict:
     train = manifests["train"]
     size = sum(shard["bytes"] for shard in train["shards"])
     from murauer_dist import geometry
-    return {"frames": opts.frames, "workers": workers, "synth_data_s": synth_s,
-            "synth_frames_per_s": opts.frames / synth_s,
-            "make_shards_s": shards_s, "shard_frames_per_s": opts.frames / shards_s, "samples": train["num_samples"],
+    return {"frames": opts.frames, "test_frames": test_frames, "workers": workers, "synth_data_s": synth_s,
+            "synth_frames_per_s": (opts.frames + test_frames) / synth_s, "make_shards_s": shards_s,
+            "shard_frames_per_s": (opts.frames + test_frames) / shards_s, "samples": train["num_samples"],
+            "test_samples": manifests["test"]["num_samples"] if "test" in manifests else 0,
             "skipped_frames": train["num_skipped"], "shard_mb": size / 1e6, "crop_size": cfg.data.crop_size,
             "stored_size": geometry.stored_size(cfg.data.crop_size, cfg.data.crop_margin),
             "n_labeled": cfg.data.n_labeled, "root": str(root), "shards": str(shards), "overrides": overrides}

@@ -54,30 +54,79 @@ def _section_note(name: str, section: dict) -> str:
         gpus = section.get("gpus") or []
         gpu = (f"{len(gpus)} x {gpus[0]['name']} (sm {gpus[0]['capability']}, {gpus[0]['memory_gb']} GB)"
                if gpus else "no GPU")
-        return (f"torch {t.get('version')} (CUDA {t.get('cuda')}, cuDNN {t.get('cudnn')}), {gpu}; "
-                f"importable: {', '.join(found) or 'none'}; missing: {', '.join(missing) or 'none'}")
+        return (f"torch {t.get('version')} (CUDA {t.get('cuda')}, cuDNN {t.get('cudnn')}), {gpu}, "
+                f"torch threads {t.get('threads')}; importable: {', '.join(found) or 'none'}; "
+                f"missing: {', '.join(missing) or 'none'}; {_compiler_note(section.get('compilers', {}))}")
     if name == "gpu_tests":
         return (f"{section['passed']} passed, {section['failed']} failed, {section['skipped']} skipped, "
                 f"{section['errors']} errors")
     if name == "dataset":
-        return (f"{section['frames']} frames: synth-data {section['synth_data_s']:.1f} s, make-shards "
+        return (f"{section['frames']} + {section.get('test_frames', 0)} test frames: synth-data "
+                f"{section['synth_data_s']:.1f} s, make-shards "
                 f"{section['make_shards_s']:.1f} s ({section['crop_size']}x{section['crop_size']} crops, stored "
                 f"{section['stored_size']}x{section['stored_size']}, {section['shard_mb']:.1f} MB)")
     if name == "ddp":
         return (f"{section['backend']}, 1 rank: {_fmt(section['iters_per_s'])} it/s, step "
                 f"{_fmt(section['step_ms_median'])} ms, init {section['init_s']:.1f} s")
+    if name == "deepspeed":
+        return (f"ZeRO-{section['zero_stage']} bf16 ({section['config']}), 1 rank: {_fmt(section['iters_per_s'])} "
+                f"it/s, step {_fmt(section['step_ms_median'])} ms, engines {section['setup_s']:.1f} s")
+    if name == "dali_parity":
+        diff = section["max_abs_diff"]
+        return (f"{section['compared']}, {section['frames']} test frames: max |diff| crops {diff['depth']:.1e}, "
+                f"targets {diff['target']:.1e} (tolerance {section['tolerance']:.0e}), centres "
+                f"{diff['center_xyz']:.1e} mm")
+    if name == "rollover":
+        return (f"{section['backend']} ({section['loader_device']}), {section['epochs']} x {section['iters_per_epoch']}"
+                f"-step epochs: wait at rollover {_fmt(section['rollover_wait_ms_max'])} ms (worst) vs "
+                f"{_fmt(section['wait_ms_median'])} ms median, step {_fmt(section['step_ms_median'])} ms median")
+    if name == "train_resume":
+        runs = {run["run"]: run for run in section.get("runs", [])}
+        stopped, resumed = runs.get("stopped", {}), runs.get("resumed", {})
+        return (f"{section['preset']}, {section['loader']} loader: SIGTERM in stage 2, stopped at step "
+                f"{stopped.get('global_step')} (exit {stopped.get('exit')}), resumed to {resumed.get('global_step')} "
+                f"of {section['planned_steps']} (exit {resumed.get('exit')})")
     if name == "memory":
         if section.get("peak_allocated_gb") is None:
             return ""
         return (f"peak {section['peak_allocated_gb']:.2f} GB allocated, {section['peak_reserved_gb']:.2f} GB reserved "
                 f"of {section['total_gb']:.1f} GB")
     if name == "compile":
-        return (f"{section.get('compile_backend')}: compile {section['compile_s']:.1f} s, then "
-                f"{_fmt(section['iters_per_s'])} it/s")
+        return (f"{section.get('compile_backend')}, compile_networks + DDP: compile {section['compile_s']:.1f} s, "
+                f"then {_fmt(section['iters_per_s'])} it/s")
     if name in ("train_step", "loaders"):
         rows = section.get("rows", [])
         return f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} rows ok"
     return ""
+
+
+def _compiler_note(compilers: dict) -> str:
+    c = compilers.get("c")
+    if c is None:
+        return "C compiler not probed"
+    if not c.get("found"):
+        return "no C compiler (inductor needs one)"
+    name = Path(c["path"]).name
+    return f"C compiler {name} builds" if c.get("builds") else f"C compiler {name} FAILS to build ({c.get('reason')})"
+
+
+def _rollover_target(section: dict, opts: Options) -> str:
+    text = "rollover wait < 1 median step"
+    if opts.device != "cuda" or opts.preset != "nyu":
+        return f"{text}: n/a ({opts.device}, {opts.preset})"
+    return f"{text}: {'met' if section['rollover_in_median_steps'] < 1 else 'NOT met'}"
+
+
+def _train_runs(section: dict) -> list[str]:
+    lines = ["", f"murauer-dist train {section['preset']} ({section['planned_steps']} steps planned: "
+                 f"{section['stage1_steps']} + {section['stage2_steps']}), stopped by SIGTERM in stage 2, then resumed",
+             "", "| run | exit | status | global step | steps | wall s | steps/s | training steps/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for run in section.get("runs", []):
+        lines.append(f"| {run['run']} | {run['exit']} | {run.get('status') or '-'} | {run.get('global_step')} | "
+                     f"{run.get('steps', '-')} | {_fmt(run.get('wall_s'))} | {_fmt(run.get('steps_per_s'))} | "
+                     f"{_fmt(run.get('training_steps_per_s'))} |")
+    return lines
 
 
 def render(result: dict) -> str:
@@ -120,6 +169,13 @@ def render(result: dict) -> str:
                          f"{_fmt(row.get('crops_per_s'), '{:,.0f}')} | {_fmt(row.get('step_ms_median'))} | "
                          f"{_fmt(None if wait is None else 100 * wait, '{:.1f} %')} | "
                          f"{_fmt(row.get('loader_build_s'))} | {_target(row, o, 'loader')} |")
+    rollover = sections.get("rollover", {})
+    if rollover.get("status") == "ok":
+        lines += ["", f"Epoch rollover: data wait at each epoch's first step "
+                      f"{', '.join(_fmt(ms) for ms in rollover['rollover_wait_ms'])} ms, median "
+                      f"{_fmt(rollover['wait_ms_median'])} ms; {_rollover_target(rollover, o)}"]
+    if sections.get("train_resume", {}).get("runs"):
+        lines += _train_runs(sections["train_resume"])
     lines += ["", f"Targets (one H100-class GPU, nyu preset): >= {TARGET_ITERS_PER_S:.0f} MURAUER iterations/s in bf16 "
               f"(>= {TARGET_CROPS_PER_S:,.0f} crops/s) with < {100 * TARGET_DATA_WAIT:.0f} % data wait."]
     return "\n".join(lines) + "\n"
