@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import torch
 
-from murauer_dist.methods import method_for
+from murauer_dist.methods import FIVE_STREAMS, method_for
 
-STREAMS = ("pairs", "synth", "views", "unlabeled_real", "unlabeled_synth")
+STREAMS = FIVE_STREAMS          # every stream a step can draw, in order (the method table's list)
 
 
 def stream_sizes(cfg, stage: str) -> dict[str, int]:
