@@ -9,7 +9,7 @@ import sys
 
 import fire
 
-from murauer_dist.errors import UserError
+from murauer_dist.errors import UserError, machine_error
 
 
 def print_config(preset: str = "", *overrides: str) -> None:
@@ -202,7 +202,18 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         if debug:
             raise
-        sys.exit(f"murauer-dist: {err}")
+        sys.exit(one_line(err))
+    except Exception as err:          # a fault of the machine (full disk, read-only folder ...) is one line too
+        fault = machine_error(err)
+        if fault is None or debug:
+            raise
+        sys.exit(one_line(fault))
+
+
+def one_line(err: BaseException) -> str:
+    """`murauer-dist: message`, with any live credential (tracking/secrets.py) replaced."""
+    from murauer_dist.tracking.secrets import redact_text
+    return redact_text(f"murauer-dist: {err}")
 
 
 if __name__ == "__main__":

@@ -18,11 +18,13 @@ from murauer_dist import workflow
 from murauer_dist.config import load_config
 from murauer_dist.eval.metrics import subjects_text
 from murauer_dist.memory import keep_freed_memory
+from murauer_dist.paths import output_folder
 
 
 def demo_command(out: str = "runs/demo", preset: str = "demo-cpu", overrides=()) -> dict:
     overrides = [*overrides, f"train.out={out}"]
     cfg = load_config(preset, overrides)
+    output_folder(out, "demo --out")         # its training run locks it (train.out)
     start = time.perf_counter()
     keep_freed_memory()                      # this process and the generator / shard workers it forks
     workflow.ensure_dataset(cfg)

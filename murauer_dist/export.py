@@ -37,6 +37,7 @@ from torch import nn
 
 from murauer_dist.atomic import atomic_write_bytes, atomic_write_text
 from murauer_dist.errors import UserError
+from murauer_dist.paths import output_file
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 OPSET = 17
@@ -204,6 +205,11 @@ def default_out(checkpoint_file: Path, fmt: str) -> Path:
     return checkpoint_file.with_name(checkpoint_file.stem + FORMATS[fmt])
 
 
+def _default_note(out: str) -> str:
+    """What error messages add to the output path when --out was not given."""
+    return "" if out else "the default: beside the checkpoint"
+
+
 def describe_export(cfg, mapped: bool, fmt: str, fixed_batch: int | None, checkpoint_name: str) -> dict:
     """What a user of the exported file needs: input/output conventions, crop and cube, joints."""
     info = {"format": fmt, "checkpoint": checkpoint_name, "method": cfg.train.method,
@@ -239,9 +245,9 @@ def export_command(checkpoint: str, fmt: str = "onnx", out: str = "", batch="dyn
     source = resolve_checkpoint(checkpoint)
     if is_refiner_checkpoint(source):
         return export_refiner(source, fmt, out, fixed, check)
+    path = output_file(Path(out) if out else default_out(Path(source), fmt), "export --out", _default_note(out))
     model, cfg, mapped = load_for_inference(source, "cpu")
     module = inference_path(model, mapped)
-    path = Path(out) if out else default_out(Path(source), fmt)
     info = describe_export(cfg, mapped, fmt, fixed, Path(source).name)
     return write_export(module, cfg.data.crop_size, path, fmt, fixed, check, info, OUTPUT_NAME)
 
@@ -311,8 +317,8 @@ def export_refiner(source: Path, fmt: str, out: str, fixed: int | None, check: b
     version's localize.iterations, the number `predict` and `evaluate --centre` use)."""
     from murauer_dist.config import load_config
     from murauer_dist.localize.refiner import load_refiner
+    path = output_file(Path(out) if out else default_out(source, fmt), "export --out", _default_note(out))
     refiner = load_refiner(source, "cpu")
-    path = Path(out) if out else default_out(source, fmt)
     info = describe_refiner_export(refiner, fmt, fixed, source.name, load_config(None).localize.iterations)
     return write_export(refiner.model, refiner.crop_size, path, fmt, fixed, check, info, REFINER_OUTPUT_NAME)
 

@@ -44,6 +44,7 @@ from torch import nn
 
 from murauer_dist.atomic import atomic_open
 from murauer_dist.errors import UserError
+from murauer_dist.paths import output_file
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 DROPPED = {"fc3_h1.weight", "fc3_h1.bias"}      # the original's second, unused pose output layer
@@ -199,7 +200,7 @@ def import_original(source: str | Path, out: str | Path, preset: str = "nyu", ov
 
     if method not in METHODS:
         raise ImportOriginalError(f"import-original: --method must be one of {', '.join(METHODS)}, got {method!r}")
-    source, out = Path(source), Path(out)
+    source, out = Path(source), output_file(out, "import-original OUT")
     cfg = load_config(preset or None, [*overrides, "model.released_affine_blocks=true", f"train.method={method}"])
     model = build_model(cfg)
     state = read_state_dict(source)

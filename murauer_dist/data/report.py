@@ -109,6 +109,8 @@ def data_report(root: str, out: str = "", frames: int = 200, seed: int = 0, refe
         raise DataReportError(f"{root} is not an NYU-layout dataset (train/ and test/ joint_data.mat)")
     if not (ref / NYU_GT).is_file() or not (ref / NYU_FRAME).is_file():
         raise DataReportError(f"the real NYU reference files are missing from {ref} ({NYU_GT}, {NYU_FRAME})")
+    from murauer_dist.paths import output_folder
+    output_folder(Path(out) if out else root_path / "report", "data-report --out")
     rng = np.random.default_rng(seed)
     gt_uvd = np.loadtxt(ref / NYU_GT).reshape(-1, 14, 3)
     reference_poses = palm_centred(gt_uvd[::4])                   # every 4th NYU test frame (2063)

@@ -32,6 +32,7 @@ from murauer_dist.eval.metrics import compute_metrics
 from murauer_dist.eval.result_files import write_result_file
 from murauer_dist.eval.score import format_table
 from murauer_dist.geometry import denormalize_joints
+from murauer_dist.paths import output_folder, what_is
 from murauer_dist.tracking.progress import progress
 
 
@@ -193,8 +194,11 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
     if split not in EVAL_SPLITS:
         raise EvaluationError(f"evaluate: --split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
     if not Path(checkpoint).exists():
-        raise EvaluationError(f"evaluate: checkpoint {checkpoint} not found "
-                         f"(a checkpoint file or a run folder; train writes them under train.out)")
+        raise EvaluationError(f"evaluate: checkpoint {checkpoint} {what_is(checkpoint)} "
+                              f"(a checkpoint file or a run folder; train writes them under train.out)")
+    run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
+    out_dir = output_folder(Path(out) if out else eval_dir(run_dir, domain, split), "evaluate --out",
+                            "" if out else "the default: in the run folder")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg, trained_mapped = load_for_inference(checkpoint, device)
     if test_shards:
@@ -204,8 +208,6 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
     loader = build_eval_loader(cfg, split, rank=0, world_size=1, device=device, domain=domain)
     mapped = trained_mapped and domain == "real"          # synthetic inputs never pass m
     prediction = predict(model, loader, device, mapped=mapped)
-    run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
-    out_dir = Path(out) if out else eval_dir(run_dir, domain, split)
     spec = loader.spec                       # data.dataset, checked against the shards' manifest
     subjects = subject_split_of(cfg, spec) if split == "test" else None    # test frame numbers only
     info = {"checkpoint": str(checkpoint), "shards": cfg.data.shards, "method": cfg.train.method,

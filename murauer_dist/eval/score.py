@@ -25,6 +25,7 @@ from murauer_dist.datasets import DEFAULT_DATASET, NYU, DatasetSpec, dataset_spe
 from murauer_dist.eval.metrics import MAX_THRESHOLD_MM, REPORT_THRESHOLDS_MM, compute_metrics
 from murauer_dist.eval.result_files import (FORMATS, ResultFile, ResultFormatError, plausible_formats,
                                             read_result_file)
+from murauer_dist.paths import output_folder
 
 NYU_TEST_FRAMES = NYU.test_frames
 # Declared units are rejected when they score this far off while the other units fit the ground truth.
@@ -162,6 +163,8 @@ def score_command(predictions: list[str], ground_truth: str = "", fmt: str = "au
     """Score PREDICTIONS against GROUND_TRUTH (or the last positional file) as files of `dataset`; print
     the table."""
     predictions = [str(p) for p in predictions]
+    if out:
+        output_folder(out, "score --out")
     if not ground_truth:
         if len(predictions) < 2:
             raise ResultFormatError("score: give PREDICTIONS... GROUND_TRUTH (or --ground-truth FILE); "

@@ -32,6 +32,7 @@ from murauer_dist.errors import UserError
 from murauer_dist.geometry import CropError, denormalize_joints, xyz_to_uvd
 from murauer_dist.localize.centre import CentreSettings, NoHandError, centre_of_mass
 from murauer_dist.localize.refiner import frame_crop, load_refiner, refine_centres
+from murauer_dist.paths import output_folder, what_is
 from murauer_dist.tracking.progress import progress
 
 CENTRES = ("gt", "detected", "refined")
@@ -200,7 +201,10 @@ def evaluate_centres_command(checkpoint: str, test_shards: str = "", out: str = 
         raise CentreEvaluationError("evaluate --centre refined needs --refiner REFINER_CKPT (written by "
                                     "`murauer-dist train-refiner PRESET`)")
     if not Path(checkpoint).exists():
-        raise CentreEvaluationError(f"evaluate: checkpoint {checkpoint} not found (a checkpoint file or a run folder)")
+        raise CentreEvaluationError(f"evaluate: checkpoint {checkpoint} {what_is(checkpoint)} (a checkpoint file or "
+                                    f"a run folder)")
+    run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
+    output_folder(out or run_dir, "evaluate --out", "" if out else "the default: the run folder")
     modes = list(CENTRES if centre == "all" else (centre,))
     if centre == "all" and not refiner:
         modes.remove("refined")
@@ -220,7 +224,6 @@ def evaluate_centres_command(checkpoint: str, test_shards: str = "", out: str = 
     protocol = predict(model, loader, device, mapped=mapped)          # the gt centre, from the shards
     frames, gt_xyz, cubes = protocol["frames"], protocol["gt_xyz"], protocol["cube_mm"]
     palm = gt_xyz[:, spec.joints.center]
-    run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
     dirs = _out_dirs(run_dir, out, modes)
     split_frame = subject_split_of(cfg, spec)
     info = {"checkpoint": str(checkpoint), "shards": cfg.data.shards, "method": cfg.train.method, "domain": "real",

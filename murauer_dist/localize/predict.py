@@ -37,6 +37,7 @@ from murauer_dist.eval.result_files import write_result_file
 from murauer_dist.geometry import CropError, denormalize_joints, xyz_to_uvd
 from murauer_dist.localize.centre import CentreSettings, NoHandError, centre_of_mass
 from murauer_dist.localize.refiner import frame_crop, load_refiner, refine_centres
+from murauer_dist.paths import output_folder
 from murauer_dist.tracking.progress import progress
 
 FORMATS = ("auto", "npy", *DEPTH_ENCODINGS)
@@ -259,6 +260,7 @@ def predict_command(checkpoint: str, input: str, out: str, *overrides: str, refi
         raise PredictError(f"predict: checkpoint {checkpoint} not found (a checkpoint file or a run folder)")
     if fps <= 0:
         raise PredictError(f"predict: --fps must be > 0, got {fps}")
+    out_dir = output_folder(out, "predict --out")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg, mapped = load_for_inference(checkpoint, device)
     apply_localize_overrides(cfg, overrides)
@@ -273,7 +275,6 @@ def predict_command(checkpoint: str, input: str, out: str, *overrides: str, refi
         loaded.check_fits(crop_size, spec.name, f"pose model {checkpoint}")
     frames = open_frames(input, fmt, camera, spec.depth_encoding, split)
     settings = CentreSettings.from_config(cfg)
-    out_dir = Path(out)
     print(f"predict: {len(frames)} frame(s) of {frames.source}; model {checkpoint} ({crop_size}x{crop_size} crops, "
           f"cube {cube:g} mm{', mapped' if mapped else ''}); centre: closest object's centre of mass"
           + (f", then {cfg.localize.iterations} refiner step(s) of {refiner}" if loaded else ""), flush=True)

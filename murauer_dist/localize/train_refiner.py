@@ -199,7 +199,8 @@ def train_refiner(cfg, log=print) -> dict:
     r = cfg.refiner
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(derive_seed(r.seed, "refiner", "init"))
-    out = refiner_out(cfg)
+    from murauer_dist.paths import output_file
+    out = output_file(refiner_out(cfg), "refiner.out")
     data = RefinerData(cfg)
     model = build_refiner(cfg).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)

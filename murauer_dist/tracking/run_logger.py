@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from murauer_dist.errors import UserError
+from murauer_dist.errors import UserError, with_path
 from murauer_dist.tracking.console import ConsoleView
 from murauer_dist.tracking.secrets import redact_text
 from murauer_dist.tracking.wandb_run import open_wandb_run, resolve_wandb_mode
@@ -104,7 +104,10 @@ class RunLogger:
 
     def _write(self, step: int, values: dict) -> None:
         record = {"step": int(step), "time": time.time(), **values}
-        self._file.write(json.dumps(record) + "\n")
+        try:
+            self._file.write(json.dumps(record) + "\n")
+        except OSError as err:                  # a full disk: name the file (a write error names none)
+            raise with_path(err, self.run_dir / "metrics.jsonl") from None
 
     def _next_wandb_step(self, step: int) -> int:
         """The trainer's step, shifted when it restarts (stage 2 after stage 1) so wandb keeps it all."""

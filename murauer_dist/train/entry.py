@@ -4,8 +4,9 @@ Single process without torchrun's environment; under `torchrun --nproc_per_node=
 runs this (gloo on CPU, nccl on GPU). Every process ends through dist.clean_exit, which avoids the
 gloo exit abort of docs/stack-notes.md §4. A UserError (bad input, a run directory that does not
 fit, a full disk, the non-finite guards) is one line `murauer-dist: message` and exit code 1, like
-the CLI's own errors (`--debug` or MURAUER_DEBUG=1: the traceback); anything else is a bug and keeps
-its traceback. The loop writes RUN/config.yaml (train/run_config.py, check_run_config).
+the CLI's own errors (`--debug` or MURAUER_DEBUG=1: the traceback). So is a fault of the machine (a full
+disk, a read-only folder: errors.machine_error). Anything else is a bug and keeps its traceback. The
+loop writes RUN/config.yaml (train/run_config.py, check_run_config).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from murauer_dist import dist
 from murauer_dist.config import load_config
-from murauer_dist.errors import UserError
+from murauer_dist.errors import UserError, machine_error
+from murauer_dist.paths import output_folder
 
 
 def _debug() -> bool:
@@ -39,6 +41,7 @@ def train_command(preset: str, overrides=()) -> None:
     code = 0
     try:
         if info.is_main:
+            output_folder(cfg.train.out, "train.out")
             print(f"training {preset} on {info.world_size} rank(s), device {info.device}, run dir "
                   f"{Path(cfg.train.out)}", flush=True)
         from murauer_dist.train.loop import train
@@ -50,7 +53,11 @@ def train_command(preset: str, overrides=()) -> None:
     except UserError as err:
         report_user_error(err, info.rank)
         code = 1
-    except Exception:      # reported here, then every rank leaves through clean_exit
-        traceback.print_exc()
+    except Exception as err:      # reported here, then every rank leaves through clean_exit
+        fault = machine_error(err)
+        if fault is None:
+            traceback.print_exc()
+        else:
+            report_user_error(fault, info.rank)
         code = 1
     dist.clean_exit(code)

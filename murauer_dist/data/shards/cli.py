@@ -14,6 +14,7 @@ from murauer_dist.data.shards.plan import SPLIT_CHOICES, PlanError, plan_splits
 from murauer_dist.data.shards.verify import verify_shard_set
 from murauer_dist.datasets import NYU, DatasetSpec, spec_of
 from murauer_dist.errors import UserError
+from murauer_dist.paths import output_folder
 
 
 def _log(message: str) -> None:
@@ -51,6 +52,7 @@ def make_shard_set(root: str, out: str, split: str = "all", shard_size: int = 0,
     root, out = root or cfg.data.root, out or cfg.data.shards
     if split not in SPLIT_CHOICES:
         raise PlanError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
+    output_folder(out, "make-shards OUT")
     nyu_names = {"test" if name == "test" else "train" for name in SPLIT_CHOICES[split]}
     splits = open_splits(root, nyu_names, spec_of(cfg))
     plans = plan_splits(cfg, {name: len(s) for name, s in splits.items()}, split, shard_size)

@@ -20,6 +20,7 @@ from murauer_dist.data.shards.manifest import (MANIFEST, ShardSetError, build_ma
                                                shard_name, write_manifest)
 from murauer_dist.data.shards.schema import frame_of_key, sample_key, split_member_name
 from murauer_dist.data.shards.writer import HashingFile, deterministic_tar_writer, sample_digest
+from murauer_dist.errors import with_path
 
 
 def labeled_frames(n_train: int, n: int, seed: int) -> np.ndarray:
@@ -72,11 +73,14 @@ def _copy_samples(train_dir: Path, train: dict, frames: list[int], folder: Path)
 
 def _write_tar(folder: Path, index: int, samples: list[dict]) -> dict:
     path = folder / shard_name(index)
-    with open(path, "wb") as raw:
-        hashing = HashingFile(raw)
-        with deterministic_tar_writer(hashing) as tar:
-            for sample in samples:
-                tar.write(sample)
+    try:
+        with open(path, "wb") as raw:
+            hashing = HashingFile(raw)
+            with deterministic_tar_writer(hashing) as tar:
+                for sample in samples:
+                    tar.write(sample)
+    except OSError as err:
+        raise with_path(err, err.filename or path) from None
     frames = [frame_of_key(s["__key__"]) for s in samples]
     return {"name": path.name, "index": index, "frames": [min(frames), max(frames) + 1], "samples": len(samples),
             "bytes": hashing.size, "sha256": hashing.sha256.hexdigest(),

@@ -23,6 +23,7 @@ from murauer_dist.data.shards.manifest import shard_name, write_sidecar
 from murauer_dist.data.shards.plan import SplitPlan
 from murauer_dist.data.shards.schema import (CROP_MEMBER, DOMAINS, JOINTS_MEMBER, META_MEMBER, SampleLayout,
                                              crop_member, encode_crop, encode_labels, encode_meta, sample_key)
+from murauer_dist.errors import with_path
 
 SKIPPABLE = (geometry.CropError, nyu.LayoutError)   # frame-level failures: skip and record, never crash
 TEMP_PREFIX = ".tmp-"
@@ -147,6 +148,11 @@ def write_shard(split: FrameReader, plan: SplitPlan, folder: Path, index: int) -
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(temp, final)
+    except OSError as err:
+        temp.unlink(missing_ok=True)
+        if err.filename not in (None, str(temp)):
+            raise                                   # about another file (an image it read)
+        raise with_path(err, final) from None       # a full disk, a read-only folder: name the shard
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
