@@ -41,8 +41,10 @@ from murauer_dist.errors import UserError
 from murauer_dist.eval.evaluate import eval_dir
 from murauer_dist.eval.result_files import read_result_file
 from murauer_dist.experiment_report import ABLATIONS, STAGE1_DIR, check_targets, summarize, write_report
+from murauer_dist.folder_lock import FolderLock
 from murauer_dist.memory import keep_freed_memory
 from murauer_dist.methods import METHODS as REGISTRY
+from murauer_dist.paths import output_folder
 
 DEFAULT_METHODS = ("synth_only", "real_synth", "dm_only", "view_only", "murauer")   # table and legend order
 DEFAULT_NS = (10, 100, 1000)
@@ -343,5 +345,8 @@ def experiment_command(name: str, preset: str = "label-efficiency", out: str = "
                               f"split only ('val'); the test split is never used for a choice")
     ns = tuple(sorted(parse_ints(ns, "--ns")))
     ablation_ns = ns if str(ablation_ns) == "all" else parse_ints(ablation_ns, "--ablation-ns")
-    return label_efficiency(preset, Path(out), list(overrides), methods=parse_methods(methods), ns=ns,
-                            seeds=parse_ints(seeds, "--seeds"), ablation_ns=ablation_ns, select=parse_select(select))
+    options = dict(methods=parse_methods(methods), ns=ns, seeds=parse_ints(seeds, "--seeds"), ablation_ns=ablation_ns,
+                   select=parse_select(select))
+    out_dir = output_folder(out, "experiment --out")
+    with FolderLock(out_dir, "experiment --out"):      # one experiment per folder; its runs lock their own
+        return label_efficiency(preset, out_dir, list(overrides), **options)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from murauer_dist.config import load_config
 from murauer_dist.errors import UserError
+from murauer_dist.folder_lock import FolderLock
+from murauer_dist.paths import output_folder
 from murauer_dist.sweep.expand import bayes_next, planned_runs, run_limit
 from murauer_dist.sweep.runner import Runner, read_result, run_combination, subprocess_runner
 from murauer_dist.sweep.spec import SweepSpec, format_value, load_sweep
@@ -72,8 +74,9 @@ def sweep_command(sweep_file: str, overrides=(), max_runs: int = 0, preset: str 
     load_config(preset or None, overrides)          # bad preset or overrides fail before anything runs
     spec = load_sweep(sweep_file, preset, overrides)
     planned_runs(spec, max_runs, seed)              # e.g. a continuous distribution in a grid
-    out_dir = Path(out) if out else Path("runs") / "sweeps" / spec.name
-    rows = run_sweep(spec, out_dir, preset, overrides, max_runs=max_runs, seed=seed, runner=runner)
+    out_dir = output_folder(Path(out) if out else Path("runs") / "sweeps" / spec.name, "sweep --out")
+    with FolderLock(out_dir, "sweep --out"):
+        rows = run_sweep(spec, out_dir, preset, overrides, max_runs=max_runs, seed=seed, runner=runner)
     failed = [row["run"] for row in rows if row["status"] != "finished"]
     if failed:
         # The summary is written; the exit status still tells scripts that the sweep is incomplete.

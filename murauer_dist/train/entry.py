@@ -6,7 +6,8 @@ gloo exit abort of docs/stack-notes.md §4. A UserError (bad input, a run direct
 fit, a full disk, the non-finite guards) is one line `murauer-dist: message` and exit code 1, like
 the CLI's own errors (`--debug` or MURAUER_DEBUG=1: the traceback). So is a fault of the machine (a full
 disk, a read-only folder: errors.machine_error). Anything else is a bug and keeps its traceback. The
-loop writes RUN/config.yaml (train/run_config.py, check_run_config).
+main rank holds an advisory lock on the run folder (folder_lock.py), so two runs never train into one
+folder. The loop writes RUN/config.yaml (train/run_config.py, check_run_config).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from murauer_dist import dist
 from murauer_dist.config import load_config
 from murauer_dist.errors import UserError, machine_error
+from murauer_dist.folder_lock import folder_lock
 from murauer_dist.paths import output_folder
 
 
@@ -40,14 +42,18 @@ def train_command(preset: str, overrides=()) -> None:
     info = dist.init_distributed(cfg.train.device)
     code = 0
     try:
+        run_dir = Path(cfg.train.out)
         if info.is_main:
-            output_folder(cfg.train.out, "train.out")
-            print(f"training {preset} on {info.world_size} rank(s), device {info.device}, run dir "
-                  f"{Path(cfg.train.out)}", flush=True)
-        from murauer_dist.train.loop import train
-        summary = train(cfg, info)
-        if info.is_main:
-            print(f"training {summary['status']}: {summary}", flush=True)
+            output_folder(run_dir, "train.out")
+        # One run per run folder (an advisory lock, main rank); released on every way out of here.
+        with folder_lock(run_dir, "train.out", enabled=info.is_main):
+            if info.is_main:
+                print(f"training {preset} on {info.world_size} rank(s), device {info.device}, run dir "
+                      f"{run_dir}", flush=True)
+            from murauer_dist.train.loop import train
+            summary = train(cfg, info)
+            if info.is_main:
+                print(f"training {summary['status']}: {summary}", flush=True)
     except KeyboardInterrupt:
         code = 130
     except UserError as err:

@@ -14,7 +14,8 @@ from murauer_dist.data.shards.plan import SPLIT_CHOICES, PlanError, plan_splits
 from murauer_dist.data.shards.verify import verify_shard_set
 from murauer_dist.datasets import NYU, DatasetSpec, spec_of
 from murauer_dist.errors import UserError
-from murauer_dist.paths import output_folder
+from murauer_dist.folder_lock import FolderLock, check_not_locked
+from murauer_dist.paths import output_folder, what_is
 
 
 def _log(message: str) -> None:
@@ -47,7 +48,8 @@ def make_shard_set(root: str, out: str, split: str = "all", shard_size: int = 0,
     """Write SHARDS/{train,val,test} for `split`; returns {split: manifest}. Resumes finished shards.
 
     Finished shards made from another source stop the run (ShardSetError) unless `overwrite`: then
-    they are rewritten, and labeled subsets cut from replaced train shards are removed."""
+    they are rewritten, and labeled subsets cut from replaced train shards are removed. One make-shards
+    at a time writes into OUT (an advisory lock, folder_lock.py)."""
     cfg = load_config(preset or None, list(overrides))
     root, out = root or cfg.data.root, out or cfg.data.shards
     if split not in SPLIT_CHOICES:
@@ -57,15 +59,16 @@ def make_shard_set(root: str, out: str, split: str = "all", shard_size: int = 0,
     splits = open_splits(root, nyu_names, spec_of(cfg))
     plans = plan_splits(cfg, {name: len(s) for name, s in splits.items()}, split, shard_size)
     config = {"preset": preset, "overrides": [str(o) for o in overrides], "data": cfg.to_dict()["data"]}
-    if not overwrite:                                   # stop before writing any split, not after some
+    with FolderLock(out, "make-shards OUT"):
+        if not overwrite:                               # stop before writing any split, not after some
+            for plan in plans:
+                check_source(splits[plan.nyu_split], plan, Path(out))
+        manifests, started = {}, time.perf_counter()
         for plan in plans:
-            check_source(splits[plan.nyu_split], plan, Path(out))
-    manifests, started = {}, time.perf_counter()
-    for plan in plans:
-        manifests[plan.split] = build_split(splits[plan.nyu_split], plan, Path(out), config, workers=workers, log=log,
-                                            overwrite=overwrite)
-    if overwrite and "train" in manifests:
-        _drop_stale_labeled(Path(out), manifests["train"], log)
+            manifests[plan.split] = build_split(splits[plan.nyu_split], plan, Path(out), config, workers=workers,
+                                                log=log, overwrite=overwrite)
+        if overwrite and "train" in manifests:
+            _drop_stale_labeled(Path(out), manifests["train"], log)
     frames = sum(plan.num_frames for plan in plans)
     log(f"done: {frames} frames in {time.perf_counter() - started:.1f} s -> {out}")
     return manifests
@@ -75,6 +78,9 @@ def make_shards_command(root: str = "", out: str = "", split: str = "all", shard
                         preset: str = "", verify: str = "", overrides=(), overwrite: bool = False) -> None:
     """The `make-shards` command; a bad dataset or a bad shard set is a UserError naming it."""
     if verify:
+        if not Path(verify).is_dir():
+            raise UserError(f"make-shards --verify {verify}: it {what_is(verify)}; give the OUT folder of make-shards")
+        check_not_locked(verify, "make-shards --verify OUT", "verify it")
         counts = verify_shard_set(verify, log=_log)
         _log(f"verified {sum(counts.values())} samples in {len(counts)} split folder(s) of {verify}: all ok")
         return
