@@ -30,6 +30,7 @@ from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train.engine import current_lr
 from murauer_dist.train.engine_factory import build_engines
 from murauer_dist.train.guards import NonFiniteLossError, NonFiniteValidationError, check_nonfinite, check_validation
+from murauer_dist.train.preflight import check_training_inputs
 from murauer_dist.train.run_config import RunConfigError, check_run_config
 from murauer_dist.train.run_state import (Counters, Position, load_weights, read_init_checkpoint, restore_position,
                                           write_checkpoint)
@@ -210,6 +211,7 @@ def train(cfg, info: dist.DistInfo | None = None, stream_factory=None, eval_fact
     plan = stage_plan(cfg)
     total = sum(stage_length(cfg, stage)[2] for stage in plan)
     # Everything that can refuse the run comes before anything is written (metrics, wandb, checkpoints).
+    check_training_inputs(cfg, plan, stream_factory or default_stream_factory)
     # On the CPU, whatever the training device: the RNG states must stay CPU tensors, and
     # load_state_dict moves weights and optimizer state to where their parameters are (Adam's step
     # counters stay on the CPU, as Adam keeps them; on the GPU each would cost a sync per step).

@@ -37,14 +37,24 @@ def _show(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def never_trained(run_dir: Path) -> bool:
+    """True when `run_dir` holds no checkpoint file and no metrics record: no step of it was ever trained."""
+    folder = ckpt.checkpoint_dir(run_dir)
+    if folder.is_dir() and any(folder.glob("*.pt*")):
+        return False
+    metrics = Path(run_dir) / "metrics.jsonl"
+    return not metrics.is_file() or not metrics.read_text(errors="replace").strip()
+
+
 def check_run_config(cfg, run_dir: Path, state: dict | None, is_main: bool) -> None:
     """A run directory and its config never disagree.
 
     The resolved config is compared with the one in the newest checkpoint and in RUN/config.yaml. Keys
     of config_changes.RESUMABLE_KEYS may differ, and so may stage lengths (config_changes.LENGTH_KEYS) that only let the
     run train on. Any other difference stops with RunConfigError naming the keys, unless
-    train.allow_config_change=true. Every accepted difference is appended to RUN/config-changes.yaml
-    and config.yaml is rewritten; without differences config.yaml is written once, when the run starts.
+    train.allow_config_change=true. A run directory that never trained a step (no checkpoint, no metrics)
+    takes the new config. Every accepted difference is appended to RUN/config-changes.yaml and config.yaml
+    is rewritten; without differences config.yaml is written once, when the run starts.
     """
     from murauer_dist.tracking.secrets import redact_text
     new = public_dict(cfg)
@@ -52,6 +62,17 @@ def check_run_config(cfg, run_dir: Path, state: dict | None, is_main: bool) -> N
     stored = ([state["config"]] if state else []) + ([stored_yaml] if stored_yaml is not None else [])
     if not stored:
         if is_main:
+            ckpt.write_run_config(cfg, run_dir)
+        return
+    if state is None and never_trained(run_dir):
+        # A run that stopped before its first step (bad data path, a crash while starting) holds nothing its
+        # config could disagree with: the corrected command replaces config.yaml and says so.
+        changes = config_changes(stored_yaml, new)
+        if is_main and changes:
+            record = ckpt.record_config_changes(run_dir, changes, 0, forced=False)
+            listed = ", ".join(f"{key} {_show(old)} -> {_show(value)}" for key, (old, value) in changes.items())
+            print(redact_text(f"train.out={run_dir} never trained a step: its config.yaml takes this run's settings "
+                              f"(recorded in {record}): {listed}"), flush=True)
             ckpt.write_run_config(cfg, run_dir)
         return
     changes = {}

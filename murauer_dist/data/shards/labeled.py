@@ -114,11 +114,10 @@ def _subset_manifest(train_dir: Path, train: dict, n: int, seed: int, chosen: np
     return manifest
 
 
-def ensure_labeled_shards(shards_dir: str | os.PathLike, n: int, seed: int) -> Path:
-    """SHARDS/labeled/seed{seed}-n{n}/ holding the labeled train samples; made once, atomically.
-
-    n larger than the labeled pool (the train frames: the train split without the val tail) is a
-    ShardSetError naming the pool size; n equal to it links the train shards."""
+def check_labeled_request(shards_dir: str | os.PathLike, n: int, seed: int) -> tuple[dict, int, Path]:
+    """(train manifest, labeled pool size, subset folder) when SHARDS can serve the labeled subset (seed, n);
+    a ShardSetError naming the pool size, or the subset folder cut from other train shards, otherwise.
+    Reads manifests only, writes nothing: a training run calls it before its first step."""
     train_dir = Path(shards_dir) / "train"
     train = read_manifest(train_dir)
     n_train = train["settings"]["stop"] - train["settings"]["start"]
@@ -138,6 +137,18 @@ def ensure_labeled_shards(shards_dir: str | os.PathLike, n: int, seed: int) -> P
             raise ShardSetError(f"{folder} was cut from train shards made from another source ({old.get('root')}, "
                                 f"shards digest {old.get('shards_digest')}; train now {new.get('root')}, "
                                 f"{new.get('shards_digest')}); delete {folder} to remake it")
+    return train, n_train, folder
+
+
+def ensure_labeled_shards(shards_dir: str | os.PathLike, n: int, seed: int) -> Path:
+    """SHARDS/labeled/seed{seed}-n{n}/ holding the labeled train samples; made once, atomically.
+
+    n larger than the labeled pool (the train frames: the train split without the val tail) is a
+    ShardSetError naming the pool size; n equal to it links the train shards."""
+    train_dir = Path(shards_dir) / "train"
+    train, n_train, folder = check_labeled_request(shards_dir, n, seed)
+    n = int(n)
+    if (folder / MANIFEST).is_file():
         return folder
     chosen = labeled_frames(n_train, n, seed)
     temp = folder.parent / f".tmp-{folder.name}.{os.getpid()}"
