@@ -56,7 +56,10 @@ def _read(tars, members: dict, layout: schema.SampleLayout, part: tuple[int, int
                                   dtypes=dtypes, name=name,
                                   missing_component_behavior="skip", shard_id=part[0], num_shards=part[1],
                                   stick_to_shard=True, random_shuffle=shuffle, initial_fill=buffer, seed=seed,
-                                  pad_last_batch=not shuffle)
+                                  pad_last_batch=not shuffle,
+                                  # read(), not mmap: a shard cut short under a running job is an error
+                                  # naming it (train/preflight.py), not a SIGBUS that kills the process
+                                  dont_use_mmap=True)
     nodes = nodes if isinstance(nodes, (list, tuple)) else [nodes]
     out = dict(zip(fields, nodes))
     for field in ("crop", "joints"):

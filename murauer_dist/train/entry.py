@@ -4,10 +4,12 @@ Single process without torchrun's environment; under `torchrun --nproc_per_node=
 runs this (gloo on CPU, nccl on GPU). Every process ends through dist.clean_exit, which avoids the
 gloo exit abort of docs/stack-notes.md §4. A UserError (bad input, a run directory that does not
 fit, a full disk, the non-finite guards) is one line `murauer-dist: message` and exit code 1, like
-the CLI's own errors (`--debug` or MURAUER_DEBUG=1: the traceback). So is a fault of the machine (a full
-disk, a read-only folder: errors.machine_error). Anything else is a bug and keeps its traceback. The
-main rank holds an advisory lock on the run folder (folder_lock.py), so two runs never train into one
-folder. The loop writes RUN/config.yaml (train/run_config.py, check_run_config).
+the CLI's own errors (`--debug` or MURAUER_DEBUG=1: the traceback). So are a fault of the machine (a full
+disk, a read-only folder: errors.machine_error) and a shard that cannot be read while training runs
+(train/preflight.py, shard_fault: it names the shard and the last good checkpoint). Anything else is a
+bug and keeps its traceback. The main rank holds an advisory lock on the run folder (folder_lock.py),
+so two runs never train into one folder. The loop writes RUN/config.yaml (train/run_config.py,
+check_run_config).
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ def train_command(preset: str, overrides=()) -> None:
         report_user_error(err, info.rank)
         code = 1
     except Exception as err:      # reported here, then every rank leaves through clean_exit
-        fault = machine_error(err)
+        from murauer_dist.train.preflight import shard_fault
+        fault = machine_error(err) or shard_fault(err, cfg)
         if fault is None:
             traceback.print_exc()
         else:

@@ -1,4 +1,4 @@
-"""What a training run checks before its first step.
+"""What a training run checks before its first step, and how it reads a shard that fails during training.
 
 check_training_inputs: everything the config, the manifests and the files can tell before any work,
 for every stage the run will train (not only the first): no make-shards is writing the shard set; the
@@ -7,6 +7,10 @@ its manifest records; the validation shards likewise when data.val_fraction > 0;
 (data.n_labeled of data.label_seed) can be cut from the labeled pool, or, where it was cut already,
 has the sizes its manifest records. A refused run has written nothing (no config.yaml, no metrics),
 so the corrected command starts it.
+
+shard_fault: an exception raised while training reads its shards (a tar cut short or rewritten under
+a running job) as one ShardReadError naming the shard, the last good checkpoint and the way back:
+`make-shards --verify`, repair, the same command again (it resumes from that checkpoint).
 """
 from __future__ import annotations
 
@@ -14,9 +18,14 @@ from pathlib import Path
 
 from murauer_dist import geometry
 from murauer_dist.data.batch import stream_sizes
+from murauer_dist.errors import UserError
 from murauer_dist.folder_lock import check_not_locked
 
 LABELED_STREAMS = ("pairs", "views")
+
+
+class ShardReadError(UserError):
+    """A shard that could not be read while training ran."""
 
 
 def reads_shards(stream_factory) -> bool:
@@ -78,3 +87,50 @@ def check_training_inputs(cfg, plan: list[str], stream_factory) -> None:
             check_labeled_request(shards, cfg.data.n_labeled, cfg.data.label_seed)
         elif (folder / MANIFEST).is_file():           # the loader reads it as it is
             check_shard_sizes(folder, shards)
+
+
+def last_good_checkpoint(run_dir: Path) -> str:
+    """The newest readable checkpoint of `run_dir` with its step, in words."""
+    from murauer_dist.train import checkpoint as ckpt
+    try:
+        path, state = ckpt.find_resumable(run_dir)
+    except ckpt.CheckpointError:
+        return f"none readable in {ckpt.checkpoint_dir(run_dir)}"
+    if path is None:
+        return "none yet (the run starts over)"
+    return f"{path} (stage {state['stage']}, step {state['global_step']})"
+
+
+_SHORT = ("outside of the archive", "unexpected end", "truncated", "end of file", "eof", "short read", "empty header")
+
+
+def _cause_text(message: str, kind: str) -> str:
+    """Why a shard read failed, in words: a file shorter than its index is named as such."""
+    lowered = message.lower()
+    if any(marker in lowered for marker in _SHORT):
+        return "it is shorter than its index says (cut short, or rewritten while training ran)"
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    detail = next((line for line in lines if ".tar" in line), lines[0] if lines else "")
+    detail = detail if len(detail) <= 160 else detail[:157] + "..."
+    return f"{kind}: {detail}" if detail else kind
+
+
+def shard_fault(err: BaseException, cfg) -> ShardReadError | None:
+    """The ShardReadError for an exception raised while training read a shard of cfg.data.shards (its message,
+    or one in its cause/context chain, names the tar or its index); None otherwise (then it is no data fault
+    and keeps its traceback)."""
+    shards = Path(cfg.data.shards)
+    tars = sorted(shards.glob("**/shard-*.tar"))
+    seen, item = set(), err
+    while item is not None and id(item) not in seen:
+        seen.add(id(item))
+        text = str(item)
+        for path in tars:
+            if str(path) in text or str(path.resolve()) in text:
+                hint = repair_hint(shards)
+                return ShardReadError(
+                    f"training stopped: shard {path} could not be read: {_cause_text(text, type(item).__name__)}; "
+                    f"the last good checkpoint is {last_good_checkpoint(Path(cfg.train.out))}. {hint[0].upper()}"
+                    f"{hint[1:]}, then run the same train command again: it resumes from that checkpoint")
+        item = item.__cause__ or item.__context__
+    return None
