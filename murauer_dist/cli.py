@@ -100,7 +100,8 @@ def predict(checkpoint: str, input: str, *overrides: str, out: str = "", refiner
     INPUT: an NYU-layout folder (--split test|train), a folder of depth PNGs or a .npy stack (N, H, W) in
     mm (--format auto|nyu-rgb|gray16|npy; auto: from the file). The hand is found by the closest object's
     centre of mass, then refined by --refiner CKPT; localize.KEY=VALUE overrides; --cube-mm (default
-    data.cube_mm); --overlays N (-1 all, 0 none); --skip-empty skips frames without a hand instead of stopping."""
+    data.cube_mm); --overlays N (-1 all, 0 none); --skip-empty skips frames without a hand instead of stopping.
+    Frames that cannot be read are skipped, listed in DIR/skipped.txt and counted on stderr."""
     from murauer_dist.localize.predict import predict_command
     predict_command(str(checkpoint), str(input), str(out), *overrides, refiner=str(refiner), fmt=str(format),
                     split=str(split), cube_mm=cube_mm, overlays=overlays, fps=fps, skip_empty=skip_empty)

@@ -44,7 +44,7 @@ from torch import nn
 
 from murauer_dist.atomic import atomic_open
 from murauer_dist.errors import UserError
-from murauer_dist.paths import output_file
+from murauer_dist.paths import output_file, what_is
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 DROPPED = {"fc3_h1.weight", "fc3_h1.bias"}      # the original's second, unused pose output layer
@@ -100,14 +100,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The original-layout state dict in FILE (see the module docstring for what is accepted)."""
     path = Path(path)
     if not path.is_file():
-        raise ImportOriginalError(f"import-original: {path} does not exist")
+        raise ImportOriginalError(f"import-original: {path} {what_is(path)}; give the .mdl file of the original code")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if not found:                                      # not a pickle of tensors at all (text, other data)
-            raise ImportOriginalError(f"import-original: {path} is not a torch file torch.load can read "
-                                      "(UnpicklingError); pass the .mdl file of the original code") from None
+            raise ImportOriginalError(f"import-original: {path} is not a torch file torch.load can read (it "
+                                      f"{what_is(path)}); pass the .mdl file of the original code") from None
         what = f" ({found.group(1)})"
         raise ImportOriginalError(
             f"import-original: {path} holds pickled Python objects{what}, not only tensors (a whole pickled model?); "
@@ -116,8 +116,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError, AttributeError,
             UnicodeDecodeError) as err:
         first = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        raise ImportOriginalError(f"import-original: {path} is not a torch file torch.load can read "
-                                  f"({type(err).__name__}: {first}); pass the .mdl file of the original code") from None
+        raise ImportOriginalError(f"import-original: {path} is not a torch file torch.load can read (it "
+                                  f"{what_is(path)}; {type(err).__name__}: {first}); pass the .mdl file of the original "
+                                  f"code") from None
     state = _unwrap(loaded)
     if state is None:
         keys = _brief(str(key) for key in loaded) if isinstance(loaded, dict) else type(loaded).__name__
@@ -196,7 +197,7 @@ def import_original(source: str | Path, out: str | Path, preset: str = "nyu", ov
     from murauer_dist.config import load_config, public_dict
     from murauer_dist.methods import METHODS, uses_mapping
     from murauer_dist.models import build_model
-    from murauer_dist.train.checkpoint import plain
+    from murauer_dist.train.checkpoint import describe_non_finite, non_finite_tensors, plain
 
     if method not in METHODS:
         raise ImportOriginalError(f"import-original: --method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -205,6 +206,10 @@ def import_original(source: str | Path, out: str | Path, preset: str = "nyu", ov
     model = build_model(cfg)
     state = read_state_dict(source)
     converted = convert(state, model, source=str(source))
+    bad = non_finite_tensors(converted)
+    if bad:
+        raise ImportOriginalError(f"import-original: {source}: {describe_non_finite(bad)}; a model with such weights "
+                                  f"predicts NaN (a damaged file, or a training that diverged): import another file")
     model.load_state_dict(converted)                         # strict: every name and shape
     checkpoint = {"model": model.state_dict(), "config": public_dict(cfg), "stage": "main", "global_step": 0,
                   "imported_from": {"file": source.name, "sha256": _sha256(source),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -192,6 +193,18 @@ class NyuSplit:
                 raise LayoutError(f"{self.folder} holds no {domain} depth images (expected files like "
                                   f"{self.depth_path(0, 1, domain).name}); {MAKE_HINT}")
             self._check_header(first)
+
+    def frames_without_labels(self) -> list[int]:
+        """0-based indices of frames that have depth images in the folder but no labels in joint_data.mat
+        (frames at or beyond its frame count), sorted; one directory listing, no image is read."""
+        pattern = re.compile(r"^(?:%s)_(\d+)_(\d+)\.png$" % "|".join(re.escape(p) for p in DOMAINS.values()))
+        count, extra = len(self), set()
+        with os.scandir(self.folder) as entries:
+            for entry in entries:
+                match = pattern.match(entry.name)
+                if match and int(match.group(2)) - 1 >= count:
+                    extra.add(int(match.group(2)) - 1)
+        return sorted(extra)
 
     def _check_header(self, path: Path) -> None:
         with open(path, "rb") as handle:

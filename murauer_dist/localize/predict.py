@@ -15,13 +15,18 @@ camera mm. DIR gets results_xyz.txt and results_uvd.txt (community layout, one l
 frames.txt (the frame names, one per line: file names, or STEM_I for frame I of a .npy stack),
 centres.txt (per frame: detected u v d, used u v d), overlays/NAME.png (predicted joints on the
 frame; --overlays N evenly spaced frames, -1 all, 0 none) and, for more than one overlay,
-animation.gif; skipped.txt lists the frames --skip-empty skipped.
+animation.gif; skipped.txt lists the frames that were skipped: frames that cannot be read as depth
+frames of the camera (always: cut short, not a PNG, another size; counted on stderr, the others are
+predicted) and frames without a hand (with --skip-empty). The kind of a PNG folder is taken from its
+first readable file.
 """
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,7 +42,7 @@ from murauer_dist.eval.result_files import write_result_file
 from murauer_dist.geometry import CropError, denormalize_joints, xyz_to_uvd
 from murauer_dist.localize.centre import CentreSettings, NoHandError, centre_of_mass
 from murauer_dist.localize.refiner import frame_crop, load_refiner, refine_centres
-from murauer_dist.paths import output_folder
+from murauer_dist.paths import output_folder, what_is
 from murauer_dist.tracking.progress import progress
 
 FORMATS = ("auto", "npy", *DEPTH_ENCODINGS)
@@ -47,6 +52,10 @@ GIF_WIDTH = 480                      # pixels of an animation frame
 
 class PredictError(UserError, ValueError):
     """An INPUT, option or frame that `predict` cannot use."""
+
+
+class UnreadableFrameError(PredictError):
+    """One frame of INPUT that cannot be read as a depth frame of the camera: skipped and listed."""
 
 
 @dataclass
@@ -97,16 +106,31 @@ def check_png(path: Path, encoding: str, camera: Camera) -> None:
                            f"this camera (data.dataset)")
 
 
+def first_png(paths: list[Path]) -> Path:
+    """The first of `paths` with a readable PNG header (a damaged file is skipped as a frame, not taken as the
+    sample of the folder); PredictError when none has one."""
+    for path in paths:
+        try:
+            png_header(path)
+        except (PredictError, OSError):
+            continue
+        return path
+    raise PredictError(f"{paths[0].parent}: none of its {len(paths)} .png file(s) is a readable PNG (first: "
+                       f"{paths[0].name} {what_is(paths[0])})")
+
+
 def _png_frames(paths: list[Path], encoding: str, camera: Camera, source: str) -> Frames:
-    check_png(paths[0], encoding, camera)
+    check_png(first_png(paths), encoding, camera)      # a folder of another kind is one error, up front
 
     def load(index: int) -> np.ndarray:
         path = paths[index]
-        check_png(path, encoding, camera)
         try:
+            check_png(path, encoding, camera)
             return decode_depth_png(path, encoding)
-        except CorruptImageError as err:
-            raise PredictError(f"{path}: not a readable depth PNG ({err})") from err
+        except PredictError as err:
+            raise UnreadableFrameError(str(err)) from err
+        except (CorruptImageError, OSError) as err:
+            raise UnreadableFrameError(f"{path}: not a readable depth PNG ({err})") from err
     return Frames([p.name for p in paths], load, source)
 
 
@@ -138,7 +162,8 @@ def open_frames(path: str | os.PathLike, fmt: str, camera: Camera, dataset_encod
         raise PredictError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     path = Path(path)
     if not path.exists():
-        raise PredictError(f"input {path} does not exist (an NYU-layout folder, a folder of depth PNGs or a .npy file)")
+        raise PredictError(f"input {path} {what_is(path)} (expected an NYU-layout folder, a folder of depth PNGs or a "
+                           f".npy file)")
     if path.is_file():
         if path.suffix.lower() != ".npy" or fmt not in ("auto", "npy"):
             raise PredictError(f"input {path}: a single file must be a .npy stack of depth frames (N, H, W) in mm "
@@ -164,12 +189,27 @@ def open_frames(path: str | os.PathLike, fmt: str, camera: Camera, dataset_encod
                            f"stack (N, H, W) in mm")
     encoding = fmt
     if fmt == "auto":
-        width, height, bits, colour = png_header(pngs[0])
+        sample = first_png(pngs)
+        width, height, bits, colour = png_header(sample)
         encoding = png_encoding(bits, colour)
         if encoding is None:
-            raise PredictError(f"{pngs[0]}: a {describe_png(bits, colour)} PNG, which holds no depth in mm; expected "
+            raise PredictError(f"{sample}: a {describe_png(bits, colour)} PNG, which holds no depth in mm; expected "
                                f"16-bit grayscale (gray16) or 8-bit RGB with depth = (G << 8) | B (nyu-rgb)")
     return _png_frames(pngs, encoding, camera, f"folder of {encoding} depth PNGs {folder}")
+
+
+def positive_number(value, option: str, zero_means_default: bool = False) -> float:
+    """`value` as a finite float > 0 (0 too when it means "the default"); PredictError naming the option."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise PredictError(f"predict: {option} must be a number, got {value!r}") from None
+    if zero_means_default and number == 0:
+        return 0.0
+    if not math.isfinite(number) or number <= 0:
+        raise PredictError(f"predict: {option} must be a finite number > 0{' (0: the default)' if zero_means_default else ''}, "
+                           f"got {value}")
+    return number
 
 
 def apply_localize_overrides(cfg, overrides) -> None:
@@ -257,9 +297,10 @@ def predict_command(checkpoint: str, input: str, out: str, *overrides: str, refi
     if not out:
         raise PredictError("predict: --out DIR is required (where the result files and overlays go)")
     if not Path(checkpoint).exists():
-        raise PredictError(f"predict: checkpoint {checkpoint} not found (a checkpoint file or a run folder)")
-    if fps <= 0:
-        raise PredictError(f"predict: --fps must be > 0, got {fps}")
+        raise PredictError(f"predict: checkpoint {checkpoint} {what_is(checkpoint)} (expected a checkpoint file or a "
+                           f"run folder)")
+    fps = positive_number(fps, "--fps")
+    cube_mm = positive_number(cube_mm, "--cube-mm", zero_means_default=True)
     out_dir = output_folder(out, "predict --out")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg, mapped = load_for_inference(checkpoint, device)
@@ -267,8 +308,6 @@ def predict_command(checkpoint: str, input: str, out: str, *overrides: str, refi
     spec = spec_of(cfg)
     camera, crop_size = spec.camera, cfg.data.crop_size
     cube = float(cube_mm or cfg.data.cube_mm)
-    if cube <= 0:
-        raise PredictError(f"predict: --cube-mm must be > 0, got {cube_mm}")
     loaded = None
     if refiner:
         loaded = load_refiner(refiner, device)
@@ -279,13 +318,17 @@ def predict_command(checkpoint: str, input: str, out: str, *overrides: str, refi
           f"cube {cube:g} mm{', mapped' if mapped else ''}); centre: closest object's centre of mass"
           + (f", then {cfg.localize.iterations} refiner step(s) of {refiner}" if loaded else ""), flush=True)
     chosen = overlay_rows(len(frames), int(overlays))
-    kept, detected, used, poses, skipped, pngs = [], [], [], [], [], []
+    kept, detected, used, poses, skipped, unreadable, pngs = [], [], [], [], [], [], []
     starts = range(0, len(frames), batch)
     for start in progress(starts, total=len(starts), desc="predict"):
         rows = list(range(start, min(start + batch, len(frames))))
         depths, found = {}, {}
         for row in rows:
-            depth = frames.load(row)
+            try:
+                depth = frames.load(row)
+            except UnreadableFrameError as err:
+                unreadable.append(f"{frames.names[row]}: {err}")
+                continue
             try:
                 found[row] = centre_of_mass(depth, camera, settings, frame=frames.names[row])
                 depths[row] = depth
@@ -325,6 +368,7 @@ def predict_command(checkpoint: str, input: str, out: str, *overrides: str, refi
                 pngs.append((frames.names[row], render_overlay(depths[row], xyz_to_uvd(pose, camera),
                                                                found[row].center_uvd, used[-1], spec.joints.bones,
                                                                frames.names[row], zoom)))
+    skipped = unreadable + skipped
     if not kept:
         raise PredictError(f"predict: no frame of {frames.source} gave a pose ({len(skipped)} skipped; first: "
                            f"{skipped[0] if skipped else '-'})")
@@ -345,5 +389,8 @@ def predict_command(checkpoint: str, input: str, out: str, *overrides: str, refi
     print(f"predict: wrote {len(kept)} pose(s) to {out_dir} (results_xyz.txt, results_uvd.txt, frames.txt, centres.txt"
           + (f", {len(pngs)} overlay(s)" if pngs else "") + (", animation.gif" if len(pngs) > 1 else "")
           + (f"; {len(skipped)} frame(s) skipped, see skipped.txt" if skipped else "") + ")", flush=True)
-    return {"frames": len(kept), "skipped": len(skipped), "out": str(out_dir), "pred_xyz": poses_xyz,
+    if unreadable:
+        print(f"predict: {len(unreadable)} of {len(frames)} frame(s) could not be read and were skipped (first: "
+              f"{unreadable[0]}); all are listed in {out_dir / 'skipped.txt'}", file=sys.stderr, flush=True)
+    return {"frames": len(kept), "skipped": len(skipped), "unreadable": len(unreadable), "out": str(out_dir), "pred_xyz": poses_xyz,
             "centres_uvd": np.stack(used), "names": [frames.names[row] for row in kept]}

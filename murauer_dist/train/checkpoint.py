@@ -311,8 +311,44 @@ def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cp
     """
     from murauer_dist.models import build_model
 
-    state = load_checkpoint(resolve_checkpoint(path), map_location="cpu")
+    path = resolve_checkpoint(path)
+    state = load_checkpoint(path, map_location="cpu")
+    from murauer_dist.localize.refiner import FORMAT as REFINER_FORMAT
+    if state.get("format") == REFINER_FORMAT:
+        raise CheckpointError(f"checkpoint {path} is a centre refiner (`murauer-dist train-refiner` writes it), not a "
+                              f"pose model: give a pose model here (a run folder or its checkpoints/final-main.pt) "
+                              f"and this file as --refiner")
+    if not isinstance(state.get("config"), dict):
+        raise CheckpointError(f"checkpoint {path}: no config in it, so its network cannot be built; it was not written "
+                              f"by `murauer-dist train` or `import-original`")
     cfg = config_from_dict(state["config"])
     model = build_model(cfg)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[1:2] or [""]
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit the network its config describes "
+                              f"({first[0].strip()[:160]}); the file was changed or damaged") from None
+    bad = non_finite_tensors(state["model"])
+    if bad:
+        raise CheckpointError(f"checkpoint {path}: {describe_non_finite(bad)}; a model with such weights predicts "
+                              f"NaN: use an earlier checkpoint of the run")
     return model.to(device).eval(), cfg, checkpoint_uses_mapping(state)
+
+
+def non_finite_tensors(weights: dict) -> dict[str, int]:
+    """{name: count of NaN/inf values} of the floating-point tensors of a state dict that hold any."""
+    bad = {}
+    for name, tensor in weights.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                bad[name] = count
+    return bad
+
+
+def describe_non_finite(bad: dict[str, int]) -> str:
+    names = list(bad)
+    shown = ", ".join(f"{name} ({bad[name]} value(s))" for name in names[:3])
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"{len(names)} weight tensor(s) hold NaN or inf: {shown}{more}"

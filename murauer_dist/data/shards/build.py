@@ -134,11 +134,12 @@ def split_source(split: FrameReader, records: list[dict]) -> dict:
 
 
 def build_split(split: FrameReader, plan: SplitPlan, out: Path, config: dict, workers: int = 1,
-                log=print, overwrite: bool = False) -> dict:
+                log=print, overwrite: bool = False, notes: dict | None = None) -> dict:
     """Write (or finish) SHARDS/{plan.split}; return its manifest.
 
     Finished shards made from another source (root, depth PNGs, labels) stop the run with a
-    ShardSetError before anything is written, or are rewritten when `overwrite` is set.
+    ShardSetError before anything is written, or are rewritten when `overwrite` is set. `notes` are
+    added to the manifest (e.g. frames_without_labels).
     """
     folder = Path(out) / plan.split
     (folder / PARTS).mkdir(parents=True, exist_ok=True)
@@ -159,6 +160,7 @@ def build_split(split: FrameReader, plan: SplitPlan, out: Path, config: dict, wo
     records = list(done.values()) + _run(split, plan, folder, todo, workers, log)
     manifest = build_manifest(plan.split, root, plan.fingerprint, plan.settings(), config, records,
                               source=split_source(split, records))
+    manifest.update(notes or {})
     write_manifest(folder, manifest)
     log(f"{plan.split}: {manifest['num_samples']} samples, {manifest['num_skipped']} frame(s) skipped -> "
         f"{folder / MANIFEST}")

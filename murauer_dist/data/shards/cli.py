@@ -43,13 +43,29 @@ def _drop_stale_labeled(out: Path, train: dict, log) -> None:
             log(f"removed {manifest_path.parent}: cut from the train shards before --overwrite (made again on use)")
 
 
+def unlabeled_note(split: FrameReader, log) -> dict:
+    """The manifest note on frames with depth images but no labels (none: {}); says so in the log."""
+    extra = split.frames_without_labels() if hasattr(split, "frames_without_labels") else []
+    if not extra:
+        return {}
+    labeled = len(split)
+    log(f"warning: {split.folder}: {len(extra)} frame(s) have depth images but no labels in {split.mat_path} (it "
+        f"labels frames 0..{labeled - 1}; images go up to frame {extra[-1]}): they are not in the shards, and the "
+        f"manifest records them as frames_without_labels. If the labels file is cut short, replace it and run "
+        f"make-shards again")
+    return {"frames_without_labels": {"count": len(extra), "first": extra[0], "last": extra[-1],
+                                      "labels_file": f"{split.split}/{split.mat_path.name}",
+                                      "labeled_frames": labeled}}
+
+
 def make_shard_set(root: str, out: str, split: str = "all", shard_size: int = 0, workers: int = 2,
                    preset: str = "", overrides=(), log=_log, overwrite: bool = False) -> dict[str, dict]:
     """Write SHARDS/{train,val,test} for `split`; returns {split: manifest}. Resumes finished shards.
 
     Finished shards made from another source stop the run (ShardSetError) unless `overwrite`: then
-    they are rewritten, and labeled subsets cut from replaced train shards are removed. One make-shards
-    at a time writes into OUT (an advisory lock, folder_lock.py)."""
+    they are rewritten, and labeled subsets cut from replaced train shards are removed. Frames with
+    images but no labels are counted, logged and recorded in the manifests (frames_without_labels).
+    One make-shards at a time writes into OUT (an advisory lock, folder_lock.py)."""
     cfg = load_config(preset or None, list(overrides))
     root, out = root or cfg.data.root, out or cfg.data.shards
     if split not in SPLIT_CHOICES:
@@ -63,10 +79,11 @@ def make_shard_set(root: str, out: str, split: str = "all", shard_size: int = 0,
         if not overwrite:                               # stop before writing any split, not after some
             for plan in plans:
                 check_source(splits[plan.nyu_split], plan, Path(out))
+        notes = {name: unlabeled_note(reader, log) for name, reader in splits.items()}
         manifests, started = {}, time.perf_counter()
         for plan in plans:
             manifests[plan.split] = build_split(splits[plan.nyu_split], plan, Path(out), config, workers=workers,
-                                                log=log, overwrite=overwrite)
+                                                log=log, overwrite=overwrite, notes=notes[plan.nyu_split])
         if overwrite and "train" in manifests:
             _drop_stale_labeled(Path(out), manifests["train"], log)
     frames = sum(plan.num_frames for plan in plans)
