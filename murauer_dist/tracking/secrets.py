@@ -2,12 +2,14 @@
 
 Two rules: a mapping entry whose *name* says it holds a credential ('key', 'token', 'secret',
 'password') is replaced, and any string that contains the live W&B API key is replaced too.
+The live keys are WANDB_API_KEY and the W&B entry of the netrc file wandb reads.
 Applied to everything a run writes or hands to wandb: RUN/config.yaml and config-changes.yaml, the
 config inside every checkpoint, metrics.jsonl, the wandb config, project, entity, group and name,
 the command line wandb records (sys.argv), and the one-line error messages.
 """
 from __future__ import annotations
 
+import netrc
 import os
 import re
 
@@ -20,9 +22,39 @@ SECRET_ENV_VARS = ("WANDB_API_KEY",)
 MIN_SECRET_LENGTH = 8
 
 
+def _netrc_password(path: str, host: str, stamp: tuple) -> str:
+    """The password of `host` in the netrc file `path` ('' when there is none or it cannot be read)."""
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (netrc.NetrcParseError, OSError, UnicodeDecodeError):
+        return ""
+    return (entry[2] or "") if entry else ""
+
+
+_NETRC_CACHE: dict = {}
+
+
+def netrc_secret() -> str:
+    """The W&B key of the netrc file wandb reads (NETRC, else ~/.netrc), cached per file version."""
+    from murauer_dist.tracking.wandb_run import wandb_host
+    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return ""
+    key = (path, wandb_host(), stat.st_mtime_ns, stat.st_size)
+    if key not in _NETRC_CACHE:
+        _NETRC_CACHE.clear()
+        _NETRC_CACHE[key] = _netrc_password(path, key[1], key[2:])
+    return _NETRC_CACHE[key]
+
+
 def live_secrets() -> list[str]:
-    """Credential values present in this process's environment (never printed)."""
-    return [os.environ[name] for name in SECRET_ENV_VARS if len(os.environ.get(name, "").strip()) >= MIN_SECRET_LENGTH]
+    """Credential values of this process (never printed): the environment's (WANDB_API_KEY) and the W&B
+    key in the netrc file wandb would log in with."""
+    found = [os.environ[name] for name in SECRET_ENV_VARS if os.environ.get(name)]
+    found.append(netrc_secret())
+    return [value for value in found if len(value.strip()) >= MIN_SECRET_LENGTH]
 
 
 def redact_text(text: str, secrets: list[str] | None = None) -> str:
