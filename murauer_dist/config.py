@@ -287,9 +287,29 @@ def check_for_training(cfg: "Config") -> None:
                           f"up to the crop, so it must be a power of two >= 16 (16, 32, 64, 128, ...)")
 
 
+_NON_FINITE_WORDS = ("nan", "inf", "infinity")
+
+
+def _check_magnitude(path: str, text: str) -> None:
+    """ConfigError for a number written out that no float can hold (1e400 would silently become inf)."""
+    try:
+        number = float(text)
+    except ValueError:
+        return                                   # not a number at all: the caller's message says so
+    if not math.isfinite(number) and text.strip().lower().lstrip("+-") not in _NON_FINITE_WORDS:
+        raise ConfigError(f"config key '{path}': {text.strip()} is too large for a number here (the largest is about "
+                          f"1.8e308; it would become {number})")
+    mantissa = text.strip().lower().split("e")[0]
+    if number == 0 and any(digit in mantissa for digit in "123456789"):
+        raise ConfigError(f"config key '{path}': {text.strip()} is too small for a number here (the smallest is about "
+                          f"5e-324; it would become 0.0)")
+
+
 def _convert(path: str, value, annotation):
     """Convert `value` (YAML value or override string) to the declared type of `path`."""
     origin = typing.get_origin(annotation)
+    if annotation in (int, float) and isinstance(value, str):
+        _check_magnitude(path, value)
     try:
         if annotation is bool:
             if isinstance(value, bool):

@@ -168,7 +168,8 @@ class NyuSplit:
         self.spec = spec
         self.folder = self.root / split
         if not self.root.is_dir():
-            raise LayoutError(f"dataset root {self.root} does not exist; {MAKE_HINT}")
+            from murauer_dist.paths import what_is
+            raise LayoutError(f"dataset root {self.root} {what_is(self.root)}, expected an NYU-layout folder; {MAKE_HINT}")
         if not self.folder.is_dir():
             raise LayoutError(f"{self.folder} is missing: an NYU-layout root holds train/ and test/; {MAKE_HINT}")
         if not self.mat_path.is_file():

@@ -182,7 +182,8 @@ def read_result_file(path: str | Path, fmt: str = "auto", expected_rows: int | N
     path = str(path)
     _check_fmt(fmt, allow_auto=True)
     if not Path(path).is_file():
-        raise ResultFormatError(f"{path}: no such result file")
+        from murauer_dist.paths import what_is
+        raise ResultFormatError(f"{path}: no such result file (it {what_is(path)})")
     values = _parse_lines(_read_text(path), path, num_joints)
     if values.shape[0] == 0:
         raise ResultFormatError(f"{path}: the file holds no lines (expected one line per test frame)")

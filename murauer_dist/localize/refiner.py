@@ -104,7 +104,9 @@ def load_refiner(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     """Read a refiner checkpoint (weights_only); a RefinerError naming the file when it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise RefinerError(f"refiner checkpoint {path} does not exist (write one with `murauer-dist train-refiner PRESET`)")
+        from murauer_dist.paths import what_is
+        raise RefinerError(f"refiner checkpoint {path} {what_is(path)} (write one with `murauer-dist train-refiner "
+                           f"PRESET`)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, TypeError) as err:

@@ -133,7 +133,9 @@ def load_sweep(path: str | Path, preset: str = "", overrides: tuple[str, ...] = 
     """Read and check a sweep file; all problems are reported together as one ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"sweep file {path} does not exist")
+        from murauer_dist.paths import what_is
+        raise ConfigError(f"sweep file {path} {what_is(path)}; give a sweep YAML file (e.g. "
+                          f"configs/sweeps/loss_weights.yaml)")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:

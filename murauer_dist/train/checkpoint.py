@@ -200,11 +200,17 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, keep: int, final: b
 
 
 def _unreadable(path: Path, err: BaseException) -> CheckpointError:
-    if isinstance(err, pickle.UnpicklingError):
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        what = f" ({found.group(1)})" if found else ""
-        reason = (f"it holds Python objects{what}, not only tensors and plain values, so torch.load(weights_only=True) "
-                  "refuses it: it was not written by murauer_dist (load only files you trust)")
+    from murauer_dist.paths import what_is
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err)) if isinstance(err, pickle.UnpicklingError) else None
+    kind = what_is(path)
+    if found:
+        reason = (f"it holds Python objects ({found.group(1)}), not only tensors and plain values, so "
+                  "torch.load(weights_only=True) refuses it: it was not written by murauer_dist (load only files you "
+                  "trust)")
+    elif not kind.startswith(("is a ZIP", "is a Python pickle")):
+        reason = f"not a checkpoint: it {kind}"
+        return CheckpointError(f"checkpoint {path}: {reason} (a checkpoint is a torch file that `murauer-dist train` "
+                               f"writes)", reason)
     else:
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
         reason = f"cannot be read, truncated or not a murauer_dist checkpoint ({type(err).__name__}: {first})"
@@ -215,7 +221,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """A checkpoint's state dict (weights_only); CheckpointError naming the file when it cannot be used."""
     path = Path(path)
     if not path.is_file():
-        raise MissingCheckpointError(f"checkpoint {path} does not exist")
+        from murauer_dist.paths import what_is
+        raise MissingCheckpointError(f"checkpoint {path} {what_is(path)}" + ("" if path.exists() else
+                                     " (expected a checkpoint file or a run folder)"))
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

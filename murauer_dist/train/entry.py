@@ -13,6 +13,7 @@ check_run_config).
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import traceback
@@ -38,6 +39,32 @@ def report_user_error(err: UserError, rank: int = 0) -> None:
     print(redact_text(f"murauer-dist{where}: {err}"), file=sys.stderr, flush=True)
 
 
+def _validation_text(summary: dict, run_dir: Path) -> str:
+    """The run's validation error: this process's, else the last one metrics.jsonl recorded (a finished run
+    started again trains nothing and validates nothing)."""
+    value = summary.get("val_mean_error_mm", float("nan"))
+    if math.isfinite(value):
+        return f"validation mean error {value:.2f} mm"
+    from murauer_dist.tracking.run_logger import read_metrics
+    found = None
+    if (run_dir / "metrics.jsonl").is_file():
+        for record in read_metrics(run_dir):
+            for key, recorded in record.items():
+                if key.endswith("/val_mean_error_mm") and isinstance(recorded, (int, float)):
+                    found = (key.split("/")[0], int(record.get("step", -1)), float(recorded))
+    if found is None:
+        return "no validation (data.val_fraction=0, or no epoch has finished)"
+    stage, step, value = found
+    return (f"no validation in this run (nothing was left to train, or it resumed after the last one); last "
+            f"validation mean error {value:.2f} mm at step {step} (stage {stage}, metrics.jsonl)")
+
+
+def summary_line(summary: dict, run_dir: Path) -> str:
+    """What a finished or stopped run prints: status, step, validation, skipped samples, checksum."""
+    return (f"training {summary['status']} at step {summary['global_step']}: {_validation_text(summary, run_dir)}; "
+            f"{summary['skipped_total']} sample(s) skipped; model checksum {summary['model_checksum']:.6g}")
+
+
 def train_command(preset: str, overrides=()) -> None:
     """Train PRESET with `section.key=value` overrides; exits the process (code 0 on success)."""
     cfg = load_config(preset, list(overrides))
@@ -55,7 +82,7 @@ def train_command(preset: str, overrides=()) -> None:
             from murauer_dist.train.loop import train
             summary = train(cfg, info)
             if info.is_main:
-                print(f"training {summary['status']}: {summary}", flush=True)
+                print(summary_line(summary, run_dir), flush=True)
     except KeyboardInterrupt:
         code = 130
     except UserError as err:
