@@ -35,6 +35,7 @@ import numpy as np
 from murauer_dist import workflow
 from murauer_dist.config import LossConfig, load_config, public_dict
 from murauer_dist.config_changes import config_changes, may_change_on_resume
+from murauer_dist.data.shards.labeled import check_labeled_request
 from murauer_dist.data.procedural.shown import label_distance, shown_pose_error, shown_poses
 from murauer_dist.datasets import DEFAULT_DATASET, dataset_spec
 from murauer_dist.errors import UserError
@@ -305,6 +306,8 @@ def label_efficiency(preset: str, out: Path, overrides: list[str], methods=DEFAU
     keep_freed_memory()                      # this process and the generator / shard workers it forks
     workflow.ensure_dataset(cfg)
     workflow.ensure_shards(cfg, preset, overrides)
+    for n in sorted({cell.n for cell in cells if cell.n is not None}):      # before stage 1, not after it
+        check_labeled_request(cfg.data.shards, n, cfg.data.label_seed)
     _train_once(preset, [*overrides, "train.method=synth_only"], stage1_dir)
     for cell in cells:
         _train_once(preset, [*overrides, *cell.overrides(stage1)], out / cell.name)

@@ -78,3 +78,13 @@ def test_a_run_that_stopped_before_its_first_step_records_the_new_settings(tmp_p
     (record,) = yaml.safe_load((out / ckpt.CHANGES_FILE).read_text())
     assert record["global_step"] == 0 and record["changes"]["optim.lr"]["new"] == 0.001
     assert yaml.safe_load((out / "config.yaml").read_text())["optim"]["lr"] == 0.001
+
+
+def test_an_experiment_with_more_labeled_frames_than_the_pool_is_refused_before_its_stage_1(dataset, tmp_path):
+    out = tmp_path / "experiment"
+    result = cli(tmp_path, "experiment", "label-efficiency", f"data.root={dataset['root']}",
+                 f"data.shards={dataset['shards']}", "--preset", "tiny", "--out", str(out), "--methods",
+                 "synth_only,real_synth", "--ns", "10,50", "--seeds", "1")
+    line = one_line_error(result)
+    assert "data.n_labeled=50 is larger than the labeled pool" in line and "holds 18 train frames" in line, line
+    assert not (out / "stage1").exists() and "[train]" not in result.stdout
