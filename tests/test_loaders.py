@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import tarfile
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +192,80 @@ def test_resume_reproduces_the_next_batch(shards):
     for name in expected:
         for key in expected[name]:
             torch.testing.assert_close(got[name][key], expected[name][key], atol=0, rtol=0)
+
+
+def assert_same_batches(got: list, expected: list) -> None:
+    assert len(got) == len(expected)
+    for step, (a, b) in enumerate(zip(got, expected)):
+        assert list(a) == list(b)
+        for name in a:
+            assert list(a[name]) == list(b[name])
+            for key in a[name]:
+                torch.testing.assert_close(a[name][key], b[name][key], atol=0, rtol=0,
+                                           msg=f"step {step}: {name}.{key}")
+
+
+@pytest.fixture
+def build_ahead_at_once(monkeypatch):
+    """Every TrainStream builds the next epoch's readers as soon as it may; returns the epochs whose
+    readers a rollover took from such a build."""
+    from murauer_dist.data import loaders
+    taken = []
+    take = loaders.EpochBuild.take
+
+    def spy(self):
+        taken.append(self.epoch)
+        return take(self)
+
+    monkeypatch.setattr(loaders.BuildPace, "due", lambda self, steps_left: True)
+    monkeypatch.setattr(loaders.EpochBuild, "take", spy)
+    return taken
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rollover_readers_built_ahead_equal_fresh_ones_and_resume_is_exact(shards, backend, build_ahead_at_once):
+    """Rank 1 of 2: its seeds and its part of the samples both change with the epoch."""
+    cfg = make_cfg(shards["path"], backend, "train.iters_per_epoch=2")
+    with closing(build_train_stream(cfg, "main", 1, 2, "cpu")) as stream:
+        batches = [next(stream) for _ in range(5)]          # epochs 0, 0, 1, 1, 2
+        state = stream.state_dict()
+    assert build_ahead_at_once == [1, 2] and state == {"epoch": 2, "step_in_epoch": 1}
+    assert not torch.equal(batches[2]["synth"]["depth"], batches[0]["synth"]["depth"])
+    with closing(build_train_stream(cfg, "main", 1, 2, "cpu")) as fresh:
+        fresh.pace.due = lambda steps_left: False           # nothing built ahead: each epoch's readers made
+        assert_same_batches([next(fresh) for _ in range(5)], batches)   # at its first step, as before
+    assert build_ahead_at_once == [1, 2]
+    with closing(build_train_stream(cfg, "main", 1, 2, "cpu")) as resumed:   # mid-epoch 1, across the next
+        resumed.load_state_dict({"epoch": 1, "step_in_epoch": 1})
+        assert_same_batches([next(resumed) for _ in range(2)], batches[3:5])
+        assert resumed.state_dict() == state and build_ahead_at_once == [1, 2, 2]
+
+
+def test_close_ends_the_build_ahead_and_the_process_exits_cleanly(shards):
+    """A stream closed while the last epoch's readers are being closed and the next epoch's built, one
+    left open mid-build: close() leaves no thread behind (those nor DALI's), and the interpreter exits
+    with 0."""
+    script = f"""
+import os
+from murauer_dist.config import load_config
+from murauer_dist.data import loaders
+loaders.BuildPace.due = lambda self, steps_left: True
+cfg = load_config("tiny", ["data.shards={shards['path']}", "data.crop_size={CROP}", "data.n_labeled=6",
+                           "data.label_seed=3", "loader.num_threads=1", "loader.shuffle_buffer=8"])
+loaders.build_train_stream(cfg, "main", 0, 1, "cpu").close()     # DALI's process-wide threads started
+threads = len(os.listdir("/proc/self/task"))
+closed = loaders.build_train_stream(cfg, "main", 0, 1, "cpu")
+for _ in range(4):                  # into epoch 1: epoch 0's readers closing, epoch 2's being built
+    next(closed)
+assert closed._closing is not None and closed._next is not None
+closed.close()
+assert len(os.listdir("/proc/self/task")) == threads
+left_open = loaders.build_train_stream(cfg, "main", 0, 1, "cpu")
+next(left_open)
+print("done")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "done", done.stderr[-2000:]
 
 
 def test_pretrain_stage_draws_only_synth(shards):

@@ -7,6 +7,12 @@ PNG decode and crop per sample). Reported per loader (medians over repeats): sam
 CPU-second (process + worker CPU time: "per core"), the wait per step of a consumer that does
 nothing, and the wait fraction for a training step of `step_ms`. DALI also runs the full MURAUER step
 (all five streams). Prints a table; writes JSON with --out.
+
+`--rollover`: the MURAUER training streams (all five, DALI and reference) over `--epochs` epochs of
+`--iters` steps, each step followed by `step_ms` of sleep (a training step that leaves the CPU to the
+loader, as a GPU step does). Reported per backend (medians over repeats): the data wait of the
+rollover steps (the first step of epochs 1..) against the median wait of ordinary steps, the largest
+ordinary wait, and the memory (PSS of the process and its loader workers) at its median and peak.
 """
 from __future__ import annotations
 
@@ -74,9 +80,83 @@ def _median_runs(make, batches: int, repeats: int) -> dict:
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
 
 
+def _memory_mb() -> float:
+    """Proportional set size (PSS) of this process and its children (loader workers), MB: pages the
+    forked workers share with this process count once, as they would not in a sum of RSS."""
+    total = 0
+    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            total += proc.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 2**20
+
+
+def _rollover_run(cfg, epochs: int, iters: int, step_ms: float, device: str) -> dict:
+    """One pass over `epochs` epochs: the wait of every step, split into rollover and ordinary steps."""
+    from murauer_dist.data.loaders import build_train_stream
+    stream = build_train_stream(cfg, "main", 0, 1, "cuda" if device == "gpu" else "cpu")
+    waits, memory = [], []
+    try:
+        for _ in range(epochs * iters):
+            start = time.perf_counter()
+            next(stream)
+            waits.append(time.perf_counter() - start)
+            memory.append(_memory_mb())
+            time.sleep(step_ms / 1000)
+    finally:
+        stream.close()
+    rollover = [waits[k] for k in range(iters, len(waits), iters)]
+    ordinary = [w for k, w in enumerate(waits) if k % iters]      # the very first step builds from cold
+    return {"rollover_ms": 1000 * statistics.median(rollover), "rollover_max_ms": 1000 * max(rollover),
+            "ordinary_ms": 1000 * statistics.median(ordinary), "ordinary_max_ms": 1000 * max(ordinary),
+            "rollover_vs_ordinary": statistics.median(rollover) / max(statistics.median(ordinary), 1e-9),
+            "memory_median_mb": statistics.median(memory), "memory_peak_mb": max(memory)}
+
+
+def rollover_bench(shards: str, out: str, preset: str, repeats: int, step_ms: float, device: str, epochs: int,
+                   iters: int, *overrides: str) -> dict:
+    """The data wait at each epoch rollover vs ordinary steps, DALI and reference (see the module doc)."""
+    if epochs < 2 or iters < 2:
+        raise SystemExit(f"--rollover needs at least 2 epochs of 2 steps, got --epochs {epochs} --iters {iters}")
+    host = machine()
+    base = [*overrides, f"loader.device={device}", f"train.iters_per_epoch={iters}"]
+    base += [f"data.shards={shards}"] if shards else []
+    results = {}
+    for backend in ("dali", "reference"):
+        cfg = load_config(preset, base + [f"loader.backend={backend}"])
+        runs = [_rollover_run(cfg, epochs, iters, step_ms, device) for _ in range(repeats)]
+        results[backend] = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    summary = {"mode": "rollover", "crop_size": cfg.data.crop_size, "threads": cfg.loader.num_threads,
+               "shuffle_buffer": cfg.loader.shuffle_buffer, "device": device, "epochs": epochs, "iters": iters,
+               "step_ms": step_ms, "repeats": repeats, "machine": host, "backends": results}
+    _print_rollover(summary)
+    if out:
+        atomic_write_text(out, json.dumps(summary, indent=2))
+    return summary
+
+
+def _print_rollover(summary: dict) -> None:
+    print(f"rollover: {summary['epochs']} epochs of {summary['iters']} steps, step {summary['step_ms']:.0f} ms, "
+          f"crop {summary['crop_size']}, {summary['threads']} threads, shuffle buffer {summary['shuffle_buffer']}, "
+          f"device {summary['device']}, median of {summary['repeats']}")
+    print(describe(summary["machine"]))
+    print("| backend | rollover wait (ms) | max rollover (ms) | ordinary wait (ms) | max ordinary (ms) "
+          "| rollover / ordinary | memory median / peak (PSS, MB) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, row in summary["backends"].items():
+        print(f"| {name} | {row['rollover_ms']:.1f} | {row['rollover_max_ms']:.1f} | {row['ordinary_ms']:.1f} "
+              f"| {row['ordinary_max_ms']:.1f} | {row['rollover_vs_ordinary']:.1f}x "
+              f"| {row['memory_median_mb']:.0f} / {row['memory_peak_mb']:.0f} |")
+
+
 def main(shards: str = "", root: str = "", batches: int = 30, out: str = "", preset: str = "nyu",
-         repeats: int = 3, step_ms: float = 100.0, device: str = "cpu", *overrides: str) -> dict:
-    """Benchmark the loaders on SHARDS (and the NYU-layout ROOT for the original-style loader)."""
+         repeats: int = 3, step_ms: float = 100.0, device: str = "cpu", *overrides: str, rollover: bool = False,
+         epochs: int = 4, iters: int = 20) -> dict:
+    """Benchmark the loaders on SHARDS (and the NYU-layout ROOT for the original-style loader);
+    --rollover: the data wait at epoch rollovers instead (--epochs, --iters steps per epoch)."""
+    if rollover:
+        return rollover_bench(shards, out, preset, repeats, step_ms, device, epochs, iters, *overrides)
     host = machine()                                      # before the runs: the load of other jobs
     base = [*overrides, f"loader.device={device}"]
     base += [f"data.shards={shards}"] if shards else []

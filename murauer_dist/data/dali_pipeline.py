@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
-from nvidia.dali.pipeline import do_not_convert
+from nvidia.dali.pipeline import Pipeline, do_not_convert
 import nvidia.dali.math as dmath
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
@@ -214,8 +214,9 @@ def eval_graph(graph: StreamGraph, tars, stream: str = "eval") -> dict:
 
 
 def build_iterator(builder, graph: StreamGraph, batch_size: int, device_id, threads: int, finite: bool,
-                   *args) -> tuple[DALIGenericIterator, list[str]]:
-    """Build one pipeline from `builder(graph, *args)` and wrap it in a DALIGenericIterator."""
+                   *args) -> tuple[DALIGenericIterator, list[str], Pipeline]:
+    """Build one pipeline from `builder(graph, *args)` and wrap it in a DALIGenericIterator (which makes
+    the first batch now); the pipeline is returned too, for shutdown()."""
     names: list[str] = []
 
     @pipeline_def(enable_conditionals=True)
@@ -232,7 +233,13 @@ def build_iterator(builder, graph: StreamGraph, batch_size: int, device_id, thre
                                        last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=False)
     else:
         iterator = DALIGenericIterator([pipeline], names, size=-1)
-    return iterator, names
+    return iterator, names, pipeline
+
+
+def shutdown(pipeline: Pipeline) -> None:
+    """Stop a pipeline's threads now, not when the garbage collector (or DALI's exit hook) gets to it:
+    what Pipeline.__del__ calls; DALI has no public close."""
+    pipeline._shutdown()
 
 
 def frames_from_info(info) -> np.ndarray:

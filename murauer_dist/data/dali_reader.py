@@ -60,8 +60,8 @@ class DaliStreamReader:
         else:
             builder, args = dali_pipeline.unlabeled_graph, (sources.train_tars, stream)
         device_id = _device_id(dali_device, device)
-        self.iterator, _ = dali_pipeline.build_iterator(builder, graph, batch_size, device_id,
-                                                        cfg.loader.num_threads, False, *args)
+        self.iterator, _, self.pipeline = dali_pipeline.build_iterator(builder, graph, batch_size, device_id,
+                                                                       cfg.loader.num_threads, False, *args)
         noise_device = f"cuda:{device_id}" if dali_device == "gpu" else "cpu"
         self.generator = torch.Generator(device=noise_device).manual_seed(seed)
         self.stream = stream
@@ -70,8 +70,13 @@ class DaliStreamReader:
     def next_raw(self) -> dict:
         return add_noise(_raw(next(self.iterator)[0]), self.stream, self.generator, self.noise_mm)
 
+    def prime(self) -> None:
+        """Nothing to do: the iterator made the first batch when it was built (prepare_first_batch)."""
+
     def close(self) -> None:
-        self.iterator = None
+        if self.pipeline is not None:
+            dali_pipeline.shutdown(self.pipeline)
+        self.iterator, self.pipeline = None, None
 
 
 def dali_eval_raw(cfg, tars: list[str], part: tuple[int, int], device: torch.device, layout: SampleLayout,
@@ -79,8 +84,11 @@ def dali_eval_raw(cfg, tars: list[str], part: tuple[int, int], device: torch.dev
     """Raw eval batches of this rank's contiguous part, in shard order, the last one partial."""
     dali_device = dali_pipeline.resolve_device(cfg.loader.device, device)
     graph = dali_pipeline.StreamGraph(cfg, dali_device, 0, part, layout)
-    iterator, _ = dali_pipeline.build_iterator(dali_pipeline.eval_graph, graph, cfg.loader.eval_batch,
-                                               _device_id(dali_device, device), cfg.loader.num_threads, True,
-                                               tars, stream)
-    for output in iterator:
-        yield _raw(output[0])
+    iterator, _, pipeline = dali_pipeline.build_iterator(dali_pipeline.eval_graph, graph, cfg.loader.eval_batch,
+                                                         _device_id(dali_device, device), cfg.loader.num_threads,
+                                                         True, tars, stream)
+    try:
+        for output in iterator:
+            yield _raw(output[0])
+    finally:
+        dali_pipeline.shutdown(pipeline)

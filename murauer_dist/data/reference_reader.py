@@ -21,12 +21,22 @@ class ReferenceStreamReader:
                              labeled_probability=labeled_probability)
         self.loader = raw_loader(dataset, workers)
         self.iterator = iter(self.loader)
+        self._first: dict | None = None
+
+    def prime(self) -> None:
+        """Make the first batch now (workers started, shuffle buffers filled), as DALI's iterator does."""
+        if self._first is None:
+            self._first = next(self.iterator)
 
     def next_raw(self) -> dict:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
         return next(self.iterator)
 
     def close(self) -> None:
-        self.iterator = None
+        """Drop the iterator: its __del__ ends and joins the DataLoader's worker processes."""
+        self.iterator, self._first = None, None
 
 
 def reference_eval_raw(cfg, samples: list, stored: int, layout: SampleLayout, stream: str = "eval"):

@@ -2,8 +2,9 @@
 
 Both loaders (DALI and reference) produce the same *raw* stream dicts: warped, noisy crops in mm
 (B,1,C,C) float32, plus the random draws and the stored labels. The functions here turn them into
-the batch contract of batch.py with the same torch code (augment.py), on the output device, so the
-two backends can only differ in decoding, reading and warping.
+the batch contract of batch.py with the same torch code (augment.py), so the two backends can only
+differ in decoding, reading and warping: finish_labels where the raw labels are (the CPU for both
+loaders), finish_images where the raw images are (the GPU for DALI on the GPU); finish does both.
 
 Raw fields: crop (B, *schema.crop_shape), joints (B, *schema.joints_shape) (NYU: (B,3,8) and
 (B,3,2,14,3)), theta (B,), jitter (B,3), frame (B,) int64, and per stream: pairs real/synth; synth
@@ -61,6 +62,25 @@ def _camera(tensor: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
     return tensor[torch.arange(tensor.shape[0], device=tensor.device), cam]
 
 
+# Raw image field -> (contract name, the centre it is normalised around): "sample" is the sample's
+# jittered crop centre, "view" the target view's stored centre (no jitter).
+IMAGE_FIELDS = {
+    "pairs": {"real": ("real_depth", "sample"), "synth": ("synth_depth", "sample")},
+    "synth": {"depth": ("depth", "sample")},
+    "views": {"real": ("real_depth", "sample"), "synth": ("synth_depth", "sample"),
+              "real_view": ("real_view", "view"), "synth_view": ("synth_view", "view")},
+    "unlabeled_real": {"depth": ("depth", "sample")},
+    "unlabeled_synth": {"depth": ("depth", "sample")},
+    **{stream: {"depth": ("depth", "sample")} for stream in _EVAL_DOMAIN},
+}
+
+
+def image_fields(stream: str) -> dict:
+    if stream not in IMAGE_FIELDS:
+        raise ValueError(f"unknown stream {stream!r}")
+    return IMAGE_FIELDS[stream]
+
+
 def _labeled_sample(raw: dict, cam: torch.Tensor, camera: Camera) -> dict:
     crop, joints = _camera(raw["crop"], cam), _camera(raw["joints"], cam)
     out = augment.transform_joints(joints[:, 0], joints[:, 1], crop, raw["theta"], raw["jitter"], camera)
@@ -69,35 +89,43 @@ def _labeled_sample(raw: dict, cam: torch.Tensor, camera: Camera) -> dict:
     return out
 
 
-def finish(stream: str, raw: dict, camera: Camera, labeled_frames: torch.Tensor | None = None,
-           view_camera: int = 3) -> dict:
-    """Raw stream dict -> the contract's named tensors (same device as `raw`); `camera`: the dataset's."""
-    batch = raw["frame"].shape[0]
-    cam1 = torch.zeros(batch, dtype=torch.long, device=raw["frame"].device)
+def finish_labels(stream: str, raw: dict, camera: Camera, labeled_frames: torch.Tensor | None = None,
+                  view_camera: int = 3) -> tuple[dict, dict]:
+    """The label part of finish, on the device of the raw labels (both loaders: the CPU).
+
+    Returns (the contract's label tensors, the per-sample centres the images are normalised around:
+    {"sample": (z, cube), "view": (z, cube)}, see IMAGE_FIELDS)."""
+    image_fields(stream)                            # an unknown stream fails here, before any work
     if stream in ("unlabeled_real", "unlabeled_synth"):
         z = raw["crop"][:, 0, Z_C].double() + raw["jitter"][:, 2].double()
-        return {"depth": augment.normalize_depth(raw["depth"], z, raw["crop"][:, 0, CUBE]), "frame": raw["frame"]}
+        return {"frame": raw["frame"]}, {"sample": (z, raw["crop"][:, 0, CUBE])}
+    cam1 = torch.zeros(raw["frame"].shape[0], dtype=torch.long, device=raw["frame"].device)
     cam = raw["cam"].long() if stream == "synth" else cam1
     sample = _labeled_sample(raw, cam, camera)
-    labels = {"target": sample["target"], "center_xyz": sample["center_xyz"], "cube_mm": sample["cube_mm"],
-              "frame": raw["frame"]}
+    centres = {"sample": (sample["center_z"], sample["cube_mm"])}
+    if stream != "views":
+        return {"target": sample["target"], "center_xyz": sample["center_xyz"], "cube_mm": sample["cube_mm"],
+                "frame": raw["frame"]}, centres
+    view_crop = raw["crop"][:, view_camera - 1]
+    labeled = raw["from_labeled"].bool()
+    if labeled_frames is not None and labeled_frames.numel():
+        labeled = labeled | torch.isin(raw["frame"], labeled_frames.to(raw["frame"].device))
+    labels = {"real_cond": augment.condition(sample["center_xyz"], raw["cond_real"]),
+              "synth_cond": augment.condition(sample["center_xyz"], raw["cond_synth"]),
+              "target": sample["target"], "labeled": labeled, "frame": raw["frame"]}
+    return labels, {**centres, "view": (view_crop[:, Z_C], view_crop[:, CUBE])}
 
-    def norm(images):
-        return augment.normalize_depth(images, sample["center_z"], sample["cube_mm"])
 
-    if stream == "pairs":
-        return {"real_depth": norm(raw["real"]), "synth_depth": norm(raw["synth"]), **labels}
-    if stream == "synth" or stream in _EVAL_DOMAIN:
-        return {"depth": norm(raw["depth"]), **labels}
-    if stream == "views":
-        view_crop = raw["crop"][:, view_camera - 1]
-        labeled = raw["from_labeled"].bool()
-        if labeled_frames is not None and labeled_frames.numel():
-            labeled = labeled | torch.isin(raw["frame"], labeled_frames.to(raw["frame"].device))
-        return {"real_depth": norm(raw["real"]), "synth_depth": norm(raw["synth"]),
-                "real_view": augment.normalize_depth(raw["real_view"], view_crop[:, Z_C], view_crop[:, CUBE]),
-                "synth_view": augment.normalize_depth(raw["synth_view"], view_crop[:, Z_C], view_crop[:, CUBE]),
-                "real_cond": augment.condition(sample["center_xyz"], raw["cond_real"]),
-                "synth_cond": augment.condition(sample["center_xyz"], raw["cond_synth"]),
-                "target": sample["target"], "labeled": labeled, "frame": raw["frame"]}
-    raise ValueError(f"unknown stream {stream!r}")
+def finish_images(stream: str, raw: dict, centres: dict) -> dict:
+    """The image part of finish: depth normalisation of the raw images where they are (a GPU for DALI
+    on the GPU); `centres` from finish_labels, best already on the images' device."""
+    return {name: augment.normalize_depth(raw[field], *centres[centre])
+            for field, (name, centre) in image_fields(stream).items()}
+
+
+def finish(stream: str, raw: dict, camera: Camera, labeled_frames: torch.Tensor | None = None,
+           view_camera: int = 3) -> dict:
+    """Raw stream dict -> the contract's named tensors (labels where the raw labels are, images where
+    the raw images are); `camera`: the dataset's."""
+    labels, centres = finish_labels(stream, raw, camera, labeled_frames, view_camera)
+    return {**finish_images(stream, raw, centres), **labels}
