@@ -74,16 +74,27 @@ NO_KERNEL = {"aten.detach", "aten.view", "aten._unsafe_view", "aten.t", "aten.ex
 
 
 class OpCounter(TorchDispatchMode):
-    """Operators dispatched while active, by name (.counts); .kernels() = those that launch a kernel."""
+    """Operators dispatched while active, by name (.counts); .kernels() = those that launch a kernel.
+    With `device` ("meta"), only the operators that touch a tensor on it or create one there."""
 
-    def __init__(self):
+    def __init__(self, device: str | None = None):
         super().__init__()
+        self.device = device
         self.counts: dict[str, int] = {}
 
     def kernels(self) -> int:
         return sum(n for name, n in self.counts.items() if name not in NO_KERNEL)
 
+    def _touches_device(self, args, kwargs) -> bool:
+        if self.device is None:
+            return True
+        target = kwargs.get("device")
+        return (target is not None and torch.device(target).type == self.device) or any(
+            isinstance(a, torch.Tensor) and a.device.type == self.device for a in (*args, *kwargs.values()))
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func.overloadpacket)
-        self.counts[name] = self.counts.get(name, 0) + 1
-        return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if self._touches_device(args, kwargs):
+            name = str(func.overloadpacket)
+            self.counts[name] = self.counts.get(name, 0) + 1
+        return func(*args, **kwargs)
