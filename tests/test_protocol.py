@@ -308,6 +308,7 @@ def fake_workflow(monkeypatch):
     monkeypatch.setattr(exp.workflow, "evaluate_run", evaluate_run)
     monkeypatch.setattr(exp.workflow, "ensure_dataset", lambda cfg: None)
     monkeypatch.setattr(exp.workflow, "ensure_shards", lambda cfg, preset, overrides: None)
+    monkeypatch.setattr(exp, "check_labeled_request", lambda shards, n, seed: None)    # no shards in the fake
     return calls
 
 
