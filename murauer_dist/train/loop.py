@@ -143,10 +143,20 @@ def _validate_epoch(run: Run, stage: str, epoch: int) -> None:
 
 
 def run_stage(run: Run, stage: str, resume: dict | None) -> str:
-    """Train one stage from its start or from `resume`; returns "done" or "stopped"."""
+    """Train one stage from its start or from `resume`; returns "done" or "stopped". The stage's
+    stream is closed when the stage ends, however it ends (the readers it builds ahead included)."""
+    stream = run.stream_factory(run.cfg, stage, run.info.rank, run.info.world_size, run.info.device)
+    try:
+        return _train_stage(run, stage, resume, stream)
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+def _train_stage(run: Run, stage: str, resume: dict | None, stream) -> str:
     cfg, info = run.cfg, run.info
     engines = build_engines(cfg, run.model, run.disc, info.rank, info.world_size, info.device, stage)
-    stream = run.stream_factory(cfg, stage, info.rank, info.world_size, info.device)
     position, data_state = (restore_position(run, resume, engines) if resume else (Position(), None))
     epochs, iters, limit = stage_length(cfg, stage)
     samples_per_step = sum(stream_sizes(cfg, stage).values())
