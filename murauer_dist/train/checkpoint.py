@@ -23,7 +23,6 @@ import os
 import pickle
 import random
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import yaml
 
 from murauer_dist.atomic import atomic_open, atomic_write_text
 from murauer_dist.config import config_from_dict, save_config
-from murauer_dist.errors import UserError
+from murauer_dist.errors import UserError, free_space
 
 STAGES = ("pretrain", "main")
 _NAME = re.compile(r"^(ckpt-(?P<step>\d+)|final-(?P<stage>pretrain|main))\.pt$")
@@ -164,14 +163,6 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return find_resumable(run_dir)[0]
 
 
-def _size_text(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
-
-
 def save_checkpoint(run_dir: str | os.PathLike, state: dict, keep: int, final: bool = False) -> Path:
     """Write atomically (temp file + rename); keep the newest `keep` periodic files.
 
@@ -188,9 +179,8 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, keep: int, final: b
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        free = shutil.disk_usage(folder).free
         raise CheckpointError(
-            f"cannot write checkpoint {path}: no space left on the device ({_size_text(free)} free in {folder}); "
+            f"cannot write checkpoint {path}: no space left on the device ({free_space(folder)}); "
             "nothing was half-written. Free some space (or use a train.out on a larger disk) and run the same "
             "command again: it resumes from the last complete checkpoint") from err
     if not final and keep > 0:
