@@ -33,6 +33,9 @@ class FakeTrainStream:
         seed = derive_seed(*self.seed_parts, epoch, position)
         return to_device(fake_batch(self.sizes, self.crop_size, self.num_joints, seed=seed), self.device)
 
+    def close(self) -> None:
+        """Nothing to free (TrainStream's protocol: the loop closes a stage's stream when it ends)."""
+
     def __iter__(self):
         while self.position < self.steps_per_epoch:
             batch = self.make_batch(self.epoch, self.position)

@@ -149,9 +149,7 @@ def run_stage(run: Run, stage: str, resume: dict | None) -> str:
     try:
         return _train_stage(run, stage, resume, stream)
     finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
+        stream.close()
 
 
 def _train_stage(run: Run, stage: str, resume: dict | None, stream) -> str:
