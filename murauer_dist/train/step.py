@@ -19,7 +19,7 @@ import torch
 from murauer_dist import dist
 from murauer_dist.methods import loss_weights, method_for
 from murauer_dist.train import losses
-from murauer_dist.train.undo import TensorSnapshot, snapshot_of
+from murauer_dist.train.undo import TensorSnapshot
 
 # Synthetic halves with a pose target: (forward request, batch stream).
 _SYNTH_HALVES = (("pairs_synth", "pairs"), ("synth", "synth"), ("views_synth", "views"))
@@ -183,15 +183,16 @@ def _autocast(cfg, device: torch.device):
     return contextlib.nullcontext()
 
 
-# BatchNorm running statistics of each pose model, copied before its forward passes so that a
-# skipped step can put them back (one multi-tensor copy; undo.py).
-_BUFFER_SNAPSHOTS: "weakref.WeakKeyDictionary[torch.nn.Module, TensorSnapshot]" = weakref.WeakKeyDictionary()
+# The BatchNorm running statistics of each model engine, copied before its forward passes so that a
+# skipped step can put them back (one multi-tensor copy; undo.py). Made with the engine's first step:
+# an engine lives for one stage, and its module's buffers do not change within it.
+_BUFFER_SNAPSHOTS: "weakref.WeakKeyDictionary[object, TensorSnapshot]" = weakref.WeakKeyDictionary()
 
 
-def _buffer_snapshot(module: torch.nn.Module) -> TensorSnapshot:
-    snapshot = snapshot_of(list(module.buffers()), _BUFFER_SNAPSHOTS.get(module))
-    _BUFFER_SNAPSHOTS[module] = snapshot
-    return snapshot
+def _buffer_snapshot(engine) -> TensorSnapshot:
+    if engine not in _BUFFER_SNAPSHOTS:
+        _BUFFER_SNAPSHOTS[engine] = TensorSnapshot(list(engine.module.buffers()))
+    return _BUFFER_SNAPSHOTS[engine]
 
 
 def _no_phase(phase: str) -> None:
@@ -217,7 +218,7 @@ def train_step(engines: dict, batch: dict, cfg, stage: str = "main",
     model, disc, on_phase = engines["model"], engines["disc"], on_phase or _no_phase
     weights = loss_weights(cfg.train.method, stage, cfg.loss)        # {"L_synth": 1, "L_real": beta, ...}
     device = next(model.module.parameters()).device
-    buffers = _buffer_snapshot(model.module)
+    buffers = _buffer_snapshot(model)
     buffers.take()
     with _autocast(cfg, device):
         out = model(model_requests(batch, cfg, stage))
