@@ -9,9 +9,20 @@ import scipy.io
 
 from murauer_dist import geometry
 from murauer_dist.data import nyu
+from murauer_dist.data.shards.cli import make_shard_set
 from murauer_dist.data.shards.handmade import make_nyu_layout
 
-__all__ = ["make_nyu_layout", "edit_joints", "real_frame_layout"]
+__all__ = ["make_nyu_layout", "edit_joints", "real_frame_layout", "layout_with_shards", "SHARD_ARGS"]
+
+SHARD_ARGS = ["data.crop_size=32", "data.val_fraction=0.1"]      # the tiny preset's crops, a val split
+
+
+def layout_with_shards(base: Path, frames_train: int) -> dict:
+    """A hand-made NYU-layout dataset (4 test frames) and its shards made with SHARD_ARGS:
+    {"root": BASE/nyu, "shards": BASE/shards}."""
+    root = make_nyu_layout(base / "nyu", frames_train=frames_train, frames_test=4, seed=3)
+    make_shard_set(str(root), str(base / "shards"), workers=1, overrides=SHARD_ARGS, log=lambda *a, **k: None)
+    return {"root": root, "shards": base / "shards"}
 
 
 def edit_joints(root: Path, split: str, edit) -> None:

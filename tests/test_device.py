@@ -15,7 +15,6 @@ And on the CPU, with real values: a skipped (non-finite) step changes nothing, D
 from __future__ import annotations
 
 import collections
-import signal
 
 import pytest
 import torch
@@ -29,8 +28,9 @@ from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train import loop
 from murauer_dist.train.engine_factory import build_engines
-from murauer_dist.train.fake_stream import FakeTrainStream, fake_eval_factory
+from murauer_dist.train.fake_stream import fake_eval_factory
 from murauer_dist.train.step import train_step
+from test_reliability_train import StopAt
 
 META = dist.DistInfo(0, 1, 0, torch.device("meta"))
 PER_STEP = "dist.py"                    # the agreement (dist.agree): the one sync a step may make
@@ -40,24 +40,8 @@ PER_INTERVAL = "train/loop.py"          # IntervalStats.summary and the final ch
 pytestmark = pytest.mark.filterwarnings("ignore:.*meta parameter:UserWarning")
 
 
-class _StopAt(FakeTrainStream):
-    """The in-memory stream that sends itself SIGTERM before the batch at (stage, epoch, position)."""
-
-    at = None
-
-    def __init__(self, cfg, stage, rank=0, device="cpu"):
-        super().__init__(cfg, stage, rank, device)
-        self.stage = stage
-
-    def make_batch(self, epoch, position):
-        if (self.stage, epoch, position) == _StopAt.at:
-            _StopAt.at = None
-            signal.raise_signal(signal.SIGTERM)
-        return super().make_batch(epoch, position)
-
-
 def _factory(cfg, stage, rank, world, device):
-    return _StopAt(cfg, stage, rank, device)
+    return StopAt(cfg, stage, rank, device)
 
 
 def _cfg(tmp_path, *extra):
@@ -90,8 +74,9 @@ def test_training_on_a_device_mixes_no_cpu_tensor_and_syncs_once_per_step(tmp_pa
 
 def test_a_run_stopped_on_the_cpu_resumes_on_a_device(tmp_path):
     cfg = _cfg(tmp_path)
-    _StopAt.at = ("main", 1, 2)
+    StopAt.at = ("main", 1, 2)
     stopped = loop.train(cfg, stream_factory=_factory, eval_factory=fake_eval_factory)
+    StopAt.at = ()
     assert stopped["status"] == "stopped" and stopped["global_step"] == 8
     saved = ckpt.load_checkpoint(ckpt.latest_checkpoint(cfg.train.out))
     assert saved["stage"] == "main" and saved["model_engine"]["optimizer"]["state"]       # Adam has state

@@ -8,22 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from murauer_dist.data.shards.cli import make_shard_set
 from murauer_dist.errors import UserError
 from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train.fake_stream import FakeTrainStream, fake_eval_factory
-from nyu_fixture import make_nyu_layout
+from nyu_fixture import layout_with_shards
 from test_reliability_train import cli, one_line_error, run, tiny
-
-SHARD_ARGS = ["data.crop_size=32", "data.val_fraction=0.1"]
-
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> dict:
-    base = tmp_path_factory.mktemp("preflight")
-    root = make_nyu_layout(base / "nyu", frames_train=20, frames_test=4, seed=3)
-    make_shard_set(str(root), str(base / "shards"), workers=1, overrides=SHARD_ARGS, log=lambda *a, **k: None)
-    return {"root": root, "shards": base / "shards"}
+    return layout_with_shards(tmp_path_factory.mktemp("preflight"), frames_train=20)
 
 
 def train(tmp_path: Path, dataset: dict, out: Path, *extra: str, shards: Path | None = None):

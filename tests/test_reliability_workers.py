@@ -12,18 +12,12 @@ import pytest
 
 from murauer_dist.data.shards.cli import make_shard_set
 from murauer_dist.train import checkpoint as ckpt
-from nyu_fixture import make_nyu_layout
+from nyu_fixture import SHARD_ARGS, layout_with_shards
 from test_reliability_train import child_env, one_line_error
-
-SHARD_ARGS = ["data.crop_size=32", "data.val_fraction=0.1"]
-
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> dict:
-    base = tmp_path_factory.mktemp("workers")
-    root = make_nyu_layout(base / "nyu", frames_train=40, frames_test=4, seed=3)
-    make_shard_set(str(root), str(base / "shards"), workers=1, overrides=SHARD_ARGS, log=lambda *a, **k: None)
-    return {"root": root, "shards": base / "shards"}
+    return layout_with_shards(tmp_path_factory.mktemp("workers"), frames_train=40)
 
 
 def train_args(dataset: dict, out: Path) -> list[str]:
