@@ -22,10 +22,10 @@ def synth_data(out: str, frames_train: int = 4000, frames_test: int = 800, seed:
                workers: int = 2, overwrite: bool = False, dataset: str = "nyu", realism: str = "default") -> None:
     """Write the procedural NYU-layout dataset (real and synthetic domains, 3 cameras) to OUT.
 
-    --dataset names the sensor and joints (murauer_dist/datasets.py): nyu (default) or qvga.
-    --realism names a profile of murauer_dist/data/procedural/realism.py: default, or nyu-fit (labels and
+    --dataset names the sensor and joints (murauer_dist/frames/datasets.py): nyu (default) or qvga.
+    --realism names a profile of murauer_dist/frames/procedural/realism.py: default, or nyu-fit (labels and
     synthetic twins at a fitted pose, the actor's forearm in the real frames)."""
-    from murauer_dist.data.procedural.generate import synth_data as run
+    from murauer_dist.frames.procedural.generate import synth_data as run
     run(out, frames_train=frames_train, frames_test=frames_test, seed=seed, workers=workers, overwrite=overwrite,
         dataset=dataset, realism=realism)
 
@@ -35,7 +35,7 @@ def data_report(root: str, out: str = "", frames: int = 200, seed: int = 0, refe
     pose coverage of NYU's test poses, crop statistics next to a real frame, real vs synthetic twin per
     pose (--frames test frames; --reference: another folder of those files); data-report.json, .md and .png
     into --out (default ROOT/report)."""
-    from murauer_dist.data.report import data_report as run
+    from murauer_dist.frames.report import data_report as run
     run(root, out=out, frames=frames, seed=seed, reference=reference)
 
 
@@ -46,7 +46,7 @@ def make_shards(root: str = "", out: str = "", *overrides: str, split: str = "al
     Options are flags (`--split train --workers 8`) so that positional `section.key=value` overrides
     after ROOT OUT are not taken for them. `--overwrite` rewrites shards that OUT holds from another
     source (other root, changed images or labels) instead of stopping."""
-    from murauer_dist.data.shards.cli import make_shards_command
+    from murauer_dist.shards.cli import make_shards_command
     make_shards_command(root=root, out=out, split=split, shard_size=shard_size, workers=workers,
                         preset=preset, verify=verify, overrides=overrides, overwrite=overwrite)
 
@@ -134,7 +134,7 @@ def sweep(sweep_file: str, *overrides: str, max_runs: int = 0, preset: str = "de
 
 def demo(*overrides: str, out: str = "runs/demo", preset: str = "demo-cpu") -> None:
     """The main job on the embedded dataset: data, shards, pre-training, MURAUER, evaluation."""
-    from murauer_dist.demo import demo_command
+    from murauer_dist.recipes.demo import demo_command
     demo_command(out=out, preset=preset, overrides=overrides)
 
 
@@ -149,7 +149,7 @@ def experiment(name: str = "label-efficiency", *overrides: str, preset: str = "l
     per method and n, chosen by the mean validation error over the seeds (--select-on val, the only
     split allowed for a choice).
     """
-    from murauer_dist.experiment import experiment_command
+    from murauer_dist.recipes.experiment import experiment_command
     experiment_command(name, preset=preset, out=out, overrides=overrides, methods=methods, ns=ns, seeds=seeds,
                        ablation_ns=ablation_ns, select=select, select_on=select_on)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.datasets import DATASETS, DEFAULT_DATASET
+from murauer_dist.frames.datasets import DATASETS, DEFAULT_DATASET
 from murauer_dist.errors import UserError
 from murauer_dist.methods import METHODS, required_streams
 
@@ -61,7 +61,7 @@ def ranged(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, **bounds
 class DataConfig:
     root: str = "data/procedural"        # NYU-layout folder (real download or `synth-data` output)
     shards: str = "data/shards"          # output of `make-shards`: {train,val,test}/ and labeled/
-    dataset: str = DEFAULT_DATASET       # camera, joints and files of the data (murauer_dist/datasets.py)
+    dataset: str = DEFAULT_DATASET       # camera, joints and files of the data (murauer_dist/frames/datasets.py)
     crop_size: int = ranged(128, ge=16)  # network input side (pixels); its minimum: min_crop_size
     cube_mm: float = ranged(300.0, gt=0)  # edge of the 3D crop cube
     second_actor_cube_mm: float = ranged(249.9, gt=0)  # NYU test frames >= second_actor_from use this cube
@@ -78,7 +78,7 @@ class DataConfig:
     synth_frames_train: int = ranged(4000, ge=1)  # procedural dataset size (demo / experiment make it if missing)
     synth_frames_test: int = ranged(800, ge=1)
     synth_seed: int = ranged(0, ge=0, le=2 ** 32 - 1)
-    synth_realism: str = "default"       # realism profile of the procedural dataset (data/procedural/realism.py)
+    synth_realism: str = "default"       # realism profile of the procedural dataset (frames/procedural/realism.py)
 
 
 @dataclass
@@ -228,7 +228,7 @@ class Config:
 CHOICES = {
     "data.dataset": tuple(DATASETS),
     "data.encoding": ("png", "raw"),
-    "data.synth_realism": ("default", "nyu-fit"),    # data/procedural/realism.py PROFILES (a test keeps them in step)
+    "data.synth_realism": ("default", "nyu-fit"),    # frames/procedural/realism.py PROFILES (a test keeps them in step)
     "loader.backend": ("dali", "reference"),
     "loader.device": ("auto", "gpu", "cpu"),
     "train.device": ("auto", "gpu", "cpu"),

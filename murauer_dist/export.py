@@ -226,7 +226,7 @@ def describe_export(cfg, mapped: bool, fmt: str, fixed_batch: int | None, checkp
         if hasattr(cfg.data, key):
             info[key] = getattr(cfg.data, key)
     try:
-        from murauer_dist.datasets import spec_of
+        from murauer_dist.frames.datasets import spec_of
         info["joint_labels"] = list(spec_of(cfg).joints.labels)
     except (ImportError, AttributeError, KeyError, ValueError):
         pass

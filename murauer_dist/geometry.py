@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from murauer_dist.datasets import NYU, Camera
+from murauer_dist.frames.datasets import NYU, Camera
 from murauer_dist.errors import UserError
 
 # NYU's constants under their old names, for old callers only: the pipeline takes a dataset's
-# Camera and JointSpec (murauer_dist/datasets.py) instead.
+# Camera and JointSpec (murauer_dist/frames/datasets.py) instead.
 NYU_CAMERA = NYU.camera
 FX, FY, UX, UY = NYU_CAMERA.fx, NYU_CAMERA.fy, NYU_CAMERA.ux, NYU_CAMERA.uy
 IMAGE_WIDTH, IMAGE_HEIGHT = NYU_CAMERA.width, NYU_CAMERA.height

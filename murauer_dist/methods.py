@@ -2,7 +2,7 @@
 whether real images go through the mapping m (README "Training", docs/method.md).
 
 The table drives everything that differs between methods: the config's choices for train.method,
-the batch streams (data/batch.py stream_sizes), the forward requests and the loss of a training
+the batch streams (batches/batch.py stream_sizes), the forward requests and the loss of a training
 step (train/step.py), the path of validation and evaluation (uses_mapping) and the labels of
 tables and plots (experiment.py). Adding a method is one entry here plus a preset in configs/.
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 class Method:
     name: str                       # the value of train.method
     label: str                      # in tables and plots
-    streams: tuple[str, ...]        # the batch streams it draws (data/batch.py STREAMS)
+    streams: tuple[str, ...]        # the batch streams it draws (batches/batch.py STREAMS)
     terms: dict                     # loss term -> weight: a number or a cfg.loss field name
     mapped: bool                    # real images pass f -> m -> p, in training and at evaluation
     short: str = ""                 # where space is short (plot ticks); "" means the label

@@ -8,9 +8,9 @@ import numpy as np
 import scipy.io
 
 from murauer_dist import geometry
-from murauer_dist.data import nyu
-from murauer_dist.data.shards.cli import make_shard_set
-from murauer_dist.data.shards.handmade import make_nyu_layout
+from murauer_dist.frames import nyu
+from murauer_dist.shards.cli import make_shard_set
+from murauer_dist.shards.handmade import make_nyu_layout
 
 __all__ = ["make_nyu_layout", "edit_joints", "real_frame_layout", "layout_with_shards", "SHARD_ARGS"]
 

@@ -16,8 +16,8 @@ import scipy.io
 import webdataset as wds
 
 from murauer_dist import geometry
-from murauer_dist.data import nyu
-from murauer_dist.data.shards import schema
+from murauer_dist.frames import nyu
+from murauer_dist.shards import schema
 
 NUM_JOINTS = 36
 PALM = geometry.EVAL_JOINTS[geometry.CENTER_JOINT]

@@ -12,7 +12,7 @@ import torch
 
 from murauer_dist import geometry
 from murauer_dist.config import ConfigError, load_config
-from murauer_dist.datasets import DATASETS, NYU, QVGA, DatasetError, dataset_spec, recorded_dataset
+from murauer_dist.frames.datasets import DATASETS, NYU, QVGA, DatasetError, dataset_spec, recorded_dataset
 from murauer_dist.errors import UserError
 
 FRAMES = {"train": 24, "test": 8}
@@ -57,8 +57,8 @@ def test_config_ties_joints_and_dataset():
 @pytest.fixture(scope="module")
 def qvga(tmp_path_factory):
     """A qvga dataset, its shards and a tiny run trained on them."""
-    from murauer_dist.data.procedural.generate import synth_data
-    from murauer_dist.data.shards.cli import make_shard_set
+    from murauer_dist.frames.procedural.generate import synth_data
+    from murauer_dist.shards.cli import make_shard_set
     base = tmp_path_factory.mktemp("qvga")
     root, shards = base / "data", base / "shards"
     synth_data(root, frames_train=FRAMES["train"], frames_test=FRAMES["test"], seed=3, workers=1, progress=False,
@@ -70,7 +70,7 @@ def qvga(tmp_path_factory):
 
 
 def test_qvga_files_have_its_sensor(qvga):
-    from murauer_dist.data.readers import open_split
+    from murauer_dist.frames.readers import open_split
     split = open_split(qvga["root"], "train", QVGA)
     with open(split.depth_path(0, 1, "real"), "rb") as handle:
         width, height, bits, colour = struct.unpack(">IIBB", handle.read(26)[16:26])
@@ -84,21 +84,21 @@ def test_qvga_files_have_its_sensor(qvga):
     record = json.loads((qvga["root"] / "procedural.json").read_text())
     assert record["dataset"] == "qvga" and record["camera"]["fx"] == 241.42
     # the NYU reader settings refuse the folder with one clear message instead of skipping every frame
-    from murauer_dist.data.shards.cli import make_shard_set
+    from murauer_dist.shards.cli import make_shard_set
     with pytest.raises(UserError, match=r"320x240 16-bit grayscale PNG, but dataset 'nyu' has 640x480"):
         make_shard_set(str(qvga["root"]), str(qvga["base"] / "nyu-shards"), workers=1, preset="tiny",
                        log=lambda _: None)
 
 
 def test_qvga_shards_record_the_dataset(qvga):
-    from murauer_dist.data.shards import decode_sample, read_manifest, shard_paths
-    from murauer_dist.data.shards.verify import verify_shard_set
+    from murauer_dist.shards import decode_sample, read_manifest, shard_paths
+    from murauer_dist.shards.verify import verify_shard_set
     import webdataset as wds
     for split in ("train", "val", "test"):
         manifest = read_manifest(qvga["shards"] / split)
         assert manifest["settings"]["dataset"] == "qvga" and manifest["config"]["data"]["dataset"] == "qvga"
         assert manifest["num_samples"] > 0
-    from murauer_dist.data.shards.schema import SampleLayout
+    from murauer_dist.shards.schema import SampleLayout
     layout = SampleLayout(num_cameras=3, num_joints=16)
     sample = decode_sample(next(iter(wds.WebDataset([str(shard_paths(qvga["shards"], "test")[0])],
                                                     shardshuffle=False, empty_check=False))), layout)
@@ -112,7 +112,7 @@ def test_qvga_shards_record_the_dataset(qvga):
 
 
 def test_loaders_refuse_shards_of_another_dataset(qvga):
-    from murauer_dist.data.loaders import build_eval_loader
+    from murauer_dist.batches.loaders import build_eval_loader
     cfg = load_config("tiny", [f"data.shards={qvga['shards']}"])
     with pytest.raises(UserError, match=r"shards of dataset 'qvga', but the config says data.dataset=nyu; "
                                         r"set data.dataset=qvga model.num_joints=16"):
@@ -122,7 +122,7 @@ def test_loaders_refuse_shards_of_another_dataset(qvga):
 def _hits(batch: dict, key: str, crop_size: int, flip: bool = False) -> tuple[float, float]:
     """Fraction of the unclipped joints (from the targets) whose network-crop pixel is hand, and the
     median |pixel depth - joint depth| there (normalised units); `flip` mirrors the joints first."""
-    from murauer_dist.data import augment
+    from murauer_dist.batches import augment
     target, center, cube = batch["target"].double(), batch["center_xyz"].double(), batch["cube_mm"].double()
     if flip:
         target = target * torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64)
@@ -137,7 +137,7 @@ def _hits(batch: dict, key: str, crop_size: int, flip: bool = False) -> tuple[fl
 
 
 def _first_batches(cfg, steps: int) -> list[dict]:
-    from murauer_dist.data.loaders import build_train_stream
+    from murauer_dist.batches.loaders import build_train_stream
     stream = build_train_stream(cfg, "main", 0, 1, "cpu")
     try:
         return [next(stream) for _ in range(steps)]
@@ -150,9 +150,9 @@ def test_loaders_use_the_datasets_camera(qvga, backend):
     """Un-augmented crops are the stored crops' exact central slices (the warp projects the crop centre
     with qvga's camera); rotated, jittered crops keep their joint targets on the hand (y down)."""
     import webdataset as wds
-    from murauer_dist.data.augment import CUBE, Z_C
-    from murauer_dist.data.shards import decode_sample, shard_paths
-    from murauer_dist.data.shards.schema import SampleLayout
+    from murauer_dist.batches.augment import CUBE, Z_C
+    from murauer_dist.shards import decode_sample, shard_paths
+    from murauer_dist.shards.schema import SampleLayout
     overrides = [*qvga["overrides"], f"loader.backend={backend}", "loader.num_threads=1"]
     cfg = load_config("tiny", [*overrides, "augment.enabled=false"])
     layout = SampleLayout(num_cameras=3, num_joints=16)

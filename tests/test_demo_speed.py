@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from murauer_dist import memory, workflow
+from murauer_dist import memory
+from murauer_dist.recipes import workflow
 from murauer_dist.bench import BENCHMARKS
 from murauer_dist.bench import demo as bench_demo
 from murauer_dist.config import load_config

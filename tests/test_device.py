@@ -22,7 +22,7 @@ import torch
 from murauer_dist import dist
 from murauer_dist.bench.meta_audit import HostSyncCounter, OpCounter
 from murauer_dist.config import load_config
-from murauer_dist.data.batch import fake_batch, stream_sizes
+from murauer_dist.batches.batch import fake_batch, stream_sizes
 from murauer_dist.methods import METHODS
 from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train import checkpoint as ckpt
@@ -154,7 +154,7 @@ def test_loader_batches_land_on_the_device_without_a_host_read(tmp_path, backend
     reads nothing back from it, and the device sees one copy per tensor: the labels are finished on
     the CPU, where they are, instead of as ~400 tiny device ops per batch (measured before the change:
     442 with DALI, 426 with the reference loader)."""
-    from murauer_dist.data.loaders import build_eval_loader, build_train_stream
+    from murauer_dist.batches.loaders import build_eval_loader, build_train_stream
     from shard_fixture import make_shard_set
 
     make_shard_set(tmp_path, n_train=16, n_test=4, crop_size=32, n_labeled=4, label_seed=3)

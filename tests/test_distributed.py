@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from murauer_dist.config import load_config
-from murauer_dist.data.batch import to_device
+from murauer_dist.batches.batch import to_device
 from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train import losses
 from murauer_dist.train.engine import make_adam

@@ -21,8 +21,8 @@ from murauer_dist.eval.result_files import (ResultFormatError, consistent_fracti
                                             read_result_file, write_result_file)
 from murauer_dist.eval.score import format_table, score_command, score_files
 from murauer_dist.config import load_config
-from murauer_dist.data.nyu import NyuSplit
-from murauer_dist.datasets import NYU
+from murauer_dist.frames.nyu import NyuSplit
+from murauer_dist.frames.datasets import NYU
 
 from conftest import MURAUER_RESULT, NYU_GT, read_text
 
@@ -256,7 +256,7 @@ class EncodedPoseModel(torch.nn.Module):
 
 
 def _nyu_eval_batches(pred_uvd: np.ndarray, gt_uvd: np.ndarray, batch: int, crop: int = 8, seed: int = 0):
-    """Eval batches (data/batch.py contract) of the real NYU test set whose crops encode `pred_uvd`.
+    """Eval batches (batches/batch.py contract) of the real NYU test set whose crops encode `pred_uvd`.
 
     Crops are centred on the ground-truth palm with the NYU test cube; batches come in shuffled
     frame order, as a multi-worker loader may deliver them.
@@ -369,8 +369,8 @@ def _cli(*args: str) -> None:
 def test_evaluate_command_on_a_trained_checkpoint(tmp_path, capsys):
     """Integration: a tiny trained run through the real checkpoint reader and eval loader."""
     pytest.importorskip("murauer_dist.train.checkpoint")
-    pytest.importorskip("murauer_dist.data.loaders")
-    pytest.importorskip("murauer_dist.data.procedural.generate")
+    pytest.importorskip("murauer_dist.batches.loaders")
+    pytest.importorskip("murauer_dist.frames.procedural.generate")
     data, shards, run = tmp_path / "data", tmp_path / "shards", tmp_path / "run"
     _cli("synth-data", str(data), "--frames-train", "48", "--frames-test", "24", "--workers", "1")
     _cli("make-shards", str(data), str(shards), "--workers", "1", "--preset", "tiny")

@@ -157,7 +157,7 @@ def write_refiner(path, seed: int = 0):
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_refiner_export_matches_torch_and_refines_the_same(tmp_path, fmt):
-    from murauer_dist.datasets import NYU
+    from murauer_dist.frames.datasets import NYU
     from murauer_dist.localize.refiner import load_refiner, refine_centres
     from murauer_dist.geometry import uvd_to_xyz
     checkpoint = write_refiner(tmp_path / "refiner.pt")

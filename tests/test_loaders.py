@@ -14,9 +14,9 @@ import torch
 
 from murauer_dist import geometry
 from murauer_dist.config import load_config
-from murauer_dist.data import augment
-from murauer_dist.data.loaders import build_eval_loader, build_train_stream
-from murauer_dist.data.shards.read import ShardError
+from murauer_dist.batches import augment
+from murauer_dist.batches.loaders import build_eval_loader, build_train_stream
+from murauer_dist.shards.read import ShardError
 
 from shard_fixture import make_shard_set
 
@@ -124,11 +124,11 @@ def test_augmented_joints_land_on_hand_pixels(shards, backend):
 
 
 def test_dali_matrix_equals_augment_matrix(shards):
-    from murauer_dist.data.dali_reader import DaliStreamReader
-    from murauer_dist.data.loaders import DataSources
+    from murauer_dist.batches.dali_backend import DaliStreamBackend
+    from murauer_dist.batches.loaders import DataSources
     cfg = make_cfg(shards["path"])
     sources = DataSources(cfg, need_labeled=True)
-    reader = DaliStreamReader(cfg, "pairs", 4, sources, {"main": (0, 1)}, seed=5, labeled_probability=0.0,
+    reader = DaliStreamBackend(cfg, "pairs", 4, sources, {"main": (0, 1)}, seed=5, labeled_probability=0.0,
                               device=torch.device("cpu"))
     raw = reader.next_raw()
     assert raw["theta"].abs().max() > 0 and raw["jitter"].abs().max() > 0
@@ -209,7 +209,7 @@ def assert_same_batches(got: list, expected: list) -> None:
 def build_ahead_at_once(monkeypatch):
     """Every TrainStream builds the next epoch's readers as soon as it may; returns the epochs whose
     readers a rollover took from such a build."""
-    from murauer_dist.data import loaders
+    from murauer_dist.batches import loaders
     taken = []
     take = loaders.EpochBuild.take
 
@@ -248,7 +248,7 @@ def test_close_ends_the_build_ahead_and_the_process_exits_cleanly(shards):
     script = f"""
 import os
 from murauer_dist.config import load_config
-from murauer_dist.data import loaders
+from murauer_dist.batches import loaders
 loaders.BuildPace.due = lambda self, steps_left: True
 cfg = load_config("tiny", ["data.shards={shards['path']}", "data.crop_size={CROP}", "data.n_labeled=6",
                            "data.label_seed=3", "loader.num_threads=1", "loader.shuffle_buffer=8"])
@@ -304,7 +304,7 @@ def test_incomplete_sample_skipped_and_counted_or_named(tmp_path, backend):
 
 def test_reads_the_shard_writers_output(tmp_path):
     """Integration: shards made by `make-shards` from an NYU-layout root, read by both backends."""
-    shards_cli = pytest.importorskip("murauer_dist.data.shards.cli")
+    shards_cli = pytest.importorskip("murauer_dist.shards.cli")
     info = make_shard_set(tmp_path / "own", n_train=12, n_test=6, crop_size=CROP, n_labeled=4, label_seed=3,
                           root=tmp_path / "root")
     out = tmp_path / "written"
@@ -324,7 +324,7 @@ def test_reads_the_shard_writers_output(tmp_path):
 
 
 def test_dali_index_files_made_once_and_remade_when_stale(tmp_path):
-    from murauer_dist.data.shards.read import dali_index_paths, split_tars
+    from murauer_dist.shards.read import dali_index_paths, split_tars
     info = make_shard_set(tmp_path, n_train=6, n_test=2, crop_size=CROP, n_labeled=2, label_seed=3)
     assert info
     tars = split_tars(tmp_path, "train")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from murauer_dist.config import load_config
-from murauer_dist.data import nyu
-from murauer_dist.datasets import NYU
+from murauer_dist.frames import nyu
+from murauer_dist.frames.datasets import NYU
 from murauer_dist.geometry import uvd_to_xyz
 from murauer_dist.localize import centre
 from murauer_dist.localize.centre import CentreSettings, NoHandError, centre_of_mass
@@ -66,8 +66,8 @@ def test_no_hand_names_the_frame():
 def _procedural_frames(seed: int, count: int, spacing: int = 25):
     """`count` procedural test frames (camera 1, uint16 mm) per realism profile, `spacing` apart (other scenes:
     tables, arms, clutter), and their palm centres xyz."""
-    from murauer_dist.data.procedural import realism
-    from murauer_dist.data.procedural.frames import FrameRenderer, GeneratorSettings, make_split_sequence
+    from murauer_dist.frames.procedural import realism
+    from murauer_dist.frames.procedural.frames import FrameRenderer, GeneratorSettings, make_split_sequence
     frames, palms = [], []
     for profile in ("default", "nyu-fit"):
         settings = GeneratorSettings(realism=realism.PROFILES[profile])
@@ -177,8 +177,8 @@ def test_refiner_scale_augmentation_sends_what_leaves_the_cube_to_background():
 
 
 def test_palm_pixels_is_where_the_loader_puts_the_stored_crop_centre():
-    from murauer_dist.data import augment
-    from murauer_dist.data.shards.schema import CROP_FIELDS
+    from murauer_dist.batches import augment
+    from murauer_dist.shards.schema import CROP_FIELDS
     from murauer_dist.localize.train_refiner import palm_pixels
     generator = torch.Generator().manual_seed(0)
     batch, size, stored = 6, 64, 104

@@ -2,7 +2,7 @@
 import numpy as np
 
 from murauer_dist import geometry as geo
-from murauer_dist.data import nyu
+from murauer_dist.frames import nyu
 
 
 def test_real_frame_decodes_to_mm_and_joints_lie_on_the_hand(nyu_files, nyu_gt_uvd):

@@ -10,10 +10,10 @@ import scipy.io
 
 from murauer_dist import geometry
 from murauer_dist.errors import UserError
-from murauer_dist.data.nyu import NyuSplit
-from murauer_dist.data.procedural import hand
-from murauer_dist.data.procedural.generate import SynthDataError, synth_data
-from murauer_dist.data.procedural.rig import Rig
+from murauer_dist.frames.nyu import NyuSplit
+from murauer_dist.frames.procedural import hand
+from murauer_dist.frames.procedural.generate import SynthDataError, synth_data
+from murauer_dist.frames.procedural.rig import Rig
 
 FRAMES = {"train": 8, "test": 4}
 CUBE, CROP, MARGIN = 300.0, 64, 1.625
@@ -195,7 +195,7 @@ def test_unusable_output_folders(tmp_path):
 
 def test_workflow_refuses_a_dataset_made_with_other_frame_counts(dataset, capsys):
     from murauer_dist.config import load_config
-    from murauer_dist.workflow import ensure_dataset
+    from murauer_dist.recipes.workflow import ensure_dataset
     made = json.loads((dataset / "procedural.json").read_text())["frames"]
     same = load_config("demo-cpu", [f"data.root={dataset}", f"data.synth_frames_train={made['train']}",
                                     f"data.synth_frames_test={made['test']}", "data.synth_seed=7"])
@@ -210,8 +210,8 @@ def test_workflow_refuses_a_dataset_made_with_other_frame_counts(dataset, capsys
 def test_tile_culling_drops_no_surface(monkeypatch):
     """The renderer traces only the tiles a capsule's projection can reach: the same depth maps as
     tracing every pixel of every box (culling off), for hands, a near forearm and a small far capsule."""
-    from murauer_dist.data.procedural import render
-    from murauer_dist.data.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
+    from murauer_dist.frames.procedural import render
+    from murauer_dist.frames.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
     settings = GeneratorSettings()
     sequence = make_split_sequence(3, "train", 6, settings)
     frames = FrameRenderer(3, "train", sequence, settings, bank=np.zeros((480, 640), np.float32))
@@ -236,7 +236,7 @@ def test_tile_culling_drops_no_surface(monkeypatch):
 @pytest.mark.parametrize("size", [3, 5, 7])
 def test_square_filter_is_scipys(shape, size):
     from scipy import ndimage
-    from murauer_dist.data.procedural.sensor import square_filter
+    from murauer_dist.frames.procedural.sensor import square_filter
     rng = np.random.default_rng(size)
     values, mask = (rng.random(shape) * 1000).astype(np.float32), rng.random(shape) > 0.8
     assert np.array_equal(square_filter(values, size, np.maximum), ndimage.maximum_filter(values, size))
@@ -248,8 +248,8 @@ def test_png_writer_gives_nyus_pixels(dataset):
     """The generator's own PNG writer: NYU's layout (8-bit RGB, depth in G and B), read back exactly by
     Pillow, for the whole uint16 range."""
     from PIL import Image
-    from murauer_dist.data.nyu import decode_depth_png, encode_depth_png
-    from murauer_dist.data.procedural.png import encode_depth_png as fast_png
+    from murauer_dist.frames.nyu import decode_depth_png, encode_depth_png
+    from murauer_dist.frames.procedural.png import encode_depth_png as fast_png
     depth = np.random.default_rng(0).integers(0, 65536, (48, 64)).astype(np.uint16)
     depth[:4] = 0
     assert np.array_equal(decode_depth_png(fast_png(depth)), depth)

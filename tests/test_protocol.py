@@ -8,10 +8,10 @@ import signal
 import pytest
 import torch
 
-from murauer_dist import experiment as exp
-from murauer_dist.experiment_report import check_targets, summarize
+from murauer_dist.recipes import experiment
+from murauer_dist.recipes.experiment_report import check_targets, summarize
 from murauer_dist.config import ConfigError, load_config, save_config
-from murauer_dist.data.batch import fake_batch, stream_sizes
+from murauer_dist.batches.batch import fake_batch, stream_sizes
 from murauer_dist.methods import FIVE_STREAMS, METHODS
 from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train import loop

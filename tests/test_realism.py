@@ -9,10 +9,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from murauer_dist import geometry
-from murauer_dist.data.nyu import NyuSplit
-from murauer_dist.data.procedural import hand, realism
-from murauer_dist.data.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
-from murauer_dist.data.procedural.generate import SynthDataError, synth_data
+from murauer_dist.frames.nyu import NyuSplit
+from murauer_dist.frames.procedural import hand, realism
+from murauer_dist.frames.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
+from murauer_dist.frames.procedural.generate import SynthDataError, synth_data
 
 CUBE, CROP = 300.0, 128
 FIT = realism.PROFILES["nyu-fit"]
@@ -140,7 +140,7 @@ def test_config_choices_are_the_profiles():
 def test_workflow_refuses_a_dataset_made_with_another_profile(fitted, capsys):
     from murauer_dist.config import load_config
     from murauer_dist.errors import UserError
-    from murauer_dist.workflow import ensure_dataset
+    from murauer_dist.recipes.workflow import ensure_dataset
     same = ["data.synth_frames_train=4", "data.synth_frames_test=2", "data.synth_seed=5", f"data.root={fitted}"]
     ensure_dataset(load_config("demo-cpu", same + ["data.synth_realism=nyu-fit"]))   # reused, nothing generated
     assert "using the dataset" in capsys.readouterr().out
@@ -154,7 +154,7 @@ def test_workflow_refuses_a_dataset_made_with_other_profile_parameters(fitted, t
     import shutil
     from murauer_dist.config import load_config
     from murauer_dist.errors import UserError
-    from murauer_dist.workflow import ensure_dataset
+    from murauer_dist.recipes.workflow import ensure_dataset
     copy = tmp_path / "older"
     shutil.copytree(fitted, copy)
     record = json.loads((copy / "procedural.json").read_text())
@@ -171,7 +171,7 @@ def test_workflow_refuses_a_dataset_made_before_the_two_actor_test_split(tmp_pat
     scored as one subject; the workflow stops and says what to delete, and deletes nothing itself."""
     from murauer_dist.config import load_config
     from murauer_dist.errors import UserError
-    from murauer_dist.workflow import ensure_dataset
+    from murauer_dist.recipes.workflow import ensure_dataset
     root = tmp_path / "data"
     synth_data(root, frames_train=2, frames_test=4, seed=3, workers=1, progress=False)
     record = json.loads((root / "procedural.json").read_text())
@@ -187,7 +187,7 @@ def test_workflow_refuses_a_dataset_made_before_the_two_actor_test_split(tmp_pat
 
 
 def test_correlation_window_merges_close_fingers_and_drops_thin_far_structures():
-    from murauer_dist.data.procedural import sensor
+    from murauer_dist.frames.procedural import sensor
     scale = 588.0 * 75.0
     depth = np.zeros((40, 40), dtype=np.float32)
     depth[5:35, 10:16] = 700.0                      # two fingers, 2 px apart
@@ -204,7 +204,7 @@ def test_correlation_window_merges_close_fingers_and_drops_thin_far_structures()
 
 
 def test_fingers_shadow_the_palm_pixel_by_pixel():
-    from murauer_dist.data.procedural import sensor
+    from murauer_dist.frames.procedural import sensor
     scale = 588.0 * 75.0
     depth = np.full((4, 60), 700.0, dtype=np.float32)                          # palm
     depth[:, 30:38] = 680.0                                                    # a finger on it
@@ -235,7 +235,7 @@ def test_test_split_starts_with_the_training_actor(fitted, tmp_path):
 
 
 def test_data_report_measures_against_the_real_nyu_files(fitted, tmp_path):
-    from murauer_dist.data.report import data_report
+    from murauer_dist.frames.report import data_report
     report = data_report(str(fitted), out=str(tmp_path / "report"), frames=2)
     assert {p.name for p in (tmp_path / "report").iterdir()} == {"data-report.json", "data-report.md",
                                                                  "data-report.png"}
@@ -251,7 +251,7 @@ def test_data_report_measures_against_the_real_nyu_files(fitted, tmp_path):
 
 def test_correlation_window_is_scipys_median_up_to_the_tolerance():
     from scipy import ndimage
-    from murauer_dist.data.procedural import sensor
+    from murauer_dist.frames.procedural import sensor
     scale = 588.0 * 75.0
     rng = np.random.default_rng(0)
     depth = 700.0 + np.cumsum(rng.normal(0, 0.3, (60, 80)), axis=1).astype(np.float32)   # a rough surface
@@ -267,7 +267,7 @@ def test_correlation_window_is_scipys_median_up_to_the_tolerance():
 
 
 def test_surface_model_fills_the_web_between_fingers_of_the_real_hand_only():
-    from murauer_dist.data.procedural import render
+    from murauer_dist.frames.procedural import render
     angles = np.zeros((5, 4))
     angles[:, 1] = [12, 8, 0, 12, 0]                                # spread fingers
     def depth(surface):
@@ -283,10 +283,10 @@ def test_surface_model_fills_the_web_between_fingers_of_the_real_hand_only():
     assert len(a) == len(b) == len(r) == 5                          # 3 webs, the thumb web, the thenar bulge
 
 
-# ---- the poses the real frames show (data/procedural/shown.py) -------------------------------------------
+# ---- the poses the real frames show (frames/procedural/shown.py) -------------------------------------------
 
 def test_shown_poses_are_the_true_ones_and_the_labels_those_in_joint_data(fitted):
-    from murauer_dist.data.procedural.shown import shown_poses
+    from murauer_dist.frames.procedural.shown import shown_poses
     poses = shown_poses(fitted, "train")
     stored = NyuSplit(fitted, "train").all_labels(1).xyz                 # what the dataset's files say
     assert np.allclose(poses["labels"], stored, atol=1e-3)
@@ -303,7 +303,7 @@ def test_shown_poses_are_the_true_ones_and_the_labels_those_in_joint_data(fitted
 def test_shown_poses_none_without_fitting_error_and_refused_for_other_labels(fitted, tmp_path):
     import shutil
     from scipy.io import loadmat, savemat
-    from murauer_dist.data.procedural.shown import ShownPoseError, shown_poses
+    from murauer_dist.frames.procedural.shown import ShownPoseError, shown_poses
     synth_data(tmp_path / "default", frames_train=1, frames_test=1, seed=1, workers=1, progress=False)
     assert shown_poses(tmp_path / "default") is None                     # labels are the shown poses
     assert shown_poses(tmp_path / "nothing") is None                     # no procedural.json: a real download
@@ -318,7 +318,7 @@ def test_shown_poses_none_without_fitting_error_and_refused_for_other_labels(fit
 
 
 def test_shown_pose_error_closed_forms():
-    from murauer_dist.data.procedural.shown import label_distance, shown_pose_error
+    from murauer_dist.frames.procedural.shown import label_distance, shown_pose_error
     rng = np.random.default_rng(0)
     shown = rng.normal(0.0, 50.0, (5, 36, 3))
     labels = shown + np.array([3.0, 4.0, 0.0])                           # every joint 5 mm off

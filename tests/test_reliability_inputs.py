@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from murauer_dist.config import load_config
-from murauer_dist.data import nyu
+from murauer_dist.frames import nyu
 from murauer_dist.models import build_model
 from nyu_fixture import edit_joints, make_nyu_layout
 from test_reliability_machine import main_line, original_model_file, pose_run  # noqa: F401  (pose_run: a fixture)

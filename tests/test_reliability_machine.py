@@ -129,7 +129,7 @@ def test_a_full_disk_while_training_is_one_line_and_the_checkpoints_stay_loadabl
 
 
 def test_a_full_disk_while_making_shards_is_one_line_and_the_run_resumes(tmp_path):
-    from murauer_dist.data.shards.cli import make_shard_set
+    from murauer_dist.shards.cli import make_shard_set
     root = make_nyu_layout(tmp_path / "nyu", frames_train=40, frames_test=4, seed=3)
     disk, kept = tmp_path / "disk", tmp_path / "kept"
     disk.mkdir()

@@ -17,11 +17,11 @@ import scipy.io
 from PIL import Image
 
 from murauer_dist.errors import UserError
-from murauer_dist.data import nyu
-from murauer_dist.data.shards import ensure_labeled_shards, read_manifest
-from murauer_dist.data.shards.cli import make_shard_set, make_shards_command
-from murauer_dist.data.shards.manifest import ShardSetError
-from murauer_dist.data.shards.verify import verify_shard_set
+from murauer_dist.frames import nyu
+from murauer_dist.shards import ensure_labeled_shards, read_manifest
+from murauer_dist.shards.cli import make_shard_set, make_shards_command
+from murauer_dist.shards.manifest import ShardSetError
+from murauer_dist.shards.verify import verify_shard_set
 from nyu_fixture import edit_joints, make_nyu_layout
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ import yaml
 
 from murauer_dist.config import CONFIG_DIR, ConfigError, load_config
 from murauer_dist.config_changes import RESUMABLE_KEYS, may_change_on_resume
-from murauer_dist.data.batch import stream_sizes
+from murauer_dist.batches.batch import stream_sizes
 from murauer_dist.errors import UserError
 from murauer_dist.methods import METHODS, required_streams
 from murauer_dist.train import checkpoint as ckpt
@@ -282,9 +282,9 @@ def test_a_crop_the_view_decoder_cannot_make_is_refused_before_training(tmp_path
 
 
 def test_more_labeled_frames_than_the_pool_is_refused(tmp_path):
-    from murauer_dist.data.shards import ensure_labeled_shards
-    from murauer_dist.data.shards.cli import make_shard_set
-    from murauer_dist.data.shards.manifest import ShardSetError
+    from murauer_dist.shards import ensure_labeled_shards
+    from murauer_dist.shards.cli import make_shard_set
+    from murauer_dist.shards.manifest import ShardSetError
     from nyu_fixture import make_nyu_layout
     root = make_nyu_layout(tmp_path / "nyu", frames_train=6, frames_test=2, seed=3)
     out = tmp_path / "shards"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from murauer_dist.data.shards.cli import make_shard_set
+from murauer_dist.shards.cli import make_shard_set
 from murauer_dist.train import checkpoint as ckpt
 from nyu_fixture import SHARD_ARGS, layout_with_shards
 from test_reliability_train import child_env, one_line_error

@@ -1,4 +1,4 @@
-"""The shard schema (data/shards/schema.py) against the writer and both readers (DALI on the CPU, reference)."""
+"""The shard schema (shards/schema.py) against the writer and both readers (DALI on the CPU, reference)."""
 from __future__ import annotations
 
 import io
@@ -13,12 +13,12 @@ import webdataset as wds
 
 from murauer_dist import geometry
 from murauer_dist.config import load_config
-from murauer_dist.data.loaders import build_eval_loader
-from murauer_dist.data.shards import read, schema
-from murauer_dist.data.shards.cli import make_shard_set
-from murauer_dist.data.shards.handmade import make_nyu_layout
-from murauer_dist.data.shards.manifest import read_manifest, shard_paths
-from murauer_dist.data.shards.writer import deterministic_tar_writer
+from murauer_dist.batches.loaders import build_eval_loader
+from murauer_dist.shards import read, schema
+from murauer_dist.shards.cli import make_shard_set
+from murauer_dist.shards.handmade import make_nyu_layout
+from murauer_dist.shards.manifest import read_manifest, shard_paths
+from murauer_dist.shards.writer import deterministic_tar_writer
 
 CROP = 32
 BACKENDS = ("dali", "reference")
@@ -58,9 +58,9 @@ def eval_raws(cfg, backend: str, layout: schema.SampleLayout | None = None) -> l
     loader = build_eval_loader(cfg, "test")
     layout = layout or loader.layout
     if backend == "dali":
-        from murauer_dist.data.dali_reader import dali_eval_raw
+        from murauer_dist.batches.dali_backend import dali_eval_raw
         return list(dali_eval_raw(cfg, loader.tars, (0, 1), torch.device("cpu"), layout))
-    from murauer_dist.data.reference_reader import reference_eval_raw
+    from murauer_dist.batches.reference_backend import reference_eval_raw
     return list(reference_eval_raw(cfg, loader.samples, loader.stored, layout))
 
 
@@ -244,7 +244,7 @@ def test_loaders_refuse_another_schema_version(written, tmp_path):
 
 
 def test_dali_types_cover_every_member_and_source_info_gives_the_key():
-    from murauer_dist.data import dali_pipeline as dp
+    from murauer_dist.batches import dali_pipeline as dp
     for encoding in schema.ENCODINGS:
         for member in schema.member_names(encoding):
             assert schema.member_dtype(member) in dp.DALI_TYPES

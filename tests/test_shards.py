@@ -14,12 +14,12 @@ import webdataset as wds
 
 from murauer_dist.errors import UserError
 from murauer_dist import geometry as geo
-from murauer_dist.data import nyu
-from murauer_dist.data.shards import (decode_sample, ensure_labeled_shards, folder_shard_paths, labeled_frames,
+from murauer_dist.frames import nyu
+from murauer_dist.shards import (decode_sample, ensure_labeled_shards, folder_shard_paths, labeled_frames,
                                       read_manifest, shard_paths)
-from murauer_dist.data.shards.cli import make_shard_set, make_shards_command
-from murauer_dist.data.shards.manifest import ShardSetError
-from murauer_dist.data.shards.verify import verify_shard_set
+from murauer_dist.shards.cli import make_shard_set, make_shards_command
+from murauer_dist.shards.manifest import ShardSetError
+from murauer_dist.shards.verify import verify_shard_set
 from nyu_fixture import edit_joints, make_nyu_layout, real_frame_layout
 
 REPO = Path(__file__).resolve().parent.parent

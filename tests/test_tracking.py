@@ -323,7 +323,7 @@ def test_shipped_sweep_files_are_valid():
 
 @pytest.mark.slow
 def test_smoke_sweep_end_to_end_with_the_real_train_command(tmp_path, monkeypatch):
-    for module in ("murauer_dist.train.entry", "murauer_dist.data.procedural.generate", "murauer_dist.data.shards.cli"):
+    for module in ("murauer_dist.train.entry", "murauer_dist.frames.procedural.generate", "murauer_dist.shards.cli"):
         pytest.importorskip(module, reason=f"{module} (train, synth-data or make-shards) is not available")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from murauer_dist.config import load_config
-from murauer_dist.data.batch import fake_batch, stream_sizes
+from murauer_dist.batches.batch import fake_batch, stream_sizes
 from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train import losses
@@ -285,7 +285,7 @@ def test_every_method_entry_is_complete_and_drives_the_config():
     import dataclasses
 
     from murauer_dist.config import CHOICES, LossConfig
-    from murauer_dist.data.batch import STREAMS
+    from murauer_dist.batches.batch import STREAMS
     from murauer_dist.methods import METHODS, PRETRAIN, uses_mapping
     from murauer_dist.train.step import TERMS
     assert CHOICES["train.method"] == tuple(METHODS)

@@ -30,7 +30,7 @@ def _worker(preset: str, steps: int, result_file: str, engine: str) -> None:
 
     from murauer_dist import dist
     from murauer_dist.config import load_config
-    from murauer_dist.data.batch import fake_batch, stream_sizes
+    from murauer_dist.batches.batch import fake_batch, stream_sizes
     from murauer_dist.models import build_discriminator, build_model
     from murauer_dist.train.engine_factory import build_engines
     from murauer_dist.train.step import train_step

@@ -13,7 +13,7 @@ pose (crop, network, mm); the refiner runs in the row's backend. Each repeat als
 of mass at full resolution (`full_resolution_centre`, the reference the block search is tested
 against), so that the table shows what the block search saves on this machine, side by side.
 
-Frames: `--frames` procedural test frames (murauer_dist/data/procedural, realism profile "nyu-fit":
+Frames: `--frames` procedural test frames (murauer_dist/frames/procedural, realism profile "nyu-fit":
 a forearm that leaves the image, a table under the hand in about a third of the scenes, structured-
 light dropout, clutter) of the dataset's camera, cycled through; frames in which no hand is found
 or whose crop leaves the image are left out (the JSON counts them). The network-only rows crop
@@ -71,8 +71,8 @@ def parse_batches(batches) -> list[int]:
 def make_frames(count: int, dataset: str = "nyu", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`count` procedural test frames of camera 1 (uint16 mm, REALISM profile) and their labelled palm
     centres (u, v, d)."""
-    from murauer_dist.data.procedural.frames import FrameRenderer, GeneratorSettings, make_split_sequence
-    from murauer_dist.data.procedural.realism import PROFILES
+    from murauer_dist.frames.procedural.frames import FrameRenderer, GeneratorSettings, make_split_sequence
+    from murauer_dist.frames.procedural.realism import PROFILES
     settings = GeneratorSettings.for_dataset(dataset, realism=PROFILES[REALISM])
     renderer = FrameRenderer(seed, "test", make_split_sequence(seed, "test", count, settings), settings)
     rendered = [renderer.render(index) for index in range(count)]
@@ -229,7 +229,7 @@ def _load_models(preset: str, checkpoint: str, refiner: str, overrides):
 
 def main(preset: str = "demo-cpu", batches="1,64", repeats: int = 5, seconds: float = 0.5, checkpoint: str = "",
          out: str = "", threads: int = 0, *overrides: str, refiner: str = "", frames: int = FRAME_POOL) -> dict:
-    from murauer_dist.datasets import spec_of
+    from murauer_dist.frames.datasets import spec_of
     from murauer_dist.localize.centre import CentreSettings, centre_of_mass, full_resolution_centre
 
     sizes = parse_batches(batches)

@@ -21,11 +21,11 @@ import numpy as np
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.bench.machine import describe, machine
 from murauer_dist.config import load_config
-from murauer_dist.data import nyu
-from murauer_dist.data.shards.build import build_split
-from murauer_dist.data.shards.manifest import shard_paths
-from murauer_dist.data.shards.plan import plan_splits
-from murauer_dist.data.shards.schema import META_MEMBER, crop_member, crop_members, decode_crop, encode_crop
+from murauer_dist.frames import nyu
+from murauer_dist.shards.build import build_split
+from murauer_dist.shards.manifest import shard_paths
+from murauer_dist.shards.plan import plan_splits
+from murauer_dist.shards.schema import META_MEMBER, crop_member, crop_members, decode_crop, encode_crop
 
 NYU_TRAIN_FRAMES = 72_757
 FULL_CORES = 16
@@ -111,7 +111,7 @@ def dali_decode_rate(folder: Path, encoding: str) -> float | None:
 
 def _dataset(root: str, frames: int, scratch: Path) -> nyu.NyuSplit:
     if not root:
-        from murauer_dist.data.shards.handmade import make_nyu_layout
+        from murauer_dist.shards.handmade import make_nyu_layout
         print(f"generating a hand-made NYU-layout folder with {frames} train frames ...", flush=True)
         root = str(make_nyu_layout(scratch / "nyu", frames_train=frames, frames_test=1, seed=0))
     split = nyu.NyuSplit(root, "train")

@@ -22,7 +22,7 @@ from murauer_dist.atomic import atomic_write_text
 from murauer_dist.bench.machine import describe, machine
 from murauer_dist.bench.meta_audit import HostSyncCounter, OpCounter
 from murauer_dist.config import load_config
-from murauer_dist.data.batch import fake_batch, stream_sizes, to_device
+from murauer_dist.batches.batch import fake_batch, stream_sizes, to_device
 from murauer_dist.models import build_discriminator, build_model, count_parameters
 from murauer_dist.train.engine_factory import build_engines
 from murauer_dist.train.step import train_step

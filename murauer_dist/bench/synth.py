@@ -15,7 +15,7 @@ from statistics import median
 
 from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist.bench.machine import describe, machine
-from murauer_dist.data.procedural.generate import CHUNK_FRAMES, synth_data
+from murauer_dist.frames.procedural.generate import CHUNK_FRAMES, synth_data
 
 
 def _parse_workers(workers) -> list[int]:

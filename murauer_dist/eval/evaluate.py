@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.data.batch import to_device
-from murauer_dist.data.streams import EVAL_STREAMS
-from murauer_dist.datasets import NYU, DatasetSpec
+from murauer_dist.batches.batch import to_device
+from murauer_dist.batches.streams import EVAL_STREAMS
+from murauer_dist.frames.datasets import NYU, DatasetSpec
 from murauer_dist.errors import UserError
 from murauer_dist.eval.metrics import compute_metrics
 from murauer_dist.eval.result_files import write_result_file
@@ -55,7 +55,7 @@ def _example_slice(batch_size: int) -> slice:
 @torch.inference_mode()
 def predict(model: torch.nn.Module, batches, device: torch.device | str | None = None, *,
             mapped: bool) -> dict:
-    """Run `model` over evaluation batches (contract: data/batch.py); everything in frame order.
+    """Run `model` over evaluation batches (contract: batches/batch.py); everything in frame order.
 
     Returns pred_xyz, gt_xyz (N, J, 3) camera mm; frames (N,); center_xyz (N, 3); cube_mm (N,);
     examples: {depth (K, H, W), frame, center_xyz, cube_mm}, two crops of every batch, kept for the
@@ -168,7 +168,7 @@ def subject_split_of(cfg, spec: DatasetSpec) -> int | None:
     # NYU's test set shows two people; the smaller second-actor cube marks a two-subject test set.
     split = spec.test_subject_split if cfg.data.second_actor_from >= 0 else None
     if split is None:                        # a procedural test split of two actors (synth-data --realism nyu-fit)
-        from murauer_dist.data.procedural.realism import recorded_subject_split
+        from murauer_dist.frames.procedural.realism import recorded_subject_split
         split = recorded_subject_split(cfg.data.shards)
     return split
 
@@ -187,7 +187,7 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
     split: "test" (the protocol), "val", or "labeled" (the labeled real frames the run trained on: next
     to the held-out splits' error, how well the model fits its own training frames).
     """
-    from murauer_dist.data.loaders import EVAL_SPLITS, build_eval_loader
+    from murauer_dist.batches.loaders import EVAL_SPLITS, build_eval_loader
     from murauer_dist.train.checkpoint import load_for_inference
     if domain not in EVAL_STREAMS:
         raise EvaluationError(f"evaluate: --domain must be one of {sorted(EVAL_STREAMS)}, got {domain!r}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from murauer_dist.datasets import NYU
+from murauer_dist.frames.datasets import NYU
 
 NYU_SUBJECT_SPLIT = NYU.test_subject_split     # first test frame of NYU's second test subject (2440)
 MAX_THRESHOLD_MM = 80             # success curves run over 0..80 mm, the AUC over 0..79

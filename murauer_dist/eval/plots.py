@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from murauer_dist.atomic import save_figure
-from murauer_dist.datasets import NYU, Camera
+from murauer_dist.frames.datasets import NYU, Camera
 from murauer_dist.geometry import NYU_CAMERA, CropWindow, xyz_to_uvd
 
 # Bones of the 14 NYU joints (P1 P2 R1 R2 M1 M2 I1 I2 T1 T2 T3 W1 W2 C): finger tip -> middle -> palm.

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.data.shards.schema import NUM_JOINTS
-from murauer_dist.datasets import Camera
+from murauer_dist.shards.schema import NUM_JOINTS
+from murauer_dist.frames.datasets import Camera
 from murauer_dist.errors import UserError
 from murauer_dist.geometry import NYU_CAMERA, uvd_to_xyz, xyz_to_uvd
 
@@ -97,7 +97,7 @@ def _describe_units(fractions: dict[str, float], camera: Camera) -> str:
 
 def _other_cameras_hint(values: np.ndarray, fmt: str, camera: Camera) -> str:
     """'; they fit the camera of dataset X (pass --dataset X)' when another known dataset's camera fits."""
-    from murauer_dist.datasets import DATASETS
+    from murauer_dist.frames.datasets import DATASETS
     fitting = [spec.name for spec in DATASETS.values() if spec.camera != camera
                and (fmt if fmt != "auto" else "uvd") in plausible_formats(values, spec.camera)]
     return f"; they fit the camera of dataset {fitting[0]!r} (pass --dataset {fitting[0]})" if fitting else ""
@@ -124,7 +124,7 @@ def resolve_format(values: np.ndarray, fmt: str, path: str, camera: Camera = NYU
 
 def _joint_count_hint(values: int) -> str:
     """'; 48 values are the 16 joints of dataset X (pass --dataset X)' when a known dataset has that many."""
-    from murauer_dist.datasets import DATASETS
+    from murauer_dist.frames.datasets import DATASETS
     names = [spec.name for spec in DATASETS.values() if 3 * spec.joints.count == values]
     return (f"; {values} values are the {values // 3} joints of dataset {names[0]!r} (pass --dataset {names[0]})"
             if names else "")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.datasets import DEFAULT_DATASET, NYU, DatasetSpec, dataset_spec
+from murauer_dist.frames.datasets import DEFAULT_DATASET, NYU, DatasetSpec, dataset_spec
 from murauer_dist.eval.metrics import MAX_THRESHOLD_MM, REPORT_THRESHOLDS_MM, compute_metrics
 from murauer_dist.eval.result_files import (FORMATS, ResultFile, ResultFormatError, plausible_formats,
                                             read_result_file)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from murauer_dist.datasets import Camera
+from murauer_dist.frames.datasets import Camera
 from murauer_dist.localize.objects import (ATTACH_PX, BORDER_PX, EIGHT, Search, depth_edges, find_object, kth_nearest,
                                            nearest_first, plane_at_once, plane_tolerance, seed_of)
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from murauer_dist.datasets import Camera
+from murauer_dist.frames.datasets import Camera
 from murauer_dist.errors import UserError
 from murauer_dist.geometry import uvd_to_xyz
 from murauer_dist.localize.block_search import MIN_BLOCKS, SEARCH_SCALE, block_centre

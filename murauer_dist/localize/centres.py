@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.data.shards.manifest import MANIFEST, read_manifest
+from murauer_dist.shards.manifest import MANIFEST, read_manifest
 from murauer_dist.errors import UserError
 from murauer_dist.geometry import CropError, denormalize_joints, xyz_to_uvd
 from murauer_dist.localize.centre import CentreSettings, NoHandError, centre_of_mass
@@ -70,7 +70,7 @@ def source_root(cfg, root: str = "") -> Path:
 
 
 def _open_test_split(cfg, root: Path, spec):
-    from murauer_dist.data.readers import open_split
+    from murauer_dist.frames.readers import open_split
     try:
         return open_split(root, "test", spec)
     except UserError as err:
@@ -190,7 +190,7 @@ def format_centre_table(rows: dict[str, dict]) -> str:
 def evaluate_centres_command(checkpoint: str, test_shards: str = "", out: str = "", batch: int = 0,
                              centre: str = "gt", refiner: str = "", root: str = "", overrides=()) -> dict:
     """Evaluate CHECKPOINT under the centre(s) `centre` (see the module doc); returns {mode: metrics}."""
-    from murauer_dist.data.loaders import build_eval_loader
+    from murauer_dist.batches.loaders import build_eval_loader
     from murauer_dist.eval.evaluate import _shards_root, predict, subject_split_of, write_evaluation
     from murauer_dist.localize.predict import apply_localize_overrides
     from murauer_dist.train.checkpoint import load_for_inference

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from murauer_dist.atomic import atomic_write_bytes, atomic_write_text
-from murauer_dist.data.nyu import PNG_SIGNATURE, CorruptImageError, decode_depth_png
-from murauer_dist.datasets import DEPTH_ENCODINGS, Camera, spec_of
+from murauer_dist.frames.nyu import PNG_SIGNATURE, CorruptImageError, decode_depth_png
+from murauer_dist.frames.datasets import DEPTH_ENCODINGS, Camera, spec_of
 from murauer_dist.errors import UserError
 from murauer_dist.eval.result_files import write_result_file
 from murauer_dist.geometry import CropError, denormalize_joints, xyz_to_uvd

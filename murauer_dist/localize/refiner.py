@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from murauer_dist.atomic import atomic_open
-from murauer_dist.datasets import Camera
+from murauer_dist.frames.datasets import Camera
 from murauer_dist.errors import UserError
 from murauer_dist.geometry import MIN_RATIO_INSIDE, CropWindow, crop_depth, crop_scale, normalize_depth, xyz_to_uvd
 

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from murauer_dist.config import load_config, public_dict
-from murauer_dist.data import streams
-from murauer_dist.data.augment import CUBE, SCALE, U_C, V_C, Z_C, jittered_center
-from murauer_dist.data.shards import read as shard_read
+from murauer_dist.batches import streams
+from murauer_dist.batches.augment import CUBE, SCALE, U_C, V_C, Z_C, jittered_center
+from murauer_dist.shards import read as shard_read
 from murauer_dist.errors import UserError
 from murauer_dist.localize.refiner import build_refiner, save_refiner
 from murauer_dist.seeds import derive_seed
@@ -121,15 +121,15 @@ class RefinerData:
     """Endless training batches and fixed validation batches (reference loader, unlabeled_real stream)."""
 
     def __init__(self, cfg):
-        from murauer_dist.data.loaders import DataSources
-        from murauer_dist.data.reference_reader import ReferenceStreamReader
+        from murauer_dist.batches.loaders import DataSources
+        from murauer_dist.batches.reference_backend import ReferenceStreamBackend
         self.cfg = stream_config(cfg)
         self.sources = DataSources(self.cfg, need_labeled=False)
         self.camera = self.sources.spec.camera
         samples = self.sources.samples("train", STREAM)
         scales = jitter_scales(cfg)
         threads = max(1, cfg.loader.num_threads // len(scales))
-        self.readers = [ReferenceStreamReader(stream_config(cfg, jitter, threads), STREAM, count, {"main": samples},
+        self.readers = [ReferenceStreamBackend(stream_config(cfg, jitter, threads), STREAM, count, {"main": samples},
                                               {"main": (0, 1)}, derive_seed(cfg.refiner.seed, "refiner", STREAM, jitter),
                                               0.0, self.sources.stored, self.sources.layout)
                         for jitter, count in scales]
@@ -160,7 +160,7 @@ class RefinerData:
 
     def validation(self):
         """The val batches, the same draws every time (fixed seed, no shuffling)."""
-        from murauer_dist.data.reference_pipeline import RawBatches, raw_loader
+        from murauer_dist.batches.reference_pipeline import RawBatches, raw_loader
         if not self.val_samples:
             return
         dataset = RawBatches(self.cfg, STREAM, self.cfg.loader.eval_batch, {"main": self.val_samples},

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as torch_dist
 
 from murauer_dist.config import CONFIG_DIR, ConfigError
-from murauer_dist.data.batch import stream_sizes
+from murauer_dist.batches.batch import stream_sizes
 from murauer_dist.dist import LaunchError
 from murauer_dist.train.engine import ScheduledLr, make_adam
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from murauer_dist.data.batch import fake_batch, stream_sizes, to_device
+from murauer_dist.batches.batch import fake_batch, stream_sizes, to_device
 from murauer_dist.seeds import derive_seed
 
 

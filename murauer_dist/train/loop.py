@@ -22,7 +22,7 @@ import torch
 
 from murauer_dist import dist
 from murauer_dist.config import ConfigError, check_for_training
-from murauer_dist.data.batch import stream_sizes, to_device
+from murauer_dist.batches.batch import stream_sizes, to_device
 from murauer_dist.methods import uses_mapping
 from murauer_dist.models import build_discriminator, build_model, compile_networks
 from murauer_dist.seeds import derive_seed
@@ -84,12 +84,12 @@ class Run:
 
 
 def default_stream_factory(cfg, stage, rank, world_size, device):
-    from murauer_dist.data.loaders import build_train_stream
+    from murauer_dist.batches.loaders import build_train_stream
     return build_train_stream(cfg, stage, rank, world_size, device)
 
 
 def default_eval_factory(cfg, split, rank, world_size, device):
-    from murauer_dist.data.loaders import build_eval_loader
+    from murauer_dist.batches.loaders import build_eval_loader
     return build_eval_loader(cfg, split, rank, world_size, device)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from murauer_dist import geometry
-from murauer_dist.data.batch import stream_sizes
+from murauer_dist.batches.batch import stream_sizes
 from murauer_dist.errors import UserError
 from murauer_dist.folder_lock import check_not_locked
 
@@ -43,8 +43,8 @@ def repair_hint(shards: Path) -> str:
 def check_shard_sizes(folder: Path, shards: Path) -> None:
     """ShardError unless every tar the manifest of `folder` lists has the size the manifest records (stat
     calls only: a shard cut short or rewritten after its manifest is refused before training)."""
-    from murauer_dist.data.shards.manifest import read_manifest, shard_file
-    from murauer_dist.data.shards.read import ShardError
+    from murauer_dist.shards.manifest import read_manifest, shard_file
+    from murauer_dist.shards.read import ShardError
     manifest = read_manifest(folder)
     for entry in manifest.get("shards", []):
         if not isinstance(entry, dict) or "name" not in entry or "bytes" not in entry:
@@ -60,7 +60,7 @@ def check_shard_sizes(folder: Path, shards: Path) -> None:
 
 
 def _check_split(cfg, shards: Path, split: str) -> None:
-    from murauer_dist.data.shards import read as shard_read
+    from murauer_dist.shards import read as shard_read
     folder = shards / split
     tars = shard_read.split_tars(shards, split)
     shard_read.check_dataset(cfg, shards, split)
@@ -74,8 +74,8 @@ def check_training_inputs(cfg, plan: list[str], stream_factory) -> None:
     """Refuse, before anything is written, a run that would fail later on its data (see the module doc)."""
     if not reads_shards(stream_factory):
         return
-    from murauer_dist.data.shards.labeled import check_labeled_request, labeled_dir
-    from murauer_dist.data.shards.manifest import MANIFEST
+    from murauer_dist.shards.labeled import check_labeled_request, labeled_dir
+    from murauer_dist.shards.manifest import MANIFEST
     shards = Path(cfg.data.shards)
     check_not_locked(shards, "data.shards", "train on them")
     _check_split(cfg, shards, "train")

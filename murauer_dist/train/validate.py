@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from murauer_dist import dist
-from murauer_dist.data.batch import to_device
+from murauer_dist.batches.batch import to_device
 
 
 def joint_error_mm(pose: torch.Tensor, target: torch.Tensor, cube_mm: torch.Tensor) -> torch.Tensor:

@@ -62,12 +62,12 @@ def step_config(opts: Options, precision: str, channels_last: bool, extra=()):
 
 
 def crops_per_step(cfg) -> int:
-    from murauer_dist.data.batch import stream_sizes
+    from murauer_dist.batches.batch import stream_sizes
     return sum(CROPS_PER_FRAME[name] * size for name, size in stream_sizes(cfg, "main").items())
 
 
 def stream_sizes(cfg) -> dict:
-    from murauer_dist.data.batch import stream_sizes as sizes
+    from murauer_dist.batches.batch import stream_sizes as sizes
     return {name: size for name, size in sizes(cfg, "main").items() if size}
 
 
@@ -154,7 +154,7 @@ def timed_steps(cfg, device, engines: dict, batches, count: int) -> tuple[list[t
 
     Data wait = time spent getting the next batch; step = wait + train_step + a device sync.
     """
-    from murauer_dist.data.batch import to_device
+    from murauer_dist.batches.batch import to_device
     from murauer_dist.train.step import train_step
 
     times, result, skipped = [], {}, 0

@@ -178,9 +178,9 @@ def _data_overrides(opts: Options, root: Path, shards: Path) -> list[str]:
 def dataset(opts: Options, folder: Path) -> dict:
     """synth-data (few frames) and make-shards with the preset's crop settings, in `folder`."""
     from murauer_dist.config import load_config
-    from murauer_dist.data.procedural.generate import synth_data
-    from murauer_dist.data.shards.cli import make_shard_set
-    from murauer_dist.data.shards.labeled import ensure_labeled_shards
+    from murauer_dist.frames.procedural.generate import synth_data
+    from murauer_dist.shards.cli import make_shard_set
+    from murauer_dist.shards.labeled import ensure_labeled_shards
 
     workers = max(1, min(8, os.cpu_count() or 1))
     root, shards = folder / "procedural", folder / "shards"

@@ -1,0 +1,355 @@
+"""`murauer-dist experiment label-efficiency`: MURAUER's gain over the paper's baselines vs labeled frames.
+
+The protocol (README "Label efficiency on the embedded dataset"; docs/method.md §6.2):
+- cells = methods x n x training seeds: synthetic only (no labeled real data: one cell per seed,
+  shown at every n), the paper's "Real & Synth" baseline, its two ablations (distribution matching
+  only, view prediction only; by default at n = 100 only) and MURAUER, each for every training seed
+  (train.seed: stream order and augmentation draws);
+- the same data for every cell (one dataset, one set of shards, the labeled subset of data.label_seed)
+  and the same stage 1: OUT/stage1 trains it once, every cell starts stage 2 from its
+  final-pretrain.pt;
+- every run is an ordinary `murauer-dist train` in a child process, then `evaluate` on the real test
+  frames and on their synthetic twins (real minus twin error: the domain gap a model has left);
+  finished runs and evaluations are skipped when the experiment is started again;
+- where the error comes from: each reported cell is also scored on its labeled training frames (fit vs
+  generalisation) and, on procedural data whose labels are fitted poses, against the poses the real
+  test frames show (frames/procedural/shown.py): the domain gap a mapping could still remove;
+- loss weights may be chosen per method and n from a small list (--select) by the mean validation
+  error over the seeds; the test split is never used for a choice, and the values tried are recorded;
+- OUT/results.json (every cell, mean and sample standard deviation over seeds, the choices, the
+  targets), OUT/results.md (the tables), OUT/label_efficiency.png (error vs n with error bars) and
+  OUT/error_sources.png (the decomposition per n).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from murauer_dist.recipes import workflow
+from murauer_dist.config import LossConfig, load_config, public_dict
+from murauer_dist.config_changes import config_changes, may_change_on_resume
+from murauer_dist.shards.labeled import check_labeled_request
+from murauer_dist.frames.procedural.shown import label_distance, shown_pose_error, shown_poses
+from murauer_dist.frames.datasets import DEFAULT_DATASET, dataset_spec
+from murauer_dist.errors import UserError
+from murauer_dist.eval.evaluate import eval_dir
+from murauer_dist.eval.result_files import read_result_file
+from murauer_dist.recipes.experiment_report import ABLATIONS, STAGE1_DIR, check_targets, summarize, write_report
+from murauer_dist.folder_lock import FolderLock
+from murauer_dist.memory import keep_freed_memory
+from murauer_dist.methods import METHODS as REGISTRY
+from murauer_dist.paths import output_folder
+
+DEFAULT_METHODS = ("synth_only", "real_synth", "dm_only", "view_only", "murauer")   # table and legend order
+DEFAULT_NS = (10, 100, 1000)
+DEFAULT_SEEDS = (1, 2, 3)
+DEFAULT_ABLATION_NS = (100,)
+WEIGHT_KEYS = tuple(LossConfig.__dataclass_fields__)            # beta, lambda_c, lambda_g, lambda_m
+
+
+class ExperimentError(UserError):
+    """Experiment options that cannot be run, or a run directory that disagrees with its cell."""
+
+
+# ---- options -------------------------------------------------------------------------------------
+
+def _items(value, what: str) -> list[str]:
+    """'1,2,3', 1, (1, 2, 3) or ['a', 'b'] (the command line gives any of these) as a list of strings."""
+    if isinstance(value, (list, tuple)):
+        items = [str(item).strip() for item in value]
+    else:
+        items = [item.strip() for item in str(value).split(",")]
+    items = [item for item in items if item]
+    if not items:
+        raise ExperimentError(f"experiment: {what} is empty; give a comma-separated list")
+    return items
+
+
+def parse_ints(value, what: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(item) for item in _items(value, what))
+    except ValueError:
+        raise ExperimentError(f"experiment: {what} must be comma-separated whole numbers, got {value!r}") from None
+    if any(number < 0 for number in numbers) or len(set(numbers)) != len(numbers):
+        raise ExperimentError(f"experiment: {what} must be distinct numbers >= 0, got {value!r}")
+    return numbers
+
+
+def parse_methods(value) -> tuple[str, ...]:
+    methods = tuple(_items(value, "--methods"))
+    unknown = [name for name in methods if name not in REGISTRY]
+    if unknown:
+        raise ExperimentError(f"experiment: unknown method(s) {', '.join(unknown)} in --methods; known: "
+                              f"{', '.join(REGISTRY)}")
+    if len(set(methods)) != len(methods):
+        raise ExperimentError(f"experiment: --methods names a method twice: {value!r}")
+    return methods
+
+
+def parse_select(value) -> dict[str, tuple[float, ...]]:
+    """'lambda_g=1e-4,1e-3;lambda_m=1e-5,1e-4' -> {"lambda_g": (1e-4, 1e-3), ...} (loss weights only)."""
+    if value is None or value == "" or value == ():
+        return {}
+    text = ";".join(str(part) for part in value) if isinstance(value, (list, tuple)) else str(value)
+    select: dict[str, tuple[float, ...]] = {}
+    for part in filter(None, (piece.strip() for piece in text.split(";"))):
+        key, sep, values = part.partition("=")
+        key = key.strip().removeprefix("loss.")
+        if not sep or key not in WEIGHT_KEYS:
+            raise ExperimentError(f"experiment: --select {part!r} must look like KEY=V1,V2 with KEY one of the loss "
+                                  f"weights {', '.join(WEIGHT_KEYS)} (several keys: separate them with ';')")
+        try:
+            numbers = tuple(dict.fromkeys(float(item) for item in _items(values, f"--select {key}")))
+        except ValueError:
+            raise ExperimentError(f"experiment: --select {key}: {values!r} are not numbers") from None
+        if any(not math.isfinite(number) or number < 0 for number in numbers):
+            raise ExperimentError(f"experiment: --select {key}: weights must be finite and >= 0, got {values!r}")
+        if key in select:
+            raise ExperimentError(f"experiment: --select names {key} twice")
+        select[key] = numbers
+    return select
+
+
+# ---- the cells -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    """One stage-2 training run: a method at n labeled frames (None: it uses none) with one seed and,
+    where --select varies them, one candidate's loss weights."""
+    method: str
+    n: int | None
+    seed: int
+    weights: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def name(self) -> str:
+        parts = [self.method, *([f"n{self.n}"] if self.n is not None else []), f"s{self.seed}"]
+        return "-".join(parts + [f"{key}={value:g}" for key, value in self.weights])
+
+    @property
+    def group(self) -> tuple[str, int | None]:
+        return self.method, self.n
+
+    def overrides(self, stage1: Path) -> list[str]:
+        """Config overrides of this cell on top of the preset's and the experiment's."""
+        items = [f"train.method={self.method}", f"train.seed={self.seed}", "train.pretrain_epochs=0",
+                 f"train.init_checkpoint={stage1}"]
+        if self.n is not None:
+            items.append(f"data.n_labeled={self.n}")
+        return items + [f"loss.{key}={value!r}" for key, value in self.weights]
+
+
+def uses_labels(method: str) -> bool:
+    """Whether a method trains on labeled real frames (else its model is the same at every n)."""
+    return any(stream in ("pairs", "views") for stream in REGISTRY[method].streams)
+
+
+def method_weights(method: str) -> tuple[str, ...]:
+    """The cfg.loss fields that weigh a method's terms."""
+    return tuple(weight for weight in REGISTRY[method].terms.values() if isinstance(weight, str))
+
+
+def weight_candidates(method: str, select: dict) -> list[tuple[tuple[str, float], ...]]:
+    """Every combination of the --select values of the weights `method` uses ([()] when none)."""
+    keys = [key for key in select if key in method_weights(method)]
+    return [tuple(zip(keys, values)) for values in itertools.product(*(select[key] for key in keys))]
+
+
+def plan_cells(methods, ns, seeds, ablation_ns=DEFAULT_ABLATION_NS, select=None) -> list[Cell]:
+    """Every stage-2 run of the experiment, in training order (method, n, weights, seed)."""
+    select = select or {}
+    missing = [n for n in ablation_ns if n not in ns]
+    if missing and any(method in ABLATIONS for method in methods):
+        raise ExperimentError(f"experiment: --ablation-ns {', '.join(map(str, missing))} not in --ns "
+                              f"{', '.join(map(str, ns))}; the ablations run at a subset of the n values")
+    unused = [key for key in select if not any(key in method_weights(method) for method in methods)]
+    if unused:
+        raise ExperimentError(f"experiment: --select {', '.join(unused)}: no method of --methods uses that weight")
+    cells = []
+    for method in methods:
+        method_ns = ([None] if not uses_labels(method) else
+                     [n for n in ns if n in ablation_ns] if method in ABLATIONS else list(ns))
+        for n in method_ns:
+            for weights in weight_candidates(method, select):
+                cells.extend(Cell(method, n, seed, weights) for seed in seeds)
+    return cells
+
+
+# ---- running ---------------------------------------------------------------------------------------
+
+def _check_finished_run(run_dir: Path, preset: str, overrides: list[str]) -> None:
+    """A finished run is reused only if it was trained with this cell's config (else a one-line error)."""
+    from murauer_dist.train.checkpoint import read_run_config
+    stored = read_run_config(run_dir)
+    if stored is None:
+        return
+    wanted = public_dict(load_config(preset, [*overrides, f"train.out={run_dir}"]))
+    changed = {key: values for key, values in config_changes(stored, wanted).items() if not may_change_on_resume(key)}
+    if changed:
+        listed = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items())
+        raise ExperimentError(f"{run_dir} holds a finished run with another config ({listed}); use another --out "
+                              f"for other settings, or delete {run_dir} to train it again")
+
+
+def _train_once(preset: str, overrides: list[str], run_dir: Path) -> None:
+    if (run_dir / "checkpoints" / "final-main.pt").is_file():
+        _check_finished_run(run_dir, preset, overrides)
+        print(f"[experiment] {run_dir} already trained")
+        return
+    workflow.run_training(preset, [*overrides, f"train.out={run_dir}"], log_file=run_dir / "train.log")
+
+
+def _metrics_of(run_dir: Path, domain: str = "real", split: str = "test") -> dict:
+    done = eval_dir(run_dir, domain, split) / "metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    return workflow.evaluate_run(run_dir, domain=domain, split=split)
+
+
+def _evaluated(run_dir: Path, shown: dict | None) -> dict:
+    """Test errors (real frames and twins), the same on the labeled training frames, and, where the
+    data know them (shown: shown_poses of the dataset), the real frames' error against the poses they show."""
+    metrics = {domain: _metrics_of(run_dir, domain) for domain in ("real", "synth")}
+    metrics["train"] = {domain: _metrics_of(run_dir, domain, "labeled") for domain in ("real", "synth")}
+    if shown is not None:
+        folder = eval_dir(run_dir)
+        spec = dataset_spec(metrics["real"].get("dataset", DEFAULT_DATASET))
+        frames = np.loadtxt(folder / "frames.txt", dtype=np.int64, ndmin=1)
+        pred = read_result_file(folder / "results_xyz.txt", "xyz", len(frames), spec.joints.count,
+                                spec.camera).xyz
+        metrics["shown_mean_error_mm"] = shown_pose_error(pred, frames, shown, list(spec.joints.evaluated))
+    return metrics
+
+
+def validation_error(run_dir: Path) -> float:
+    """The final model's mean joint error on the validation split (the last one the run logged)."""
+    from murauer_dist.tracking.run_logger import read_metrics
+    values = [record["main/val_mean_error_mm"] for record in read_metrics(run_dir)
+              if "main/val_mean_error_mm" in record]
+    value = float(values[-1]) if values else float("nan")
+    if not math.isfinite(value):
+        raise ExperimentError(f"{run_dir}: no finite validation error in metrics.jsonl (needed by --select); "
+                              f"validation needs data.val_fraction > 0")
+    return value
+
+
+def cell_record(cell: Cell, metrics: dict, weights: dict) -> dict:
+    """One evaluated cell as results.json lists it."""
+    real, synth, train = metrics["real"], metrics["synth"], metrics["train"]
+    record = {"method": cell.method, "n": cell.n, "seed": cell.seed, "run": cell.name, "weights": weights,
+              "real": real["mean_error_mm"], "synth": synth["mean_error_mm"],
+              "gap": real["mean_error_mm"] - synth["mean_error_mm"],
+              "subject1": real.get("subject1_mean_error_mm"), "subject2": real.get("subject2_mean_error_mm"),
+              "train_real": train["real"]["mean_error_mm"], "train_synth": train["synth"]["mean_error_mm"]}
+    if "shown_mean_error_mm" in metrics:
+        record["shown"] = metrics["shown_mean_error_mm"]
+        record["gap_shown"] = record["shown"] - record["synth"]
+    return record
+
+
+def choose(cells: list[Cell], val_error) -> tuple[list[Cell], list[dict]]:
+    """The cells whose results are reported, and one record per (method, n) of the weights tried.
+
+    Where a (method, n) has several weight candidates, the one with the lowest mean validation error
+    over its seeds is chosen (the first listed on a tie); val_error(cell) -> mm. The test split plays
+    no part. With one candidate nothing is chosen and no validation error is needed.
+    """
+    groups: dict = {}
+    for cell in cells:
+        groups.setdefault(cell.group, {}).setdefault(cell.weights, []).append(cell)
+    chosen, records = [], []
+    for (method, n), candidates in groups.items():
+        if len(candidates) == 1:
+            (weights, members), = candidates.items()
+            chosen += members
+            records.append({"method": method, "n": n, "tried": [{"weights": dict(weights)}], "chosen": dict(weights),
+                            "by": "only candidate"})
+            continue
+        tried = []
+        for weights, members in candidates.items():
+            errors = [val_error(cell) for cell in members]
+            tried.append({"weights": dict(weights), "val_mean_error_mm": statistics.fmean(errors),
+                          "val_per_seed": errors})
+        best = min(range(len(tried)), key=lambda index: tried[index]["val_mean_error_mm"])
+        chosen += list(candidates.values())[best]
+        records.append({"method": method, "n": n, "tried": tried, "chosen": tried[best]["weights"],
+                        "by": "lowest mean validation error"})
+    return chosen, records
+
+
+def label_efficiency(preset: str, out: Path, overrides: list[str], methods=DEFAULT_METHODS, ns=DEFAULT_NS,
+                     seeds=DEFAULT_SEEDS, ablation_ns=DEFAULT_ABLATION_NS, select: dict | None = None) -> dict:
+    select = select or {}
+    cfg = load_config(preset, overrides)
+    start = time.perf_counter()
+    if cfg.train.pretrain_epochs < 1:
+        raise ExperimentError("experiment: every cell starts from one shared stage 1, so train.pretrain_epochs "
+                              "must be >= 1")
+    if select and cfg.data.val_fraction <= 0:
+        raise ExperimentError("experiment: --select chooses on the validation split, but data.val_fraction=0 holds "
+                              "none out; set data.val_fraction > 0")
+    cells = plan_cells(methods, ns, seeds, ablation_ns, select)
+    stage1_dir = out / STAGE1_DIR
+    stage1 = stage1_dir / "checkpoints" / "final-pretrain.pt"
+    for cell in cells:                               # every cell's config is valid before anything runs
+        load_config(preset, [*overrides, *cell.overrides(stage1)])
+    print(f"[experiment] {len(cells)} stage-2 runs: {', '.join(methods)} x n in {', '.join(map(str, ns))} "
+          f"x seeds {', '.join(map(str, seeds))}" + (f"; selecting {', '.join(select)} on the validation split"
+                                                     if select else ""))
+    keep_freed_memory()                      # this process and the generator / shard workers it forks
+    workflow.ensure_dataset(cfg)
+    workflow.ensure_shards(cfg, preset, overrides)
+    for n in sorted({cell.n for cell in cells if cell.n is not None}):      # before stage 1, not after it
+        check_labeled_request(cfg.data.shards, n, cfg.data.label_seed)
+    _train_once(preset, [*overrides, "train.method=synth_only"], stage1_dir)
+    for cell in cells:
+        _train_once(preset, [*overrides, *cell.overrides(stage1)], out / cell.name)
+    chosen, selection = choose(cells, lambda cell: validation_error(out / cell.name))
+    records = []
+    shown = shown_poses(cfg.data.root)                # None unless labels are fitted poses (nyu-fit)
+    with workflow.torch_thread_count(workflow.torch_threads(cfg)):
+        for cell in chosen:
+            loss = load_config(preset, [*overrides, *cell.overrides(stage1)]).loss
+            weights = {key: getattr(loss, key) for key in method_weights(cell.method)}
+            records.append(cell_record(cell, _evaluated(out / cell.name, shown), weights))
+    for choice in selection:                          # the values the reported runs were trained with
+        choice["used"] = next(record["weights"] for record in records
+                              if (record["method"], record["n"]) == (choice["method"], choice["n"]))
+    summary = summarize(records, ns)
+    report = {"preset": preset, "overrides": list(overrides), "methods": list(methods), "n": list(ns),
+              "seeds": list(seeds), "ablation_n": [n for n in ablation_ns if n in ns], "stage1": str(stage1),
+              "select": {key: list(values) for key, values in select.items()}, "selection": selection,
+              "summary": summary, "targets": check_targets(summary, ns), "cells": records,
+              # a property of the data, the same for every cell: the test labels' distance from the shown poses
+              "label_noise_mm": (None if shown is None else
+                                 float(label_distance(shown, list(dataset_spec(cfg.data.dataset).joints.evaluated))
+                                       .mean())),
+              "minutes": (time.perf_counter() - start) / 60}
+    table = write_report(report, out)
+    print("\n" + table + f"\nwrote {out / 'results.json'}, {out / 'results.md'}, {out / 'label_efficiency.png'} "
+          f"({report['minutes']:.1f} min)")
+    return report
+
+
+def experiment_command(name: str, preset: str = "label-efficiency", out: str = "runs/label-efficiency",
+                       overrides=(), methods=DEFAULT_METHODS, ns=DEFAULT_NS, seeds=DEFAULT_SEEDS,
+                       ablation_ns=DEFAULT_ABLATION_NS, select="", select_on: str = "val") -> dict:
+    if name != "label-efficiency":
+        raise UserError(f"unknown experiment {name!r}; available: label-efficiency")
+    if str(select_on) != "val":
+        raise ExperimentError(f"experiment: --select-on {select_on!r}: loss weights are chosen on the validation "
+                              f"split only ('val'); the test split is never used for a choice")
+    ns = tuple(sorted(parse_ints(ns, "--ns")))
+    ablation_ns = ns if str(ablation_ns) == "all" else parse_ints(ablation_ns, "--ablation-ns")
+    options = dict(methods=parse_methods(methods), ns=ns, seeds=parse_ints(seeds, "--seeds"), ablation_ns=ablation_ns,
+                   select=parse_select(select))
+    out_dir = output_folder(out, "experiment --out")
+    with FolderLock(out_dir, "experiment --out"):      # one experiment per folder; its runs lock their own
+        return label_efficiency(preset, out_dir, list(overrides), **options)
