@@ -31,7 +31,7 @@ def synth_data(out: str, frames_train: int = 4000, frames_test: int = 800, seed:
 
 
 def data_report(root: str, out: str = "", frames: int = 200, seed: int = 0, reference: str = "") -> None:
-    """Measure the procedural dataset ROOT against the real NYU files of the repository (tests/data/nyu/):
+    """Measure the procedural dataset ROOT against the real NYU files shipped with the package (frames/nyu_reference/):
     pose coverage of NYU's test poses, crop statistics next to a real frame, real vs synthetic twin per
     pose (--frames test frames; --reference: another folder of those files); data-report.json, .md and .png
     into --out (default ROOT/report)."""

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# Real NYU test files that ship with the repository (origins and licence: tests/data/nyu/SOURCES.md).
-NYU_FILES = REPO / "tests" / "data" / "nyu"
+# Real NYU files shipped with the package (origins and licence: murauer_dist/frames/nyu_reference/SOURCES.md).
+NYU_FILES = REPO / "murauer_dist" / "frames" / "nyu_reference"
 NYU_GT = "nyu_test_groundtruth_label.txt.gz"
 NYU_FRAME = "test/depth_1_0000001.png"
 MURAUER_RESULT = "results/murauer_n72757_uvd.txt.gz"

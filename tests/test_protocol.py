@@ -8,7 +8,7 @@ import signal
 import pytest
 import torch
 
-from murauer_dist.recipes import experiment
+from murauer_dist.recipes import experiment as exp
 from murauer_dist.recipes.experiment_report import check_targets, summarize
 from murauer_dist.config import ConfigError, load_config, save_config
 from murauer_dist.batches.batch import fake_batch, stream_sizes

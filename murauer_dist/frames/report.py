@@ -1,5 +1,5 @@
 """`murauer-dist data-report ROOT [--out DIR]`: a procedural dataset measured against the real NYU data
-that ships with the repository (tests/data/nyu/: NYU's test ground truth and one real test frame).
+that ships inside the package (frames/nyu_reference/: NYU's test ground truth and one real test frame).
 
 - pose coverage: for n = 10 / 100 / 1000 poses sampled from ROOT's train labels, the mean over NYU's test
   poses of the error of the nearest sampled pose (14 evaluated joints, palm-centred, not rotated);
@@ -25,8 +25,8 @@ from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist.frames import nyu
 from murauer_dist.errors import UserError
 
-REPO = Path(__file__).resolve().parents[2]
-NYU_FILES = REPO / "tests" / "data" / "nyu"
+# Real NYU files shipped as package data (origins and licence: nyu_reference/SOURCES.md).
+NYU_FILES = Path(__file__).resolve().parent / "nyu_reference"
 NYU_GT, NYU_FRAME = "nyu_test_groundtruth_label.txt.gz", "test/depth_1_0000001.png"
 CUBE, CROP = 300.0, 128
 SAMPLES = (10, 100, 1000)
