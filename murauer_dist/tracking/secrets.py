@@ -12,6 +12,7 @@ from __future__ import annotations
 import netrc
 import os
 import re
+from urllib.parse import urlparse
 
 REDACTED = "<redacted>"
 SECRET_NAME = re.compile(r"key|token|secret|password", re.IGNORECASE)
@@ -20,6 +21,11 @@ SECRET_ENV_VARS = ("WANDB_API_KEY",)
 # Shorter values are not credentials (a real W&B key has 40 or more characters); replacing them
 # everywhere would mangle paths and numbers.
 MIN_SECRET_LENGTH = 8
+
+
+def wandb_host() -> str:
+    """The W&B server's host name (WANDB_BASE_URL, else api.wandb.ai): the netrc entry wandb logs in with."""
+    return urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
 
 
 def _netrc_password(path: str, host: str, stamp: tuple) -> str:
@@ -36,7 +42,6 @@ _NETRC_CACHE: dict = {}
 
 def netrc_secret() -> str:
     """The W&B key of the netrc file wandb reads (NETRC, else ~/.netrc), cached per file version."""
-    from murauer_dist.tracking.wandb_run import wandb_host
     path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
     try:
         stat = os.stat(path)

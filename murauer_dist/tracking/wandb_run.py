@@ -18,17 +18,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from murauer_dist.errors import UserError
-from murauer_dist.tracking.secrets import redact_text, scrub_secrets
+from murauer_dist.tracking.secrets import redact_text, scrub_secrets, wandb_host
 
 MODES = ("online", "offline", "disabled")
 ENV_ALIASES = {"run": "online", "dryrun": "offline"}  # older spellings wandb still accepts
 RUN_ID_FILE = "wandb-run-id.txt"                       # a resumed training run continues its wandb run
 PROBE_TIMEOUT_S = 5.0        # a TCP connection to the W&B server, before an online run starts
 INIT_TIMEOUT_S = 30.0        # an online wandb.init (wandb's own default is 90 s); WANDB_INIT_TIMEOUT wins
-
-
-def wandb_host() -> str:
-    return urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
 
 
 def has_wandb_credentials() -> bool:

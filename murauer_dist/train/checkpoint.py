@@ -34,9 +34,9 @@ import yaml
 from murauer_dist.atomic import atomic_open, atomic_write_text
 from murauer_dist.config import config_from_dict, save_config
 from murauer_dist.errors import UserError, free_space
+from murauer_dist.methods import STAGES, uses_mapping
 
-STAGES = ("pretrain", "main")
-_NAME = re.compile(r"^(ckpt-(?P<step>\d+)|final-(?P<stage>pretrain|main))\.pt$")
+_NAME = re.compile(rf"^(ckpt-(?P<step>\d+)|final-(?P<stage>{'|'.join(STAGES)}))\.pt$")
 UNREADABLE_SUFFIX = ".unreadable"
 CONFIG_FILE = "config.yaml"
 CHANGES_FILE = "config-changes.yaml"
@@ -294,8 +294,6 @@ def record_config_changes(run_dir: str | os.PathLike, changes: dict[str, tuple],
 def checkpoint_uses_mapping(state: dict) -> bool:
     """Whether the checkpoint's model runs real images through m: its method and stage decide
     (methods.uses_mapping); checkpoints of earlier versions stored the answer as "eval_mapped"."""
-    from murauer_dist.methods import uses_mapping
-
     if "eval_mapped" in state:
         return bool(state["eval_mapped"])
     return uses_mapping(state["config"]["train"]["method"], state["stage"])

@@ -3,12 +3,9 @@ on NaN/inf losses or handing on a model whose validation error is NaN/inf."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 from murauer_dist.errors import UserError
-
-if TYPE_CHECKING:
-    from murauer_dist.train.loop import Run
+from murauer_dist.train.run import Run
 
 
 class NonFiniteLossError(UserError, RuntimeError):

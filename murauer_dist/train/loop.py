@@ -6,16 +6,13 @@ directory with checkpoints resumes where it stopped, from its newest readable ch
 with the config it was trained with (run_config.check_run_config; config_changes.RESUMABLE_KEYS lists what
 may change). SIGTERM/SIGINT finish the current step, write a checkpoint and return with status "stopped".
 
-Around the loop: stages.py (the stage plan and lengths), run_state.py (what a checkpoint records and
-how a run resumes from it), run_config.py (the run directory's config), guards.py (the non-finite
-guards and their errors).
+Around the loop: run.py (the live run's state), stages.py (the stage plan and lengths), run_state.py
+(what a checkpoint records and how a run resumes from it), run_config.py (the run directory's config),
+guards.py (the non-finite guards and their errors).
 """
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,7 +20,7 @@ import torch
 from murauer_dist import dist
 from murauer_dist.config import ConfigError, check_for_training
 from murauer_dist.batches.batch import stream_sizes, to_device
-from murauer_dist.methods import uses_mapping
+from murauer_dist.methods import STAGES, uses_mapping
 from murauer_dist.models import build_discriminator, build_model, compile_networks
 from murauer_dist.seeds import derive_seed
 from murauer_dist.train import checkpoint as ckpt
@@ -32,8 +29,8 @@ from murauer_dist.train.engine_factory import build_engines
 from murauer_dist.train.guards import NonFiniteLossError, NonFiniteValidationError, check_nonfinite, check_validation
 from murauer_dist.train.preflight import check_training_inputs
 from murauer_dist.train.run_config import RunConfigError, check_run_config
-from murauer_dist.train.run_state import (Counters, Position, load_weights, read_init_checkpoint, restore_position,
-                                          write_checkpoint)
+from murauer_dist.train.run import Counters, Position, Run, StopFlag
+from murauer_dist.train.run_state import load_weights, read_init_checkpoint, restore_position, write_checkpoint
 from murauer_dist.train.schedule import stage_multiplier
 from murauer_dist.train.stages import stage_can_continue, stage_length, stage_plan
 from murauer_dist.train.step import train_step
@@ -43,44 +40,6 @@ from murauer_dist.train.validate import validate
 # called, so a launcher or test may replace them here (loop.write_checkpoint = ...).
 __all__ = ["NonFiniteLossError", "NonFiniteValidationError", "RunConfigError", "Run", "StopFlag",
            "default_eval_factory", "default_stream_factory", "run_stage", "train", "write_checkpoint"]
-
-
-class StopFlag:
-    """SIGTERM/SIGINT set a flag instead of killing the process; a second SIGINT interrupts."""
-
-    def __init__(self):
-        self.signal = 0
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
-@dataclass
-class Run:
-    cfg: object
-    info: dist.DistInfo
-    run_dir: Path
-    stream_factory: object
-    eval_factory: object
-    logger: object
-    stop: StopFlag
-    model: torch.nn.Module = None
-    disc: torch.nn.Module = None
-    counters: Counters = field(default_factory=Counters)
-    last_val: dict = field(default_factory=dict)
 
 
 def default_stream_factory(cfg, stage, rank, world_size, device):
@@ -271,7 +230,7 @@ def _run_plan(run: Run, plan: list[str], latest: Path | None, state: dict | None
     for stage in plan:
         resume = None
         if state is not None:
-            here, saved = ckpt.STAGES.index(stage), ckpt.STAGES.index(state["stage"])
+            here, saved = STAGES.index(stage), STAGES.index(state["stage"])
             if here < saved:
                 continue                                     # finished before the restart
             if here == saved:

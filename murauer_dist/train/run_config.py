@@ -8,6 +8,7 @@ from pathlib import Path
 from murauer_dist.config import config_from_dict, public_dict
 from murauer_dist.config_changes import LENGTH_KEYS, config_changes, may_change_on_resume
 from murauer_dist.errors import UserError
+from murauer_dist.methods import STAGES
 from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train.stages import planned_steps
 
@@ -20,9 +21,9 @@ def _length_problems(old_cfg, cfg, state: dict | None) -> list[str]:
     """Why new stage lengths cannot continue the trained run (empty when they can)."""
     if state is None:
         return []
-    here = ckpt.STAGES.index(state["stage"])
+    here = STAGES.index(state["stage"])
     problems = []
-    for stage in ckpt.STAGES[:here]:          # finished before the checkpoint's stage began
+    for stage in STAGES[:here]:          # finished before the checkpoint's stage began
         before, after = planned_steps(old_cfg, stage), planned_steps(cfg, stage)
         if before != after:
             problems.append(f"stage {stage} is finished after {before} steps; the new lengths would give it {after}")

@@ -1,13 +1,10 @@
 """What a checkpoint records of a live run, and how a run takes it back.
 
-Position and Counters are where a run stands; write_checkpoint gathers them with the weights, the
+Position and Counters (run.py) are where a run stands; write_checkpoint gathers them with the weights, the
 engines' state and every rank's RNG and data position into one checkpoint, restore_position and
 load_weights put them back on resume. checkpoint.py handles the files themselves.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,28 +12,7 @@ from murauer_dist import dist
 from murauer_dist.config import public_dict
 from murauer_dist.seeds import derive_seed
 from murauer_dist.train import checkpoint as ckpt
-
-if TYPE_CHECKING:
-    from murauer_dist.train.loop import Run
-
-
-@dataclass
-class Position:
-    """Where a stage stands: 1-based epoch, steps done in that epoch and in the stage."""
-    epoch: int = 1
-    iteration: int = 0
-    stage_step: int = 0
-
-
-@dataclass
-class Counters:
-    global_step: int = 0
-    skipped_total: int = 0
-    skipped_in_a_row: int = 0
-
-    def as_dict(self) -> dict:
-        return {"global_step": self.global_step, "skipped_total": self.skipped_total,
-                "skipped_in_a_row": self.skipped_in_a_row}
+from murauer_dist.train.run import Counters, Position, Run
 
 
 def gather_objects(value) -> list:
