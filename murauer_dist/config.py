@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,9 @@ from pathlib import Path
 import yaml
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.frames.datasets import DATASETS, DEFAULT_DATASET
+from murauer_dist.frames.datasets import DEFAULT_DATASET, dataset_spec
 from murauer_dist.errors import UserError
-from murauer_dist.methods import METHODS, required_streams
+from murauer_dist.methods import METHODS, required_streams, synthetic_needs
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -59,18 +60,16 @@ def ranged(default=dataclasses.MISSING, *, factory=dataclasses.MISSING, **bounds
 
 @dataclass
 class DataConfig:
-    root: str = "data/procedural"        # NYU-layout folder (real download or `synth-data` output)
+    root: str = "data/procedural"        # dataset folder (NYU layout: the download or `synth-data` output)
     shards: str = "data/shards"          # output of `make-shards`: {train,val,test}/ and labeled/
-    dataset: str = DEFAULT_DATASET       # camera, joints and files of the data (murauer_dist/frames/datasets.py)
+    dataset: str = DEFAULT_DATASET       # camera, joints, files and rules of the data: a built-in name
+                                         # (configs/datasets/NAME.yaml) or a spec file's path (docs/datasets.md)
     crop_size: int = ranged(128, ge=16)  # network input side (pixels); its minimum: min_crop_size
     cube_mm: float = ranged(300.0, gt=0)  # edge of the 3D crop cube
-    second_actor_cube_mm: float = ranged(249.9, gt=0)  # NYU test frames >= second_actor_from use this cube
-    second_actor_from: int = ranged(2441, ge=-1)  # 0-based test index where the smaller cube starts (-1: never)
     crop_margin: float = ranged(1.625, ge=1)  # stored crop covers margin x the cube (room for rotation + jitter)
     shard_size: int = ranged(500, ge=1)  # frames per tar shard
     encoding: str = "png"                # stored crops: "png" (16-bit) or "raw" (little-endian uint16)
     view_camera: int = ranged(3, ge=1, le=3)  # target view of view prediction (camera slot)
-    swap_side_cameras_before: int = ranged(0, ge=0)  # NYU: train frames < 29116 have cameras 2 and 3 swapped
     val_fraction: float = ranged(0.05, ge=0, lt=1)  # tail of the train frames held out for validation (never trained on)
     n_labeled: int = ranged(100, ge=1)   # labeled real frames (first n of the seeded permutation); at most the
                                          # train frames of the shards (checked when the labeled subset is made)
@@ -112,7 +111,7 @@ class ModelConfig:
     blocks_per_stage: int = ranged(5, ge=1)
     embed_dim: int = ranged(1024, ge=1)  # feature z and the mapping/discriminator width
     decoder_features: int = ranged(64, ge=1)
-    num_joints: int = ranged(14, ge=1)
+    num_joints: int = ranged(14, ge=1)   # the dataset's evaluated joints unless set (load_config)
     released_affine_blocks: bool = False  # True: the released code's affine mapping/discriminator
     sync_bn: bool = False                # SyncBatchNorm across ranks (default: per-rank statistics)
     channels_last: bool = False
@@ -226,7 +225,6 @@ class Config:
 
 
 CHOICES = {
-    "data.dataset": tuple(DATASETS),
     "data.encoding": ("png", "raw"),
     "data.synth_realism": ("default", "nyu-fit"),    # frames/procedural/realism.py PROFILES (a test keeps them in step)
     "loader.backend": ("dali", "reference"),
@@ -261,10 +259,10 @@ def _rule_problems(cfg: "Config") -> list[str]:
         problems.append(f"config key 'data.crop_size': {cfg.data.crop_size} is too small for the network: it must be "
                         f">= {need} (the encoder halves it {len(widths) + 1} times: its max-pool and "
                         f"{len(widths)} stride-2 stages, one per model.stage_widths entry)")
-    spec = DATASETS[cfg.data.dataset]
+    spec = dataset_spec(cfg.data.dataset)
     if cfg.model.num_joints != spec.joints.count:
         problems.append(f"config key 'model.num_joints': {cfg.model.num_joints}, but data.dataset={spec.name} has "
-                        f"{spec.joints.count} joints; set model.num_joints={spec.joints.count}")
+                        f"{spec.joints.count} joints; set model.num_joints={spec.joints.count} or leave it unset")
     if cfg.data.view_camera > spec.num_cameras:
         problems.append(f"config key 'data.view_camera': {cfg.data.view_camera}, but data.dataset={spec.name} has "
                         f"{spec.num_cameras} camera slot(s)")
@@ -280,11 +278,24 @@ def _rule_problems(cfg: "Config") -> list[str]:
 
 
 def check_for_training(cfg: "Config") -> None:
-    """What only training needs (make-shards may use other crop sizes): a crop the view decoder can make."""
+    """What only training needs (make-shards may use other crop sizes): a crop the view decoder can make,
+    and synthetic data where the method or stage 1 needs it."""
     size = cfg.data.crop_size
     if size & (size - 1):
         raise ConfigError(f"config key 'data.crop_size': {size} cannot be trained: the view decoder doubles a 4x4 map "
                           f"up to the crop, so it must be a power of two >= 16 (16, 32, 64, 128, ...)")
+    spec = dataset_spec(cfg.data.dataset)
+    if spec.synthetic:
+        return
+    needs = synthetic_needs(cfg.train.method)
+    if needs:
+        raise ConfigError(f"config key 'train.method': {cfg.train.method} needs synthetic data ({needs}), but "
+                          f"data.dataset={spec.name} has none (its spec says synthetic: false); train it with "
+                          f"train.method=real_only")
+    if cfg.train.pretrain_epochs > 0:
+        raise ConfigError(f"config key 'train.pretrain_epochs': {cfg.train.pretrain_epochs}, but stage 1 pre-trains on "
+                          f"synthetic crops and data.dataset={spec.name} has none (synthetic: false); set "
+                          f"train.pretrain_epochs=0")
 
 
 _NON_FINITE_WORDS = ("nan", "inf", "infinity")
@@ -339,6 +350,38 @@ def _convert(path: str, value, annotation):
     raise ConfigError(f"config key '{path}': unsupported field type {annotation}")
 
 
+# Keys that moved out of the config; an old preset or checkpoint that holds them still loads.
+RETIRED_KEYS = {
+    "data.second_actor_cube_mm": "the dataset spec's second_actor_cube_mm",
+    "data.second_actor_from": "the dataset spec's second_actor_from",
+    "data.swap_side_cameras_before": "the dataset spec's swap_side_cameras_before",
+}
+
+
+def _retired(path: str, where: str, strict: bool) -> bool:
+    """True (after a one-line note) for a retired key; strict (a command-line override): ConfigError."""
+    if path not in RETIRED_KEYS:
+        return False
+    moved = (f"config key '{path}' is now {RETIRED_KEYS[path]} (configs/datasets/*.yaml, docs/datasets.md); "
+             f"make-shards takes it from the dataset")
+    if strict:
+        raise ConfigError(f"{moved}; drop the override (for other rules, write a dataset spec file and set "
+                          f"data.dataset=PATH)")
+    print(f"note: {where}: {moved}; the value here is ignored", file=sys.stderr)
+    return True
+
+
+def _dataset_value(path: str, value: str) -> str:
+    """data.dataset: a built-in name as it is; a spec file's path made absolute (a run finds it from
+    anywhere); anything else a ConfigError naming the key."""
+    from murauer_dist.frames.datasets import BUILT_IN, DatasetError
+    try:
+        dataset_spec(value)
+    except (DatasetError, UserError) as err:
+        raise ConfigError(f"config key '{path}': {err}") from None
+    return value if value in BUILT_IN else str(Path(value).expanduser().resolve())
+
+
 def _set(cfg: Config, path: str, value, check: bool = True) -> None:
     parts = path.split(".")
     node = cfg
@@ -353,6 +396,8 @@ def _set(cfg: Config, path: str, value, check: bool = True) -> None:
             if dataclasses.is_dataclass(hints[name]):
                 raise ConfigError(f"config key '{path}' is a section; set one of its keys instead")
             converted = _convert(path, value, hints[name])
+            if path == "data.dataset":
+                converted = _dataset_value(path, converted)
             if path in CHOICES and converted not in CHOICES[path]:
                 raise ConfigError(f"config key '{path}': {converted!r} is not one of {', '.join(CHOICES[path])}")
             valid = fields[name].metadata.get("range")
@@ -433,20 +478,33 @@ def _preset_values(preset: str | os.PathLike, seen: tuple = ()) -> dict[str, obj
 
 
 def load_config(preset: str | os.PathLike | None = None, overrides: typing.Iterable[str] = ()) -> Config:
-    """Defaults, then the preset (and its bases), then `key=value` overrides, in that order."""
-    cfg = Config()
+    """Defaults, then the preset (and its bases), then `key=value` overrides, in that order.
+    model.num_joints (and data.view_camera, for a dataset of fewer cameras) follow the dataset unless
+    the preset or an override sets them."""
+    cfg, given = Config(), set()
     if preset:
         source = preset_path(preset)
         for path, value in _preset_values(preset).items():
+            if _retired(path, f"preset {source}", strict=False):
+                continue
             try:
                 _set(cfg, path, value)
             except ConfigError as err:
                 raise ConfigError(f"{source}: {err}") from None
+            given.add(path)
     for item in overrides:
         if "=" not in str(item):
             raise ConfigError(f"override {item!r} must look like section.key=value")
         path, value = str(item).split("=", 1)
-        _set(cfg, path.strip().lstrip("-"), value)
+        path = path.strip().lstrip("-")
+        _retired(path, "override", strict=True)
+        _set(cfg, path, value)
+        given.add(path)
+    spec = dataset_spec(cfg.data.dataset)
+    if "model.num_joints" not in given:
+        cfg.model.num_joints = spec.joints.count
+    if "data.view_camera" not in given:               # a dataset with fewer cameras: its last one
+        cfg.data.view_camera = min(cfg.data.view_camera, spec.num_cameras)
     problems = _rule_problems(cfg)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -458,7 +516,8 @@ def config_from_dict(tree: dict) -> Config:
     run made under older rules still loads."""
     cfg = Config()
     for path, value in flatten(tree).items():
-        _set(cfg, path, value, check=False)
+        if not _retired(path, "a saved run config", strict=False):
+            _set(cfg, path, value, check=False)
     return cfg
 
 

@@ -116,3 +116,17 @@ def required_streams(method: str) -> dict[str, str]:
     if "L_synth" in entry.terms and "pairs" not in entry.streams:
         required["synth"] = "L_synth"
     return required
+
+
+# What reads synthetic crops: these streams, and the pairs' synthetic halves where a term takes them.
+SYNTHETIC_STREAMS = ("synth", "views", "unlabeled_synth")
+SYNTHETIC_TERMS = ("L_synth", "L_emb")
+
+
+def synthetic_needs(method: str) -> str:
+    """Why stage 2 of `method` needs synthetic data (its streams and terms that read it), or "" (real_only):
+    a dataset without synthetic twins (spec `synthetic: false`) trains only the latter."""
+    entry = method_for(method, "main")
+    parts = [f"stream {s}" for s in entry.streams if s in SYNTHETIC_STREAMS]
+    parts += [f"term {t}" for t in entry.terms if t in SYNTHETIC_TERMS]
+    return ", ".join(parts)

@@ -35,7 +35,7 @@ NOISY_FIELDS = {"pairs": ("real", "synth"), "synth": ("depth",), "views": ("real
 
 def add_noise(raw: dict, stream: str, generator: torch.Generator, sigma_mm: float) -> dict:
     """One N(0, sigma^2) field per sample, shared by the stream's twin images, on valid pixels only."""
-    fields = NOISY_FIELDS.get(stream, ())
+    fields = tuple(f for f in NOISY_FIELDS.get(stream, ()) if f in raw)     # pairs of a real-only dataset: no synth
     if not fields or sigma_mm <= 0:
         return raw
     first = raw[fields[0]]

@@ -137,7 +137,7 @@ class StreamGraph:
 
     def read(self, tars, stream: str, shuffle: bool, name: str = READER, part=None) -> dict:
         """A reader of `tars`; a second reader of the pipeline (another `name`) gets its own seed."""
-        members = needed_members(stream, self.cfg.data.encoding, self.cfg.data.view_camera, self.layout.slots)
+        members = needed_members(stream, self.cfg.data.encoding, self.layout, self.cfg.data.view_camera)
         seed = self.seed if name == READER else derive_seed(self.seed, name)
         return _read(tars, members, self.layout, part or self.part, shuffle, seed, self.cfg.loader.shuffle_buffer,
                      name)
@@ -153,7 +153,8 @@ def _labeled_stream(graph: StreamGraph, sample: dict, image_fields: dict, crop_r
 
 def pairs_graph(graph: StreamGraph, tars) -> dict:
     sample = graph.read(tars, "pairs", shuffle=True)
-    return _labeled_stream(graph, sample, {"real": "real", "synth": "synth"}, sample["crop"][0])
+    halves = {half: half for half in ("real", "synth") if half in sample}      # real only: no synthetic twins
+    return _labeled_stream(graph, sample, halves, sample["crop"][0])
 
 
 def _slot_pick(cam, sample: dict, slots: tuple[int, ...], index: int = 0):

@@ -103,8 +103,8 @@ class DataSources:
 
     def samples(self, which: str, stream: str) -> list[tuple[str, str]]:
         tars = self.labeled_tars if which == "labeled" else self.train_tars
-        members = list(streams.needed_members(stream, self.cfg.data.encoding, self.cfg.data.view_camera,
-                                              self.layout.slots).values())
+        members = list(streams.needed_members(stream, self.cfg.data.encoding, self.layout,
+                                              self.cfg.data.view_camera).values())
         self.skipped[f"{stream}/{which}"] = shard_read.count_skipped(tars, members)
         return shard_read.complete_samples(tars, members, self.cfg.loader.bad_samples)
 
@@ -409,7 +409,7 @@ class EvalLoader:
         self.spec = shard_read.check_dataset(cfg, folder, "")
         shard_read.check_geometry(self.tars, cfg.data.crop_size, self.stored, cfg.data.encoding)
         self.layout = shard_read.sample_layout(self.tars, self.spec)
-        members = list(streams.needed_members(self.stream, cfg.data.encoding).values())
+        members = list(streams.needed_members(self.stream, cfg.data.encoding, self.layout, cfg.data.view_camera).values())
         self.samples = shard_read.complete_samples(self.tars, members, cfg.loader.bad_samples)
         self.part = shard_read.partition(len(self.samples), rank, world_size)
 

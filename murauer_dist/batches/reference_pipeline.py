@@ -125,7 +125,8 @@ class Augmenter:
 
 def pairs_batch(aug: Augmenter, records: list[dict]) -> dict:
     cam = torch.zeros(len(records), dtype=torch.long)
-    return aug.labeled(records, {"real": "real", "synth": "synth"}, cam)
+    halves = {half: half for half in ("real", "synth") if half in records[0]}   # real only: no synthetic twins
+    return aug.labeled(records, halves, cam)
 
 
 def synth_batch(aug: Augmenter, records: list[dict]) -> dict:
@@ -170,7 +171,7 @@ class RawBatches(torch.utils.data.IterableDataset):
         self.seed, self.repeat, self.labeled_probability = seed, repeat, labeled_probability
 
     def _source(self, name: str, worker: int, workers: int) -> SampleSource:
-        members = needed_members(self.stream, self.cfg.data.encoding, self.cfg.data.view_camera, self.layout.slots)
+        members = needed_members(self.stream, self.cfg.data.encoding, self.layout, self.cfg.data.view_camera)
         return SampleSource(self.sources[name], members, self.stored, self.layout, shuffle=self.repeat,
                             seed=derive_seed(self.seed, name, worker),
                             buffer=self.cfg.loader.shuffle_buffer, worker=worker, workers=workers,

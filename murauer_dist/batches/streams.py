@@ -18,8 +18,9 @@ import torch
 
 from murauer_dist.batches import augment
 from murauer_dist.batches.augment import CUBE, Z_C
-from murauer_dist.shards.schema import CAMERA_SLOTS, CROP_MEMBER, JOINTS_MEMBER, crop_member
+from murauer_dist.shards.schema import CROP_MEMBER, JOINTS_MEMBER, SampleLayout, crop_member
 from murauer_dist.frames.datasets import Camera
+from murauer_dist.errors import UserError
 
 
 # Evaluation reads camera-1 crops of one domain: real (the protocol) or their synthetic twins (to
@@ -33,16 +34,22 @@ def synth_field(slot: int) -> str:
     return f"synth{slot}"
 
 
-def needed_members(stream: str, encoding: str, view_camera: int = 3,
-                   slots: tuple[int, ...] = CAMERA_SLOTS) -> dict[str, str]:
+def needed_members(stream: str, encoding: str, layout: SampleLayout, view_camera: int) -> dict[str, str]:
     """Raw field -> shard member the stream reads (the images plus labels and crop geometry);
-    `slots`: the samples' camera slots (SampleLayout.slots), the synth stream reads them all."""
+    `layout`: the samples' camera slots (the synth stream reads them all) and domains (a dataset
+    without synthetic twins: the pairs stream reads the real half only, streams of synthetic crops
+    are an error)."""
     def crop(domain: str, slot: int = 1) -> str:
+        if domain not in layout.domains:
+            raise UserError(f"the {stream} stream reads {domain} crops, but the dataset's shards hold only "
+                            f"{', '.join(layout.domains)} crops (its spec says synthetic: false)")
         return crop_member(domain, slot, encoding)
 
     labels = {"joints": JOINTS_MEMBER, "crop": CROP_MEMBER}
+    slots = layout.slots
     if stream == "pairs":
-        return {"real": crop("real"), "synth": crop("synth"), **labels}
+        halves = {domain: crop(domain) for domain in ("real", "synth") if domain in layout.domains}
+        return {**halves, **labels}
     if stream == "synth":
         return {synth_field(slot): crop("synth", slot) for slot in slots} | labels
     if stream == "views":
@@ -120,7 +127,7 @@ def finish_images(stream: str, raw: dict, centres: dict) -> dict:
     """The image part of finish: depth normalisation of the raw images where they are (a GPU for DALI
     on the GPU); `centres` from finish_labels, best already on the images' device."""
     return {name: augment.normalize_depth(raw[field], *centres[centre])
-            for field, (name, centre) in image_fields(stream).items()}
+            for field, (name, centre) in image_fields(stream).items() if field in raw}   # pairs: maybe no synth
 
 
 def finish(stream: str, raw: dict, camera: Camera, labeled_frames: torch.Tensor | None = None,

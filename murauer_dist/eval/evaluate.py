@@ -13,7 +13,9 @@ DIR gets results_xyz.txt and results_uvd.txt (community layout, one line per eva
 in frame order), groundtruth_uvd.txt (the same frames' ground truth, so `score` can re-check any
 run), frames.txt (the test frame index of every line), metrics.json and PNG plots. The dataset
 (data.dataset of the checkpoint's config, checked against the shards) gives the camera of the uvd
-files, the joint labels, the overlay bones and the subject split; metrics.json records its name.
+files, the joint labels and the overlay bones; metrics.json records its name. The subject split is
+the one make-shards recorded in the test manifest (frames/sources.py); metrics.json records it too
+(`subject_split`), which is where `score` finds it.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import torch
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.batches.batch import to_device
 from murauer_dist.batches.streams import EVAL_STREAMS
-from murauer_dist.frames.datasets import NYU, DatasetSpec
+from murauer_dist.frames.datasets import DatasetSpec
 from murauer_dist.errors import UserError
 from murauer_dist.eval.metrics import compute_metrics
 from murauer_dist.eval.result_files import write_result_file
@@ -124,7 +126,7 @@ def subject_split_row(frames: np.ndarray, split_frame: int | None) -> int | None
 
 def write_evaluation(out_dir: str | Path, pred_xyz: np.ndarray, gt_xyz: np.ndarray, depth_examples: dict | None = None,
                      frames: np.ndarray | None = None, subject_split: int | None = None, name: str = "model",
-                     info: dict | None = None, spec: DatasetSpec = NYU) -> dict:
+                     info: dict | None = None, *, spec: DatasetSpec) -> dict:
     """Write result files, metrics.json and plots; print the table; return the metrics.
 
     pred_xyz, gt_xyz: (N, J, 3) camera mm in frame order; frames: the test frame of every row
@@ -164,13 +166,11 @@ def eval_dir(run_dir: str | Path, domain: str = "real", split: str = "test") -> 
 
 
 def subject_split_of(cfg, spec: DatasetSpec) -> int | None:
-    """The test frame where the second test subject starts, or None for a one-subject test set."""
-    # NYU's test set shows two people; the smaller second-actor cube marks a two-subject test set.
-    split = spec.test_subject_split if cfg.data.second_actor_from >= 0 else None
-    if split is None:                        # a procedural test split of two actors (synth-data --realism nyu-fit)
-        from murauer_dist.frames.procedural.realism import recorded_subject_split
-        split = recorded_subject_split(cfg.data.shards)
-    return split
+    """The test frame where the second test subject starts, as the test manifest of cfg.data.shards
+    records it (frames/sources.py), or None for a one-subject test set."""
+    from murauer_dist.frames.sources import subject_split_of_manifest
+    from murauer_dist.shards.manifest import read_manifest
+    return subject_split_of_manifest(read_manifest(Path(cfg.data.shards) / "test"), spec)
 
 
 def _shards_root(test_shards: str) -> str:

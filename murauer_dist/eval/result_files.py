@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.shards.schema import NUM_JOINTS
+from murauer_dist.frames.datasets import NYU
+NUM_JOINTS = NYU.joints.count
 from murauer_dist.frames.datasets import Camera
 from murauer_dist.errors import UserError
 from murauer_dist.geometry import NYU_CAMERA, uvd_to_xyz, xyz_to_uvd

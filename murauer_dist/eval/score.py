@@ -10,8 +10,10 @@ units scores hundreds of mm off, against the ground truth as well.
 
 --dataset (default nyu) names the datasets.DatasetSpec whose camera converts uvd <-> xyz and whose
 joint count and labels the files have; files that `evaluate` wrote sit next to a metrics.json that
-records their dataset, and a different --dataset is refused. The subject split (NYU: frame 2440)
-applies to files of exactly the dataset's full test length.
+records their dataset, and a different --dataset is refused. The subject split is the one that
+metrics.json records beside the ground truth (evaluate took it from the test manifest, where
+make-shards put it: frames/sources.py); a ground truth without one (a community file) gets the
+dataset spec's split (NYU: frame 2440) when it has exactly the spec's full test length.
 """
 from __future__ import annotations
 
@@ -21,22 +23,49 @@ from pathlib import Path
 import numpy as np
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.frames.datasets import DEFAULT_DATASET, NYU, DatasetSpec, dataset_spec
+from murauer_dist.frames.datasets import DEFAULT_DATASET, DatasetSpec, dataset_spec
 from murauer_dist.eval.metrics import MAX_THRESHOLD_MM, REPORT_THRESHOLDS_MM, compute_metrics
 from murauer_dist.eval.result_files import (FORMATS, ResultFile, ResultFormatError, plausible_formats,
                                             read_result_file)
 from murauer_dist.paths import output_folder
 
-NYU_TEST_FRAMES = NYU.test_frames
 # Declared units are rejected when they score this far off while the other units fit the ground truth.
 WRONG_UNITS_MIN_ERROR_MM = 50.0
 WRONG_UNITS_RATIO = 3.0
 
 
-def default_subject_split(frames: int, spec: DatasetSpec = NYU) -> int | None:
+def default_subject_split(frames: int, spec: DatasetSpec) -> int | None:
     """The dataset's subject split (NYU's two test subjects split at frame 2440) for a file of its whole
     test split; other files have no such split."""
     return spec.test_subject_split if spec.test_frames is not None and frames == spec.test_frames else None
+
+
+_NOT_RECORDED = object()
+
+
+def recorded_subject_split(path: str):
+    """The subject_split the metrics.json beside `path` records (an int or None), or _NOT_RECORDED."""
+    try:
+        record = json.loads((Path(path).parent / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return _NOT_RECORDED
+    if not isinstance(record, dict) or "subject_split" not in record:
+        return _NOT_RECORDED
+    split = record["subject_split"]
+    return split if isinstance(split, int) and not isinstance(split, bool) else None
+
+
+def subject_split_for(ground_truth: str, frames: int, spec: DatasetSpec) -> int | None:
+    """The row where the second subject starts: the ground truth's recorded subject split (evaluate's
+    metrics.json; a test frame, turned into a row with the frames.txt beside it), else the spec's default."""
+    recorded = recorded_subject_split(ground_truth)
+    if recorded is _NOT_RECORDED:
+        return default_subject_split(frames, spec)
+    rows = Path(ground_truth).parent / "frames.txt"
+    if recorded is None or not rows.is_file():
+        return recorded
+    from murauer_dist.eval.evaluate import subject_split_row
+    return subject_split_row(np.loadtxt(rows, dtype=np.int64, ndmin=1), recorded)
 
 
 def check_recorded_dataset(path: str, spec: DatasetSpec) -> None:
@@ -104,7 +133,7 @@ def score_files(predictions: list[str], ground_truth: str, fmt: str = "auto",
     for path in (*predictions, ground_truth):
         check_recorded_dataset(path, spec)
     gt = read_result_file(ground_truth, "auto", num_joints=spec.joints.count, camera=spec.camera)
-    split = default_subject_split(len(gt.values), spec) if subject_split == "auto" else subject_split
+    split = subject_split_for(ground_truth, len(gt.values), spec) if subject_split == "auto" else subject_split
     results = {}
     for name, path in zip(_method_names(predictions), predictions):
         pred = load_predictions(path, gt, fmt)

@@ -4,29 +4,35 @@ A `DatasetSpec` says everything the pipeline needs to know about a dataset that 
 the `Camera` (intrinsics, image size, which way y points), the `JointSpec` (how many joints the
 source files hold, which of them are evaluated and in which order, the crop-centre joint, labels and
 bones for plots), the number of camera slots per frame, how depth is encoded in the PNGs, which
-reader opens the folder (frames/readers.py) and where the test set's second subject starts.
+reader opens the folder (frames/readers.py), whether the layout holds synthetic twins, and the
+recording's rules (the test subject split, the smaller second-actor test cube, the side-camera swap).
 
-The spec travels with the data: `make-shards` records its name in every split's manifest settings
-(`settings.dataset`; absent in shard sets of NYU, and in every shard set made before the key
-existed), every run records it in its config (`data.dataset`, hence in every checkpoint), and the
-loaders, `evaluate` and `score` take the camera and the joints from it. Nothing else in the code
-holds a dataset's constants; geometry.py keeps NYU's names only as aliases for old callers.
+Specs are YAML files (frames/spec_file.py reads them): the built-ins are configs/datasets/NAME.yaml,
+and `data.dataset` is a built-in name or the path of a spec file. `dataset_spec(name_or_path)` is
+the one lookup. The spec travels with the data: `make-shards` records its name in every split's
+manifest settings (`settings.dataset`; absent for NYU, and in every shard set made before the key
+existed) and the whole spec beside them (`dataset_spec`), every run records `data.dataset` in its
+config (hence in every checkpoint), and the loaders, `evaluate` and `score` take the camera and the
+joints from it. docs/datasets.md says how to add a dataset.
 
-    DATASETS["nyu"]    NYU hand pose (docs/method.md §1): 640x480, fx=588.03, fy=587.07, ux=320,
-                       uy=240, y up, depth in RGB PNGs as (G << 8) | B, 14 of 36 joints evaluated,
-                       palm centre (NYU id 32) last, second test subject from frame 2440
-    DATASETS["qvga"]   a second sensor in the same folder layout (made by `synth-data --dataset qvga`):
-                       320x240, fx=fy=241.42, ux=160, uy=120 (ICVL-like), y down, 16-bit grayscale
-                       depth PNGs in mm, 16 joints (palm centre first, then root, middle and tip of
-                       thumb, index, middle, ring and little finger, ICVL's order), one test subject
+    nyu    NYU hand pose (docs/method.md §1): 640x480, fx=588.03, fy=587.07, ux=320, uy=240, y up,
+           depth in RGB PNGs as (G << 8) | B, 14 of 36 joints evaluated, palm centre (NYU id 32)
+           last, second test subject from frame 2440
+    qvga   a second sensor in the same folder layout (made by `synth-data --dataset qvga`): 320x240,
+           fx=fy=241.42, ux=160, uy=120 (ICVL-like), y down, 16-bit grayscale depth PNGs in mm, 16
+           joints (palm centre first, then root, middle and tip of each finger, ICVL's order)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from murauer_dist.errors import UserError
 
 DEFAULT_DATASET = "nyu"              # what a shard manifest or a config without a dataset key means
+SPEC_DIR = Path(__file__).resolve().parent.parent.parent / "configs" / "datasets"   # the built-in specs
+BUILT_IN = ("nyu", "qvga")
 DEPTH_ENCODINGS = {
     "nyu-rgb": "8-bit RGB PNG, depth in mm = (G << 8) | B, red unused (NYU)",
     "gray16": "16-bit grayscale PNG, depth in mm",
@@ -100,9 +106,13 @@ class DatasetSpec:
     num_cameras: int                         # camera slots per frame (view prediction needs >= 2)
     depth_encoding: str                      # a key of DEPTH_ENCODINGS
     reader: str = "nyu-layout"               # a key of frames/readers.py READERS
-    test_subject_split: int | None = None    # first test frame of the second test subject, if any
+    synthetic: bool = True                   # the layout holds a synthetic twin of every real image
+    test_subject_split: int | None = None    # 0-based first test frame of the second test subject, if any
     test_frames: int | None = None           # frames of the whole test split when fixed (score: a result
                                              # file of this length gets the subject split)
+    second_actor_from: int = -1              # 0-based test frame from which second_actor_cube_mm applies (-1: never)
+    second_actor_cube_mm: float | None = None
+    swap_side_cameras_before: int = 0        # train frames < this have physical cameras 2 and 3 swapped
     description: str = ""
 
     def __post_init__(self):
@@ -110,52 +120,96 @@ class DatasetSpec:
             raise ValueError(f"depth encoding {self.depth_encoding!r} is not one of {', '.join(DEPTH_ENCODINGS)}")
         if self.num_cameras < 1:
             raise ValueError(f"a dataset needs at least one camera, got {self.num_cameras}")
+        if self.second_actor_from >= 0 and not (self.second_actor_cube_mm or 0) > 0:
+            raise ValueError(f"second_actor_from {self.second_actor_from} needs a second_actor_cube_mm > 0")
+        if self.swap_side_cameras_before and self.num_cameras < 3:
+            raise ValueError(f"swap_side_cameras_before needs cameras 2 and 3, the dataset has {self.num_cameras}")
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The image domains its shards hold: real, and synth where the layout has synthetic twins."""
+        return ("real", "synth") if self.synthetic else ("real",)
+
+    def to_dict(self) -> dict:
+        """The spec as plain data (what a shard manifest records under `dataset_spec`)."""
+        return asdict(self)
 
 
-NYU = DatasetSpec(
-    name="nyu",
-    camera=Camera(fx=588.03, fy=587.07, ux=320.0, uy=240.0, width=640, height=480, y_up=True),
-    joints=JointSpec(
-        source_count=36,
-        evaluated=(0, 3, 6, 9, 12, 15, 18, 21, 24, 25, 27, 30, 31, 32),
-        center=13,                           # NYU id 32, the palm centre
-        labels=("P1", "P2", "R1", "R2", "M1", "M2", "I1", "I2", "T1", "T2", "T3", "W1", "W2", "C"),
-        bones=((0, 1), (1, 13), (2, 3), (3, 13), (4, 5), (5, 13), (6, 7), (7, 13),
-               (8, 9), (9, 10), (10, 13), (11, 13), (12, 13))),
-    num_cameras=3,
-    depth_encoding="nyu-rgb",
-    test_subject_split=2440,
-    test_frames=8252,
-    description="NYU hand pose dataset (docs/method.md §1), or the embedded procedural data in its layout",
-)
-
-QVGA = DatasetSpec(
-    name="qvga",
-    camera=Camera(fx=241.42, fy=241.42, ux=160.0, uy=120.0, width=320, height=240, y_up=False),
-    joints=JointSpec(
-        source_count=36,                     # the procedural hand's NYU-convention joints
-        # palm centre; then root (MCP), middle (PIP; thumb: IP) and tip of thumb, index, middle, ring, little
-        evaluated=(32, 27, 25, 24, 23, 21, 18, 17, 15, 12, 11, 9, 6, 5, 3, 0),
-        center=0,
-        labels=("C", "T0", "T1", "T2", "I0", "I1", "I2", "M0", "M1", "M2", "R0", "R1", "R2", "P0", "P1", "P2"),
-        bones=((1, 0), (2, 1), (3, 2), (4, 0), (5, 4), (6, 5), (7, 0), (8, 7), (9, 8),
-               (10, 0), (11, 10), (12, 11), (13, 0), (14, 13), (15, 14))),
-    num_cameras=3,
-    depth_encoding="gray16",
-    test_subject_split=None,
-    description="a 320x240 sensor with ICVL-like intrinsics, y down, 16-bit grayscale depth PNGs, 16 joints "
-                "(`murauer-dist synth-data OUT --dataset qvga`)",
-)
-
-DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (NYU, QVGA)}
+def spec_from_dict(tree: dict, origin: str = "a shard manifest's dataset_spec") -> DatasetSpec:
+    """Rebuild a spec from to_dict's output (or a spec file's mapping), every key checked."""
+    from murauer_dist.frames.spec_file import build
+    return build(DatasetSpec, tree, Path(origin), {})
 
 
-def dataset_spec(name: str | None = None) -> DatasetSpec:
-    """The spec registered as `name` (None or "": NYU, what data without a dataset key means)."""
-    name = name or DEFAULT_DATASET
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    return DATASETS[name]
+def _read_spec(path: Path, seen: tuple = ()) -> dict:
+    from murauer_dist.frames.spec_file import SpecFileError, merged, read_yaml
+    if path.resolve() in seen:
+        raise SpecFileError(f"dataset spec {path}: extends itself through 'base:'")
+    tree, _ = read_yaml(path)
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    base_path = _spec_path(str(base), path.parent)
+    if base_path is None:
+        raise SpecFileError(f"dataset spec {path}: key 'base': {base!r} is neither a built-in dataset "
+                            f"({', '.join(BUILT_IN)}) nor a spec file")
+    return merged(_read_spec(base_path, seen + (path.resolve(),)), tree)
+
+
+def _spec_path(name: str, folder: Path | None = None) -> Path | None:
+    """The file of a built-in name, or `name` as a path (relative: to `folder`, else the working folder)."""
+    if name in BUILT_IN:
+        return SPEC_DIR / f"{name}.yaml"
+    path = Path(name).expanduser()
+    if folder is not None and not path.is_absolute():
+        path = folder / path
+    return path if path.suffix in (".yaml", ".yml") or path.is_file() else None
+
+
+def load_spec_file(path: str | os.PathLike) -> DatasetSpec:
+    """The spec of a YAML file, read and checked (SpecFileError names the file and key)."""
+    from murauer_dist.frames.spec_file import build, read_yaml
+    path = Path(path)
+    tree = _read_spec(path)
+    _, lines = read_yaml(path)
+    return build(DatasetSpec, tree, path, lines)
+
+
+_LOADED: dict[str, tuple[DatasetSpec, str]] = {}     # name -> (spec, where it came from)
+
+
+def register(spec: DatasetSpec, origin: str) -> DatasetSpec:
+    """Make `spec` findable by its name in this process; a second, different spec of that name is an error."""
+    known = _LOADED.get(spec.name)
+    if known is not None and known[0] != spec:
+        raise DatasetError(f"dataset name {spec.name!r}: {origin} describes it otherwise than {known[1]}; "
+                           f"give one of them another name")
+    _LOADED.setdefault(spec.name, (spec, origin))
+    return _LOADED[spec.name][0]
+
+
+def dataset_spec(name: str | os.PathLike | None = None) -> DatasetSpec:
+    """The spec `name` means: a built-in (configs/datasets/NAME.yaml), a spec file's path, or the name
+    of a spec loaded before in this process (from a file or a shard manifest). None or "": NYU."""
+    name = str(name or DEFAULT_DATASET)
+    if name in _LOADED:
+        return _LOADED[name][0]
+    path = _spec_path(name)
+    if path is None:
+        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(BUILT_IN)}, or the path of a "
+                           f"dataset spec file (configs/datasets/*.yaml, docs/datasets.md)")
+    if not path.is_file():
+        raise DatasetError(f"dataset spec file {path} does not exist (data.dataset is a built-in name: "
+                           f"{', '.join(BUILT_IN)}, or the path of a spec YAML file)")
+    spec = load_spec_file(path)
+    if name in BUILT_IN and spec.name != name:
+        raise DatasetError(f"{path}: the built-in spec file names dataset {spec.name!r}, expected {name!r}")
+    if name not in BUILT_IN and spec.name in BUILT_IN and spec != dataset_spec(spec.name):
+        raise DatasetError(f"dataset spec {path}: key 'name': {spec.name!r} is a built-in dataset; give the spec "
+                           f"another name")
+    spec = register(spec, str(path))
+    _LOADED[name] = (spec, str(path))
+    return spec
 
 
 def spec_of(cfg) -> DatasetSpec:
@@ -166,3 +220,18 @@ def spec_of(cfg) -> DatasetSpec:
 def recorded_dataset(settings: dict | None) -> str:
     """The dataset a shard manifest's settings record (absent: NYU, as every set made before the key)."""
     return (settings or {}).get("dataset") or DEFAULT_DATASET
+
+
+def manifest_spec(manifest: dict) -> DatasetSpec:
+    """The spec a shard manifest was cut with: its recorded `dataset_spec` (registered under its name),
+    else the built-in its settings name."""
+    name = recorded_dataset(manifest.get("settings"))
+    recorded = manifest.get("dataset_spec")
+    if isinstance(recorded, dict) and name not in BUILT_IN:
+        return register(spec_from_dict(recorded), "a shard manifest")
+    return dataset_spec(name)
+
+
+NYU = dataset_spec("nyu")
+QVGA = dataset_spec("qvga")
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (NYU, QVGA)}     # the built-ins

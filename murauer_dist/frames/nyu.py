@@ -24,13 +24,14 @@ import scipy.io
 from PIL import Image
 from scipy.io.matlab import MatReadError
 
-from murauer_dist.frames.datasets import NYU, DatasetSpec, JointSpec
+from murauer_dist.frames.datasets import DatasetSpec
+from murauer_dist.frames.readers import SPLITS, FrameLabels
 from murauer_dist.errors import UserError
 
-SPLITS = ("train", "test")
+__all__ = ["FrameLabels", "NyuSplit", "LayoutError", "CorruptImageError", "decode_depth_png", "encode_depth_png",
+           "depth_filename", "DOMAINS", "SPLITS"]
+
 DOMAINS = {"real": "depth", "synth": "synthdepth"}
-CAMERAS = tuple(range(1, NYU.num_cameras + 1))       # NYU's; a split's own: NyuSplit.cameras
-NUM_NYU_JOINTS = NYU.joints.source_count
 MAKE_HINT = ("download the NYU hand pose dataset, or make the procedural one with "
              "`murauer-dist synth-data OUT`")
 
@@ -76,9 +77,8 @@ def png_corruption(data: bytes) -> str | None:
 GRAY16_MODES = ("I;16", "I;16B", "I;16L", "I")          # what Pillow opens a 16-bit grayscale PNG as
 
 
-def decode_depth_png(data: bytes | str | os.PathLike, encoding: str = "nyu-rgb") -> np.ndarray:
-    """Depth PNG (bytes or path) -> uint16 depth in mm, (H, W); `encoding` a datasets.DEPTH_ENCODINGS key
-    (NYU's "nyu-rgb" by default).
+def decode_depth_png(data: bytes | str | os.PathLike, encoding: str) -> np.ndarray:
+    """Depth PNG (bytes or path) -> uint16 depth in mm, (H, W); `encoding` a datasets.DEPTH_ENCODINGS key.
 
     Raises CorruptImageError (an OSError) when a chunk's CRC or the compressed stream is broken, or
     when a "gray16" file is not a 16-bit grayscale image.
@@ -103,7 +103,7 @@ def decode_depth_png(data: bytes | str | os.PathLike, encoding: str = "nyu-rgb")
     return (rgb[..., 1].astype(np.uint16) << 8) | rgb[..., 2].astype(np.uint16)
 
 
-def encode_depth_png(depth_mm: np.ndarray, encoding: str = "nyu-rgb") -> bytes:
+def encode_depth_png(depth_mm: np.ndarray, encoding: str) -> bytes:
     """uint16 depth (mm) -> PNG bytes: "nyu-rgb" (R=0, G=high byte, B=low byte) or "gray16"."""
     depth = np.asarray(depth_mm, dtype=np.uint16)
     buffer = io.BytesIO()
@@ -122,32 +122,6 @@ def depth_filename(domain: str, cam: int, index: int) -> str:
     return f"{DOMAINS[domain]}_{cam}_{index + 1:07d}.png"
 
 
-@dataclass(frozen=True)
-class FrameLabels:
-    """Joints of one frame in one camera: all source joints (NYU: 36), uvd (px, px, mm) and xyz (mm, in
-    the dataset camera's axes); `joints` says which are evaluated and which is the crop centre."""
-
-    uvd: np.ndarray   # (J_source, 3)
-    xyz: np.ndarray   # (J_source, 3)
-    joints: JointSpec = NYU.joints
-
-    @property
-    def eval_uvd(self) -> np.ndarray:
-        return self.uvd[..., list(self.joints.evaluated), :]
-
-    @property
-    def eval_xyz(self) -> np.ndarray:
-        return self.xyz[..., list(self.joints.evaluated), :]
-
-    @property
-    def center_uvd(self) -> np.ndarray:
-        return self.uvd[..., self.joints.center_source, :]
-
-    @property
-    def center_xyz(self) -> np.ndarray:
-        return self.xyz[..., self.joints.center_source, :]
-
-
 def _mat_variables(path: Path) -> str:
     """The variable names of a readable .mat file, for messages."""
     try:
@@ -158,9 +132,9 @@ def _mat_variables(path: Path) -> str:
 
 
 class NyuSplit:
-    """One split (`train` or `test`) of an NYU-layout folder holding a dataset of `spec` (NYU's by default)."""
+    """One split (`train` or `test`) of an NYU-layout folder holding a dataset of `spec`."""
 
-    def __init__(self, root: str | os.PathLike, split: str, spec: DatasetSpec = NYU):
+    def __init__(self, root: str | os.PathLike, split: str, spec: DatasetSpec):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.root = Path(root)
@@ -172,12 +146,17 @@ class NyuSplit:
             raise LayoutError(f"dataset root {self.root} {what_is(self.root)}, expected an NYU-layout folder; {MAKE_HINT}")
         if not self.folder.is_dir():
             raise LayoutError(f"{self.folder} is missing: an NYU-layout root holds train/ and test/; {MAKE_HINT}")
-        if not self.mat_path.is_file():
-            raise LayoutError(f"{self.mat_path} is missing: each split needs its joint_data.mat; {MAKE_HINT}")
+        if not self.labels_path.is_file():
+            raise LayoutError(f"{self.labels_path} is missing: each split needs its joint_data.mat; {MAKE_HINT}")
 
     @property
-    def mat_path(self) -> Path:
+    def labels_path(self) -> Path:
         return self.folder / "joint_data.mat"
+
+    @property
+    def domains(self) -> dict[str, str]:
+        """The spec's domains and their file prefixes (synthdepth_* only where the spec has twins)."""
+        return {domain: DOMAINS[domain] for domain in self.spec.domains}
 
     @property
     def cameras(self) -> tuple[int, ...]:
@@ -188,7 +167,7 @@ class NyuSplit:
         """LayoutError unless the split holds at least one depth PNG of camera 1 per domain, and the first
         one's header (size, bit depth, colour type) fits the dataset spec: a folder of another dataset
         is named as such instead of every frame failing to crop."""
-        for domain, prefix in DOMAINS.items():
+        for domain, prefix in self.domains.items():
             first = next(self.folder.glob(f"{prefix}_1_*.png"), None)
             if first is None:
                 raise LayoutError(f"{self.folder} holds no {domain} depth images (expected files like "
@@ -198,7 +177,7 @@ class NyuSplit:
     def frames_without_labels(self) -> list[int]:
         """0-based indices of frames that have depth images in the folder but no labels in joint_data.mat
         (frames at or beyond its frame count), sorted; one directory listing, no image is read."""
-        pattern = re.compile(r"^(?:%s)_(\d+)_(\d+)\.png$" % "|".join(re.escape(p) for p in DOMAINS.values()))
+        pattern = re.compile(r"^(?:%s)_(\d+)_(\d+)\.png$" % "|".join(re.escape(p) for p in self.domains.values()))
         count, extra = len(self), set()
         with os.scandir(self.folder) as entries:
             for entry in entries:
@@ -225,36 +204,36 @@ class NyuSplit:
     def _joints(self) -> dict[str, np.ndarray]:
         cams, n_joints = self.spec.num_cameras, self.spec.joints.source_count
         shape = f"({cams}, N, {n_joints}, 3)"
-        layout = "as in the NYU download" if self.spec is NYU else f"as dataset {self.spec.name!r} has"
+        layout = f"as dataset {self.spec.name!r} has"
         expected = (f"expected a MATLAB .mat file (version 5 to 7.2) with numeric joint_uvd and joint_xyz of "
                     f"shape {shape}, {layout}; {MAKE_HINT}")
         try:
-            mat = scipy.io.loadmat(self.mat_path, variable_names=["joint_uvd", "joint_xyz"])
+            mat = scipy.io.loadmat(self.labels_path, variable_names=["joint_uvd", "joint_xyz"])
         except NotImplementedError as err:       # scipy's answer to MATLAB v7.3 (HDF5) files
-            raise LayoutError(f"{self.mat_path}: a MATLAB v7.3 (HDF5) file, which cannot be read here ({err}); "
+            raise LayoutError(f"{self.labels_path}: a MATLAB v7.3 (HDF5) file, which cannot be read here ({err}); "
                               f"save it with `save(..., '-v7')`; {expected}") from err
         except (MatReadError, *DECODE_ERRORS, TypeError, MemoryError, OverflowError, IndexError) as err:
-            raise LayoutError(f"{self.mat_path}: not a readable .mat file ({type(err).__name__}: {err}); "
+            raise LayoutError(f"{self.labels_path}: not a readable .mat file ({type(err).__name__}: {err}); "
                               f"{expected}") from err
         joints = {}
         for key in ("joint_uvd", "joint_xyz"):
             if key not in mat:
-                raise LayoutError(f"{self.mat_path}: variable '{key}' is missing (it holds "
-                                  f"{_mat_variables(self.mat_path)}); {expected}")
+                raise LayoutError(f"{self.labels_path}: variable '{key}' is missing (it holds "
+                                  f"{_mat_variables(self.labels_path)}); {expected}")
             try:
                 array = np.asarray(mat[key], dtype=np.float64)
             except (TypeError, ValueError) as err:
-                raise LayoutError(f"{self.mat_path}: '{key}' is not a numeric array (a {type(mat[key]).__name__} "
+                raise LayoutError(f"{self.labels_path}: '{key}' is not a numeric array (a {type(mat[key]).__name__} "
                                   f"of dtype {getattr(mat[key], 'dtype', '?')}); {expected}") from err
             if array.ndim != 4 or array.shape[0] != cams or array.shape[2] != n_joints or array.shape[3] != 3:
-                raise LayoutError(f"{self.mat_path}: '{key}' has shape {array.shape}, expected {shape}"
-                                  + ("" if self.spec is NYU else f" (dataset {self.spec.name!r})"))
+                raise LayoutError(f"{self.labels_path}: '{key}' has shape {array.shape}, expected {shape} "
+                                  f"(dataset {self.spec.name!r})")
             joints[key] = array
         if joints["joint_uvd"].shape != joints["joint_xyz"].shape:
-            raise LayoutError(f"{self.mat_path}: joint_uvd {joints['joint_uvd'].shape} and joint_xyz "
+            raise LayoutError(f"{self.labels_path}: joint_uvd {joints['joint_uvd'].shape} and joint_xyz "
                               f"{joints['joint_xyz'].shape} disagree")
         if joints["joint_uvd"].shape[1] == 0:
-            raise LayoutError(f"{self.mat_path}: joint_uvd and joint_xyz hold 0 frames; {expected}")
+            raise LayoutError(f"{self.labels_path}: joint_uvd and joint_xyz hold 0 frames; {expected}")
         return joints
 
     def __len__(self) -> int:

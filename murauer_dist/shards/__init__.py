@@ -1,4 +1,4 @@
-"""WebDataset shards of NYU-layout data (schema in shards/README.md).
+"""WebDataset shards of a dataset's crops (schema in shards/README.md).
 
 Loaders use: shard_paths(shards_dir, split) for the tar list of `train`, `val`, `test` or a labeled
 subset folder, read_manifest(folder) for counts and settings, ensure_labeled_shards(shards_dir, n,
@@ -12,8 +12,8 @@ _EXPORTS = {
     "ensure_labeled_shards": "labeled", "labeled_frames": "labeled",
     "ShardSetError": "manifest", "folder_shard_paths": "manifest", "num_samples": "manifest",
     "read_manifest": "manifest", "shard_paths": "manifest",
-    "CAMERA_SLOTS": "schema", "CROP_FIELDS": "schema", "CROP_SHAPE": "schema", "DOMAINS": "schema",
-    "JOINTS_SHAPE": "schema", "SCHEMA_VERSION": "schema", "SampleLayout": "schema", "crop_member": "schema",
+    "CROP_FIELDS": "schema", "DOMAINS": "schema",
+    "SCHEMA_VERSION": "schema", "SampleLayout": "schema", "crop_member": "schema",
     "crop_shape": "schema", "decode_sample": "schema", "joints_shape": "schema", "member_names": "schema",
     "sample_key": "schema",
 }

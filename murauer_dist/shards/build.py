@@ -44,7 +44,7 @@ def _source_change(record: dict, root: str, digest: str) -> str | None:
         return f"made from {old_root}"
     if old_digest != digest:
         return (f"made from {old_root} when its frames were different (a depth PNG's size or mtime, or its "
-                f"labels in joint_data.mat, changed since)")
+                f"labels, changed since)")
     return None
 
 
@@ -125,21 +125,27 @@ def _run(split: FrameReader, plan: SplitPlan, folder: Path, todo: list[int], wor
     return records
 
 
-def split_source(split: FrameReader, records: list[dict]) -> dict:
-    """The manifest's `source`: resolved root, joint_data.mat (size, SHA-256), digest over the shards' sources."""
-    mat = split.mat_path
-    return {"root": source_root(split), "shards_digest": shards_source_digest(records),
-            "joint_data": {"name": f"{split.split}/{mat.name}", "bytes": mat.stat().st_size,
-                           "sha256": sha256_file(mat)}}
+def split_source(split: FrameReader, records: list[dict], plan: SplitPlan, subject_split: int | None) -> dict:
+    """The manifest's `source`: resolved root, the labels file (size, SHA-256; key `joint_data` as in
+    every manifest before), digest over the shards' sources; a test split adds its subject split."""
+    labels = split.labels_path
+    source = {"root": source_root(split), "shards_digest": shards_source_digest(records),
+              "joint_data": {"name": f"{split.split}/{labels.name}", "bytes": labels.stat().st_size,
+                             "sha256": sha256_file(labels)}}
+    if plan.source_split == "test":
+        source["test_subject_split"] = subject_split
+    return source
 
 
 def build_split(split: FrameReader, plan: SplitPlan, out: Path, config: dict, workers: int = 1,
-                log=print, overwrite: bool = False, notes: dict | None = None) -> dict:
+                log=print, overwrite: bool = False, notes: dict | None = None,
+                subject_split: int | None = None) -> dict:
     """Write (or finish) SHARDS/{plan.split}; return its manifest.
 
     Finished shards made from another source (root, depth PNGs, labels) stop the run with a
     ShardSetError before anything is written, or are rewritten when `overwrite` is set. `notes` are
-    added to the manifest (e.g. frames_without_labels).
+    added to the manifest (e.g. frames_without_labels); `subject_split` (frames/sources.py) goes into
+    a test split's `source`; the dataset spec into `dataset_spec`.
     """
     folder = Path(out) / plan.split
     (folder / PARTS).mkdir(parents=True, exist_ok=True)
@@ -155,11 +161,12 @@ def build_split(split: FrameReader, plan: SplitPlan, out: Path, config: dict, wo
             done[index] = record
     _other_source(out, plan, root, changed, overwrite, log)
     todo = [index for index in range(plan.num_shards) if index not in done]
-    log(f"{plan.split}: frames {plan.start}..{plan.stop - 1} of NYU {plan.nyu_split} -> {plan.num_shards} shard(s) "
+    log(f"{plan.split}: frames {plan.start}..{plan.stop - 1} of source split {plan.source_split} -> {plan.num_shards} shard(s) "
         f"in {folder} ({len(done)} already finished, {len(todo)} to write)")
     records = list(done.values()) + _run(split, plan, folder, todo, workers, log)
     manifest = build_manifest(plan.split, root, plan.fingerprint, plan.settings(), config, records,
-                              source=split_source(split, records))
+                              source=split_source(split, records, plan, subject_split))
+    manifest["dataset_spec"] = split.spec.to_dict()
     manifest.update(notes or {})
     write_manifest(folder, manifest)
     log(f"{plan.split}: {manifest['num_samples']} samples, {manifest['num_skipped']} frame(s) skipped -> "

@@ -12,7 +12,8 @@ from murauer_dist.shards.build import build_split, check_source
 from murauer_dist.shards.manifest import MANIFEST, read_manifest
 from murauer_dist.shards.plan import SPLIT_CHOICES, PlanError, plan_splits
 from murauer_dist.shards.verify import verify_shard_set
-from murauer_dist.frames.datasets import NYU, DatasetSpec, spec_of
+from murauer_dist.frames.datasets import DatasetSpec, spec_of
+from murauer_dist.frames.sources import source_rules
 from murauer_dist.errors import UserError
 from murauer_dist.folder_lock import FolderLock, check_not_locked
 from murauer_dist.paths import output_folder, what_is
@@ -22,13 +23,13 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def open_splits(root: str | Path, nyu_names: set[str], spec: DatasetSpec = NYU) -> dict[str, FrameReader]:
-    """Readers of `spec`'s dataset with joint_data.mat loaded and at least one depth PNG per domain, else
+def open_splits(root: str | Path, source_names: set[str], spec: DatasetSpec) -> dict[str, FrameReader]:
+    """Readers of `spec`'s dataset with their labels loaded and at least one depth PNG per domain, else
     one clear LayoutError."""
     splits = {}
-    for name in sorted(nyu_names):
+    for name in sorted(source_names):
         split = open_split(root, name, spec)
-        len(split)                                      # loads and shape-checks joint_data.mat now
+        len(split)                                      # loads and checks the labels file now
         split.check_images()
         splits[name] = split
     return splits
@@ -45,16 +46,16 @@ def _drop_stale_labeled(out: Path, train: dict, log) -> None:
 
 def unlabeled_note(split: FrameReader, log) -> dict:
     """The manifest note on frames with depth images but no labels (none: {}); says so in the log."""
-    extra = split.frames_without_labels() if hasattr(split, "frames_without_labels") else []
+    extra = split.frames_without_labels()
     if not extra:
         return {}
     labeled = len(split)
-    log(f"warning: {split.folder}: {len(extra)} frame(s) have depth images but no labels in {split.mat_path} (it "
+    log(f"warning: {split.folder}: {len(extra)} frame(s) have depth images but no labels in {split.labels_path} (it "
         f"labels frames 0..{labeled - 1}; images go up to frame {extra[-1]}): they are not in the shards, and the "
         f"manifest records them as frames_without_labels. If the labels file is cut short, replace it and run "
         f"make-shards again")
     return {"frames_without_labels": {"count": len(extra), "first": extra[0], "last": extra[-1],
-                                      "labels_file": f"{split.split}/{split.mat_path.name}",
+                                      "labels_file": f"{split.split}/{split.labels_path.name}",
                                       "labeled_frames": labeled}}
 
 
@@ -71,19 +72,22 @@ def make_shard_set(root: str, out: str, split: str = "all", shard_size: int = 0,
     if split not in SPLIT_CHOICES:
         raise PlanError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
     output_folder(out, "make-shards OUT")
-    nyu_names = {"test" if name == "test" else "train" for name in SPLIT_CHOICES[split]}
-    splits = open_splits(root, nyu_names, spec_of(cfg))
-    plans = plan_splits(cfg, {name: len(s) for name, s in splits.items()}, split, shard_size)
+    source_names = {"test" if name == "test" else "train" for name in SPLIT_CHOICES[split]}
+    spec = spec_of(cfg)
+    splits = open_splits(root, source_names, spec)
+    rules = source_rules(root, spec)
+    plans = plan_splits(cfg, {name: len(s) for name, s in splits.items()}, split, rules, shard_size)
     config = {"preset": preset, "overrides": [str(o) for o in overrides], "data": cfg.to_dict()["data"]}
     with FolderLock(out, "make-shards OUT"):
         if not overwrite:                               # stop before writing any split, not after some
             for plan in plans:
-                check_source(splits[plan.nyu_split], plan, Path(out))
+                check_source(splits[plan.source_split], plan, Path(out))
         notes = {name: unlabeled_note(reader, log) for name, reader in splits.items()}
         manifests, started = {}, time.perf_counter()
         for plan in plans:
-            manifests[plan.split] = build_split(splits[plan.nyu_split], plan, Path(out), config, workers=workers,
-                                                log=log, overwrite=overwrite, notes=notes[plan.nyu_split])
+            manifests[plan.split] = build_split(splits[plan.source_split], plan, Path(out), config, workers=workers,
+                                                log=log, overwrite=overwrite, notes=notes[plan.source_split],
+                                                subject_split=rules.test_subject_split)
         if overwrite and "train" in manifests:
             _drop_stale_labeled(Path(out), manifests["train"], log)
     frames = sum(plan.num_frames for plan in plans)

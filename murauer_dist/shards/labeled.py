@@ -2,7 +2,7 @@
 
 The choice follows the original code (docs/method.md §5.6): rng = np.random.RandomState(seed);
 the first permutation(N_train) is consumed (by the pre-training loader there); the labeled frames
-are the first n of the second permutation. N_train = NYU train frames minus the val tail. So the
+are the first n of the second permutation. N_train = source train frames minus the val tail. So the
 subsets are nested (n=10 is inside n=100 ...). The samples are copied out of the train shards into
 SHARDS/labeled/seed{S}-n{n}/ (a folder renamed into place when complete); when n covers all train
 frames the train shards are hard-linked instead of copied.
@@ -106,6 +106,8 @@ def _subset_manifest(train_dir: Path, train: dict, n: int, seed: int, chosen: np
         records = _copy_samples(train_dir, train, frames, folder)
     manifest = build_manifest("labeled", train["source_root"], train["fingerprint"], train["settings"],
                               train["config"], records, source=train.get("source"))
+    if "dataset_spec" in train:                        # the dataset travels with every split folder
+        manifest["dataset_spec"] = train["dataset_spec"]
     skipped_in_train = {item["frame"]: item for item in train["skipped"]}
     manifest["skipped"] = [skipped_in_train[f] for f in frames if f in skipped_in_train]
     manifest["num_skipped"] = len(manifest["skipped"])

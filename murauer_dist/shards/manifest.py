@@ -2,7 +2,8 @@
 
 manifest.json of a split folder:
     {"schema": 1, "split": ..., "source_root": ..., "fingerprint": ..., "settings": {plan},
-     "source": {"root", "joint_data", "shards_digest"}, "config": {data section used},
+     "source": {"root", "joint_data" (the labels file), "shards_digest", test: "test_subject_split"},
+     "dataset_spec": {the dataset spec, datasets.DatasetSpec.to_dict}, "config": {data section used},
      "num_samples": int, "num_skipped": int,
      "shards": [{"name", "index", "frames": [lo, hi), "samples", "bytes", "sha256", "sample_digests",
                  "source_digest"}],

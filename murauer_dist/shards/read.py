@@ -17,7 +17,7 @@ from pathlib import Path
 
 from murauer_dist.shards.manifest import MANIFEST, ShardSetError, listed_shards, read_manifest
 from murauer_dist.shards.schema import META_MEMBER, SampleLayout, check_version, frame_of_key, split_member_name
-from murauer_dist.frames.datasets import DatasetSpec, dataset_spec, recorded_dataset, spec_of
+from murauer_dist.frames.datasets import DatasetSpec, manifest_spec, recorded_dataset, spec_of
 from murauer_dist.errors import UserError
 
 MAKE_HINT = "make them with `murauer-dist make-shards --root ROOT --out SHARDS`"
@@ -131,11 +131,10 @@ def first_meta(tars: list[str]) -> dict:
     raise ShardError(f"shard {tars[0]}: no {META_MEMBER} member")
 
 
-def sample_layout(tars: list[str], spec: DatasetSpec | None = None) -> SampleLayout:
-    """The camera slots (the first sample's meta.json) and joints (the dataset's; NYU's without a spec:
-    schema 1 records no joint count)."""
-    layout = SampleLayout.of(first_meta(tars))
-    return layout if spec is None else SampleLayout(num_cameras=layout.num_cameras, num_joints=spec.joints.count)
+def sample_layout(tars: list[str], spec: DatasetSpec) -> SampleLayout:
+    """The camera slots (the first sample's meta.json), joints and domains (the dataset's: schema 1
+    records neither)."""
+    return SampleLayout.of(first_meta(tars), spec)
 
 
 def check_dataset(cfg, shards_dir: str | Path, split: str) -> DatasetSpec:
@@ -145,13 +144,14 @@ def check_dataset(cfg, shards_dir: str | Path, split: str) -> DatasetSpec:
     manifest = (Path(shards_dir) / split if split else Path(shards_dir)) / MANIFEST
     if manifest.is_file():
         try:
-            recorded = recorded_dataset(read_manifest(manifest.parent).get("settings"))
+            recorded = read_manifest(manifest.parent)
         except ShardSetError as err:
             raise ShardError(f"{err}; {MAKE_HINT}") from err
-        if recorded != spec.name:
-            other = dataset_spec(recorded)
-            raise ShardError(f"{manifest}: shards of dataset {recorded!r}, but the config says data.dataset="
-                             f"{spec.name}; set data.dataset={recorded} model.num_joints={other.joints.count}, or "
+        name = recorded_dataset(recorded.get("settings"))
+        if name != spec.name:
+            other = manifest_spec(recorded)
+            raise ShardError(f"{manifest}: shards of dataset {name!r}, but the config says data.dataset="
+                             f"{spec.name}; set data.dataset={name} model.num_joints={other.joints.count}, or "
                              f"point data.shards at shards of {spec.name!r}")
     return spec
 

@@ -3,13 +3,15 @@
 The writer, `make-shards --verify`, the labeled subsets and both loaders (DALI and reference) take
 all of it from here; shards/README.md describes it. One sample per frame, key `f{frame:07d}`:
     real{k}.{png|u16}  synth{k}.{png|u16}   stored depth crops S x S, uint16 mm, camera slot k = 1..C
+                                          (synth{k} only for a dataset with synthetic twins)
     joints.f32   float32 (C slots, 2 [uvd, xyz], J joints, 3)
     crop.f32     float32 (C slots, 8) = u_c, v_c, d_c, x_c, y_c, z_c, cube_mm, scale
     meta.json    {"schema", "frame", "split", "crop_size", "stored_size", "margin", "encoding", "cameras"}
 
 The shapes are functions of the number of camera slots C and joints J (joints_shape, crop_shape,
-SampleLayout); the defaults are NYU's (C = 3, J = 14 = len(geometry.EVAL_JOINTS)), and
-SampleLayout.of(meta) gives the layout a sample's meta.json describes.
+SampleLayout) and the members of the dataset's domains: SampleLayout.of_spec(spec) gives a dataset's
+layout (NYU: C = 3, J = 14, real and synth), SampleLayout.of(meta, spec) the one a sample's meta.json
+and its dataset describe. There are no defaults: a layout always names its dataset's numbers.
 """
 from __future__ import annotations
 
@@ -21,13 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from murauer_dist import geometry
 from murauer_dist.errors import UserError
 
 SCHEMA_VERSION = 1
-NUM_CAMERAS = 3                                    # NYU: camera slots per frame
-NUM_JOINTS = len(geometry.EVAL_JOINTS)             # NYU: the 14 evaluation joints
-DOMAINS = ("real", "synth")
+DOMAINS = ("real", "synth")                        # every domain a sample may hold (synth: where the dataset has twins)
 ENCODINGS = {"png": "png", "raw": "u16"}          # data.encoding -> crop member extension
 JOINTS_MEMBER, CROP_MEMBER, META_MEMBER = "joints.f32", "crop.f32", "meta.json"
 CROP_FIELDS = ("u_c", "v_c", "d_c", "x_c", "y_c", "z_c", "cube_mm", "scale")
@@ -43,39 +42,41 @@ class SchemaError(UserError, ValueError):
     """Sample bytes that do not follow the shard schema."""
 
 
-def camera_slots(num_cameras: int = NUM_CAMERAS) -> tuple[int, ...]:
+def camera_slots(num_cameras: int) -> tuple[int, ...]:
     """The 1-based camera slots of a sample (the k of real{k}, synth{k})."""
     return tuple(range(1, num_cameras + 1))
 
 
-def joints_shape(num_cameras: int = NUM_CAMERAS, num_joints: int = NUM_JOINTS) -> tuple[int, ...]:
+def joints_shape(num_cameras: int, num_joints: int) -> tuple[int, ...]:
     """Shape of joints.f32: [camera slot][uvd, xyz][joint][coordinate]."""
     return (num_cameras, 2, num_joints, 3)
 
 
-def crop_shape(num_cameras: int = NUM_CAMERAS) -> tuple[int, ...]:
+def crop_shape(num_cameras: int) -> tuple[int, ...]:
     """Shape of crop.f32: [camera slot][CROP_FIELDS]."""
     return (num_cameras, len(CROP_FIELDS))
 
 
-CAMERA_SLOTS = camera_slots()
-JOINTS_SHAPE = joints_shape()
-CROP_SHAPE = crop_shape()
-
-
 @dataclass(frozen=True)
 class SampleLayout:
-    """How many camera slots and joints the samples of a shard set hold; NYU's by default."""
+    """How many camera slots and joints, and which domains, the samples of a shard set hold."""
 
-    num_cameras: int = NUM_CAMERAS
-    num_joints: int = NUM_JOINTS
+    num_cameras: int
+    num_joints: int
+    domains: tuple[str, ...] = DOMAINS
 
     @classmethod
-    def of(cls, meta: dict) -> SampleLayout:
-        """The layout a sample's meta.json describes: one slot per entry of "cameras" (schema 1
-        records no joint count: NYU's)."""
+    def of_spec(cls, spec) -> SampleLayout:
+        """The layout of a dataset's samples (a datasets.DatasetSpec)."""
+        return cls(num_cameras=spec.num_cameras, num_joints=spec.joints.count, domains=spec.domains)
+
+    @classmethod
+    def of(cls, meta: dict, spec) -> SampleLayout:
+        """The layout a sample's meta.json describes (one slot per entry of "cameras") with the joints and
+        domains of its dataset `spec` (schema 1 records neither)."""
         cameras = meta.get("cameras")
-        return cls(num_cameras=len(cameras)) if isinstance(cameras, list) and cameras else cls()
+        num_cameras = len(cameras) if isinstance(cameras, list) and cameras else spec.num_cameras
+        return cls(num_cameras=num_cameras, num_joints=spec.joints.count, domains=spec.domains)
 
     @property
     def slots(self) -> tuple[int, ...]:
@@ -125,14 +126,14 @@ def crop_member(domain: str, slot: int, encoding: str) -> str:
     return f"{domain}{slot}.{ENCODINGS[encoding]}"
 
 
-def crop_members(encoding: str, num_cameras: int = NUM_CAMERAS) -> tuple[str, ...]:
-    """The stored crop members of a sample: every domain, every camera slot."""
-    return tuple(crop_member(domain, slot, encoding) for domain in DOMAINS for slot in camera_slots(num_cameras))
+def crop_members(encoding: str, layout: SampleLayout) -> tuple[str, ...]:
+    """The stored crop members of a sample: every domain of the layout, every camera slot."""
+    return tuple(crop_member(domain, slot, encoding) for domain in layout.domains for slot in layout.slots)
 
 
-def member_names(encoding: str, num_cameras: int = NUM_CAMERAS) -> tuple[str, ...]:
+def member_names(encoding: str, layout: SampleLayout) -> tuple[str, ...]:
     """All member names (without the key) of a sample, in the sorted order they appear in the tar."""
-    return tuple(sorted(crop_members(encoding, num_cameras) + (JOINTS_MEMBER, CROP_MEMBER, META_MEMBER)))
+    return tuple(sorted(crop_members(encoding, layout) + (JOINTS_MEMBER, CROP_MEMBER, META_MEMBER)))
 
 
 def member_dtype(member: str) -> np.dtype:
@@ -194,7 +195,7 @@ def png_header(data: bytes) -> tuple[int, int, int, int]:
     return width, height, bit_depth, colour_type
 
 
-def check_member_size(member: str, data: bytes, stored_size: int, layout: SampleLayout = SampleLayout()) -> None:
+def check_member_size(member: str, data: bytes, stored_size: int, layout: SampleLayout) -> None:
     """Cheap structural check of one member (sizes, PNG header); raises SchemaError."""
     if member.endswith(".u16"):
         decode_crop(data, member, stored_size)
@@ -216,19 +217,19 @@ def decode_member(member: str, data: bytes, stored_size: int, layout: SampleLayo
     return decode_crop(data, member, stored_size)
 
 
-def decode_sample(sample: dict, layout: SampleLayout | None = None) -> dict:
+def decode_sample(sample: dict, layout: SampleLayout) -> dict:
     """A webdataset sample (member name -> bytes, plus `__key__`) -> named numpy arrays.
 
-    Returns {"key", "meta", "joints" float32 joints_shape, "crop" float32 crop_shape,
-    "real1".."synth{C}" (S,S) uint16}, the layout from its meta.json unless given (meta.json does not
-    record the joint count: pass the dataset's layout for a dataset other than NYU). For tests and tools.
+    Returns {"key", "meta", "joints" float32 joints_shape, "crop" float32 crop_shape, "real1".."real{C}"
+    (and "synth1".."synth{C}" where the layout has synth) (S,S) uint16}; `layout`: the dataset's
+    (SampleLayout.of_spec). For tests and tools.
     """
     meta = json.loads(sample[META_MEMBER])
-    size, encoding, layout = meta["stored_size"], meta["encoding"], layout or SampleLayout.of(meta)
+    size, encoding = meta["stored_size"], meta["encoding"]
     decoded = {"key": sample["__key__"], "meta": meta,
                "joints": decode_labels(JOINTS_MEMBER, sample[JOINTS_MEMBER], layout),
                "crop": decode_labels(CROP_MEMBER, sample[CROP_MEMBER], layout)}
-    for domain in DOMAINS:
+    for domain in layout.domains:
         for slot in layout.slots:
             member = crop_member(domain, slot, encoding)
             decoded[f"{domain}{slot}"] = decode_crop(sample[member], member, size)

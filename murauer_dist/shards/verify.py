@@ -26,12 +26,13 @@ import numpy as np
 
 from murauer_dist import geometry
 from murauer_dist.shards.manifest import MANIFEST, ShardSetError, read_manifest, shard_file, shard_name
-from murauer_dist.shards.plan import SplitPlan
+from murauer_dist.shards.plan import LEGACY_NAMES, SplitPlan, settings_fingerprint
 from murauer_dist.shards.schema import (CROP_FIELDS, CROP_MEMBER, META_MEMBER, SCHEMA_VERSION, SampleLayout,
                                              SchemaError, check_member_size, decode_labels, frame_of_key,
                                              member_names, split_member_name)
 from murauer_dist.shards.writer import sample_digest
-from murauer_dist.frames.datasets import DATASETS, DatasetSpec, recorded_dataset
+from murauer_dist.frames.datasets import DatasetError, DatasetSpec, manifest_spec
+from murauer_dist.errors import UserError
 
 PLAN_KEYS = tuple(field.name for field in dataclasses.fields(SplitPlan))
 OPTIONAL_PLAN_KEYS = ("dataset",)                                      # absent: NYU (plan.py)
@@ -56,6 +57,7 @@ class Expected:
     """What a split's manifest says the samples of one of its shards hold."""
     schema: object               # manifest["schema"]
     settings: dict               # manifest["settings"]
+    spec: DatasetSpec            # the dataset the manifest records (NYU when it names none it knows)
     plan: SplitPlan | None       # None when the settings do not form a plan (reported for the manifest)
     sample_split: str            # meta.json "split" of every sample (labeled subsets keep "train")
     entry: dict                  # the manifest's record of this shard
@@ -70,13 +72,8 @@ class Expected:
         return self.settings.get("stored_size", 0)
 
     @property
-    def spec(self) -> DatasetSpec:
-        """The dataset the settings record (an unknown name is reported for the manifest; NYU meanwhile)."""
-        return DATASETS.get(recorded_dataset(self.settings), DATASETS["nyu"])
-
-    @property
     def layout(self) -> SampleLayout:
-        return SampleLayout(num_cameras=self.spec.num_cameras, num_joints=self.spec.joints.count)
+        return SampleLayout.of_spec(self.spec)
 
 
 class HashingReader:
@@ -99,7 +96,7 @@ class HashingReader:
 def _structure_problem(key: str, members: dict[str, bytes], expected: Expected) -> str | None:
     """Member names and sizes against the schema and the manifest's encoding and stored size."""
     names = set(members)
-    wanted = set(member_names(expected.encoding, expected.layout.num_cameras))
+    wanted = set(member_names(expected.encoding, expected.layout))
     if names != wanted:
         missing, extra = sorted(wanted - names), sorted(names - wanted)
         return f"members differ from the schema (missing {missing}, unexpected {extra})"
@@ -152,7 +149,7 @@ def _manifest_mismatch(key: str, members: dict[str, bytes], expected: Expected) 
                          meta.get("cameras")) + f" (the settings give {cameras} for frame {frame})")
     crop = decode_labels(CROP_MEMBER, members[CROP_MEMBER], layout).astype(np.float64)
     cube = plan.cube_for(frame)
-    second_actor = plan.nyu_split == "test" and 0 <= plan.second_actor_from <= frame
+    second_actor = plan.source_split == "test" and 0 <= plan.second_actor_from <= frame
     cube_key = ("settings.second_actor_cube_mm (frames >= settings.second_actor_from)" if second_actor
                 else "settings.cube_mm")
     for slot in layout.slots:
@@ -247,22 +244,33 @@ def verify_shard(path: Path, expected: Expected) -> Problem | None:
     return None
 
 
+def _manifest_spec(manifest: dict) -> tuple[DatasetSpec, str | None]:
+    """The manifest's dataset (its recorded spec, or a built-in), or (NYU, why not) to go on checking."""
+    try:
+        return manifest_spec(manifest), None
+    except (DatasetError, UserError) as err:
+        from murauer_dist.frames.datasets import NYU
+        return NYU, f"manifest settings.dataset = {manifest['settings'].get('dataset')!r}: {err}"
+
+
 def _settings_plan(settings: dict) -> tuple[SplitPlan | None, str | None]:
-    """The SplitPlan the manifest's settings describe, or (None, why not)."""
-    missing = [key for key in ("schema", *PLAN_KEYS) if key not in settings and key not in OPTIONAL_PLAN_KEYS]
-    unknown = sorted(set(settings) - {"schema", *PLAN_KEYS})
+    """The SplitPlan the manifest's settings describe (old key names too), or (None, why not)."""
+    names = {LEGACY_NAMES.get(key, key) for key in PLAN_KEYS}
+    keys = {key for key in settings if key != "schema"}
+    renamed = {key for key in PLAN_KEYS if key in keys or LEGACY_NAMES.get(key) in keys}
+    missing = [key for key in PLAN_KEYS if key not in renamed and key not in OPTIONAL_PLAN_KEYS]
+    unknown = sorted(keys - set(PLAN_KEYS) - names)
+    if "schema" not in settings:
+        missing.insert(0, "schema")
     if missing or unknown:
         return None, f"manifest settings lack {missing} or hold unknown keys {unknown}"
-    if recorded_dataset(settings) not in DATASETS:
-        return None, (f"manifest settings.dataset = {settings['dataset']!r} is not a known dataset "
-                      f"({', '.join(DATASETS)})")
-    return SplitPlan(**{key: settings[key] for key in PLAN_KEYS if key in settings}), None
+    return SplitPlan.from_settings(settings), None
 
 
 def _manifest_problems(manifest: dict, plan: SplitPlan | None) -> list[str]:
     """What in the manifest contradicts itself: fingerprint, schema, sizes, the planned shard list, counts."""
     found = _plan_problems(manifest, plan)
-    fingerprint = hashlib.sha256(json.dumps(manifest["settings"], sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = settings_fingerprint(manifest["settings"])
     if manifest.get("fingerprint") != fingerprint:              # the catch-all, after the specific findings
         found.append(f"manifest fingerprint = {manifest.get('fingerprint')!r} is not the hash of its settings "
                      f"({fingerprint}): the settings were changed after the shards were written")
@@ -293,11 +301,12 @@ def _plan_problems(manifest: dict, plan: SplitPlan | None) -> list[str]:
         return found
     if settings.get("split") != split:
         found.append(f"manifest settings.split = {settings.get('split')!r}, but split = {split!r}")
-    bounds = {"train": (0, None), "val": (None, plan.nyu_frames), "test": (0, plan.nyu_frames)}.get(split, (None, None))
+    total = plan.source_frames
+    bounds = {"train": (0, None), "val": (None, total), "test": (0, total)}.get(split, (None, None))
     if (bounds[0] is not None and plan.start != bounds[0]) or (bounds[1] is not None and plan.stop != bounds[1]) \
-            or not 0 <= plan.start <= plan.stop <= plan.nyu_frames:
+            or not 0 <= plan.start <= plan.stop <= total:
         found.append(f"manifest settings.start..stop = [{plan.start}, {plan.stop}) is not a {split} range of "
-                     f"settings.nyu_frames = {plan.nyu_frames}")
+                     f"settings.source_frames = {total}")
     entries = manifest["shards"]
     if len(entries) != plan.num_shards:
         found.append(f"manifest lists {len(entries)} shard(s), settings.start..stop [{plan.start}, {plan.stop}) and "
@@ -327,10 +336,11 @@ def verify_split(folder: Path) -> tuple[int, list[Problem]]:
     if not isinstance(manifest.get("settings"), dict) or not isinstance(manifest.get("shards"), list):
         return 0, [Problem(where, "", "manifest has no settings object or no shards list")]
     plan, why = _settings_plan(manifest["settings"])
+    spec, unknown = _manifest_spec(manifest)
     problems, checked = [], 0
     sample_split = "train" if manifest.get("split") == "labeled" else manifest.get("split")
     for position, entry in enumerate(manifest["shards"]):
-        expected = Expected(manifest.get("schema"), manifest["settings"], plan, sample_split, entry,
+        expected = Expected(manifest.get("schema"), manifest["settings"], spec, plan, sample_split, entry,
                             f"shards[{position}]")
         problem = verify_shard(shard_file(folder, entry["name"]), expected)
         if problem:
@@ -339,7 +349,7 @@ def verify_split(folder: Path) -> tuple[int, list[Problem]]:
     if checked != manifest["num_samples"]:
         problems.append(Problem(where, "", f"shard counts sum to {checked}, "
                                            f"num_samples says {manifest['num_samples']}"))
-    reasons = ([why] if why else []) + _manifest_problems(manifest, plan)
+    reasons = [reason for reason in (why, unknown) if reason] + _manifest_problems(manifest, plan)
     problems += [Problem(where, "", reason) for reason in reasons]
     return checked, problems
 

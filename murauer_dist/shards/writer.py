@@ -1,4 +1,5 @@
-"""One frame -> one sample (6 stored crops, joints, crop transforms, meta); one shard -> one tar.
+"""One frame -> one sample (a stored crop per camera slot and domain, joints, crop transforms, meta);
+one shard -> one tar. The domains are the dataset's (real, and synth where it has synthetic twins).
 
 Tars are deterministic (webdataset TarWriter with mtime 0, uid/gid 0, empty user/group names, USTAR,
 members sorted by name, samples in frame order), so a resumed run writes the same bytes as an
@@ -21,7 +22,7 @@ from murauer_dist.frames import nyu
 from murauer_dist.frames.readers import FrameReader
 from murauer_dist.shards.manifest import shard_name, write_sidecar
 from murauer_dist.shards.plan import SplitPlan
-from murauer_dist.shards.schema import (CROP_MEMBER, DOMAINS, JOINTS_MEMBER, META_MEMBER, SampleLayout,
+from murauer_dist.shards.schema import (CROP_MEMBER, JOINTS_MEMBER, META_MEMBER, SampleLayout,
                                              crop_member, encode_crop, encode_labels, encode_meta, sample_key)
 from murauer_dist.errors import with_path
 
@@ -30,23 +31,22 @@ TEMP_PREFIX = ".tmp-"
 
 
 def sample_layout(plan: SplitPlan) -> SampleLayout:
-    """The camera slots and evaluated joints of the plan's dataset."""
-    spec = plan.spec
-    return SampleLayout(num_cameras=spec.num_cameras, num_joints=spec.joints.count)
+    """The camera slots, evaluated joints and domains of the plan's dataset."""
+    return SampleLayout.of_spec(plan.spec)
 
 
 def crop_slot(split: FrameReader, plan: SplitPlan, frame: int, slot: int) -> dict:
-    """Both domains' stored crops of one camera slot, its eval joints and its crop record."""
+    """The stored crops of one camera slot (each domain of the dataset), its eval joints and its crop record."""
     camera = plan.physical_camera(frame, slot)
     labels = split.labels(frame, camera)
     center = labels.center_uvd
-    where = f"{plan.nyu_split}/{frame} camera {camera}"
+    where = f"{plan.source_split}/{frame} camera {camera}"
     if not (np.all(np.isfinite(center)) and center[2] > 0):
         raise geometry.CropError(f"frame {where}: palm centre {np.round(center, 2).tolist()} has no valid depth")
     cube = plan.cube_for(frame)
     window = geometry.CropWindow.around(center, cube, plan.stored_size, margin=plan.margin, camera=split.spec.camera)
     crops = {}
-    for domain in DOMAINS:
+    for domain in split.spec.domains:
         stored = geometry.crop_depth(split.depth(frame, camera, domain), window, frame=f"{where} {domain}")
         geometry.check_crop(geometry.center_crop(stored, plan.crop_size), center[2], cube, frame=f"{where} {domain}")
         crops[domain] = stored
@@ -61,7 +61,7 @@ def build_sample(split: FrameReader, plan: SplitPlan, frame: int) -> dict[str, b
     slots = {slot: crop_slot(split, plan, frame, slot) for slot in layout.slots}
     sample = {"__key__": sample_key(frame)}
     for slot, parts in slots.items():
-        for domain in DOMAINS:
+        for domain in layout.domains:
             sample[crop_member(domain, slot, plan.encoding)] = encode_crop(parts["crops"][domain], plan.encoding)
     for member, part in ((JOINTS_MEMBER, "joints"), (CROP_MEMBER, "crop")):
         sample[member] = encode_labels(member, np.stack([slots[s][part] for s in layout.slots]), layout)
@@ -77,7 +77,7 @@ def source_root(split: FrameReader) -> str:
 
 def source_digest(split: FrameReader, plan: SplitPlan, index: int) -> str:
     """Digest of what shard `index` reads: per frame the labels of all cameras (both arrays of
-    joint_data.mat) and the name, size and mtime of each of its 6 depth PNGs ("missing" when absent).
+    labels file) and the name, size and mtime of each of its depth PNGs ("missing" when absent).
 
     Stat calls, no reading: a finished shard is checked against its source in microseconds per
     frame when a run resumes. Taken before the shard's images are read, so a file that changes
@@ -90,7 +90,7 @@ def source_digest(split: FrameReader, plan: SplitPlan, index: int) -> str:
             labels = split.labels(frame, camera)
             digest.update(np.ascontiguousarray(labels.uvd, "<f8").tobytes())
             digest.update(np.ascontiguousarray(labels.xyz, "<f8").tobytes())
-            for domain in DOMAINS:
+            for domain in split.spec.domains:
                 path = split.depth_path(frame, camera, domain)
                 try:
                     stat = path.stat()
