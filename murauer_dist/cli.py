@@ -14,7 +14,7 @@ from murauer_dist.errors import UserError, machine_error
 
 def print_config(preset: str = "", *overrides: str) -> None:
     """Print the resolved config of PRESET (a name in configs/ or a YAML path) with overrides."""
-    from murauer_dist.config import dumps, load_config
+    from murauer_dist.config import dumps, load_config  # lazy: fast cli
     print(dumps(load_config(preset or None, overrides)), end="")
 
 
@@ -25,7 +25,7 @@ def synth_data(out: str, frames_train: int = 4000, frames_test: int = 800, seed:
     --dataset names the sensor and joints (murauer_dist/frames/datasets.py): nyu (default) or qvga.
     --realism names a profile of murauer_dist/frames/procedural/realism.py: default, or nyu-fit (labels and
     synthetic twins at a fitted pose, the actor's forearm in the real frames)."""
-    from murauer_dist.frames.procedural.generate import synth_data as run
+    from murauer_dist.frames.procedural.generate import synth_data as run  # lazy: fast cli
     run(out, frames_train=frames_train, frames_test=frames_test, seed=seed, workers=workers, overwrite=overwrite,
         dataset=dataset, realism=realism)
 
@@ -35,7 +35,7 @@ def data_report(root: str, out: str = "", frames: int = 200, seed: int = 0, refe
     pose coverage of NYU's test poses, crop statistics next to a real frame, real vs synthetic twin per
     pose (--frames test frames; --reference: another folder of those files); data-report.json, .md and .png
     into --out (default ROOT/report)."""
-    from murauer_dist.frames.report import data_report as run
+    from murauer_dist.frames.report import data_report as run  # lazy: fast cli
     run(root, out=out, frames=frames, seed=seed, reference=reference)
 
 
@@ -46,14 +46,14 @@ def make_shards(root: str = "", out: str = "", *overrides: str, split: str = "al
     Options are flags (`--split train --workers 8`) so that positional `section.key=value` overrides
     after ROOT OUT are not taken for them. `--overwrite` rewrites shards that OUT holds from another
     source (other root, changed images or labels) instead of stopping."""
-    from murauer_dist.shards.cli import make_shards_command
+    from murauer_dist.shards.cli import make_shards_command  # lazy: fast cli
     make_shards_command(root=root, out=out, split=split, shard_size=shard_size, workers=workers,
                         preset=preset, verify=verify, overrides=overrides, overwrite=overwrite)
 
 
 def train(preset: str, *overrides: str) -> None:
     """Train PRESET: stage 1 (synthetic pre-training) then stage 2 (MURAUER or a baseline)."""
-    from murauer_dist.train.entry import train_command
+    from murauer_dist.train.entry import train_command  # lazy: fast cli
     train_command(preset, overrides)
 
 
@@ -71,10 +71,10 @@ def evaluate(checkpoint: str, test_shards: str = "", out: str = "", batch: int =
     (--root overrides).
     """
     if centre == "gt" and not refiner:
-        from murauer_dist.eval.evaluate import evaluate_command
+        from murauer_dist.eval.evaluate import evaluate_command  # lazy: fast cli
         evaluate_command(checkpoint, test_shards=test_shards, out=out, batch=batch, domain=domain, split=split)
         return
-    from murauer_dist.localize.centres import CentreEvaluationError, evaluate_centres_command
+    from murauer_dist.inference.centres import CentreEvaluationError, evaluate_centres_command  # lazy: fast cli
     if split != "test":
         raise CentreEvaluationError(f"evaluate: --centre {centre} scores the test split; --split {split} goes with "
                                     f"--centre gt only")
@@ -88,7 +88,7 @@ def evaluate(checkpoint: str, test_shards: str = "", out: str = "", batch: int =
 def train_refiner(preset: str, *overrides: str) -> None:
     """Train the centre refiner of PRESET on its shards (refiner.* keys) into refiner.out (default
     TRAIN_OUT/refiner.pt): a small CNN that moves a crop centre onto the palm centre."""
-    from murauer_dist.localize.train_refiner import train_refiner_command
+    from murauer_dist.localize.train_refiner import train_refiner_command  # lazy: fast cli
     train_refiner_command(preset, overrides)
 
 
@@ -102,7 +102,7 @@ def predict(checkpoint: str, input: str, *overrides: str, out: str = "", refiner
     centre of mass, then refined by --refiner CKPT; localize.KEY=VALUE overrides; --cube-mm (default
     data.cube_mm); --overlays N (-1 all, 0 none); --skip-empty skips frames without a hand instead of stopping.
     Frames that cannot be read are skipped, listed in DIR/skipped.txt and counted on stderr."""
-    from murauer_dist.localize.predict import predict_command
+    from murauer_dist.inference.predict import predict_command  # lazy: fast cli
     predict_command(str(checkpoint), str(input), str(out), *overrides, refiner=str(refiner), fmt=str(format),
                     split=str(split), cube_mm=cube_mm, overlays=overlays, fps=fps, skip_empty=skip_empty)
 
@@ -112,7 +112,7 @@ def score(*predictions: str, ground_truth: str = "", format: str = "auto", out: 
     """Score result files (uvd or xyz, 8252x42 community layout) against GROUND_TRUTH.
 
     --dataset (default nyu) gives the camera that converts uvd <-> xyz and the joint count."""
-    from murauer_dist.eval.score import score_command
+    from murauer_dist.eval.score import score_command  # lazy: fast cli
     score_command(list(predictions), ground_truth=ground_truth, fmt=format, out=out, dataset=dataset)
 
 
@@ -121,20 +121,20 @@ def bench(what: str, *args: str, **kwargs) -> None:
     `bench gpu-check OUT_DIR [--device cuda|cpu]` (a new GPU node in one run),
     `bench step-cost [--preset nyu]` (FLOPs, kernels and host syncs of one step, counted on `meta`),
     `bench infer [--preset demo-cpu] [--batches 1,64]` (CPU inference: torch, TorchScript, ONNX Runtime)."""
-    from murauer_dist.bench import bench_command
+    from murauer_dist.bench import bench_command  # lazy: fast cli
     bench_command(what, *args, **kwargs)
 
 
 def sweep(sweep_file: str, *overrides: str, max_runs: int = 0, preset: str = "demo-cpu", out: str = "",
           seed: int = 0) -> None:
     """Run a wandb sweep file locally (no server): grid/random/bayes, each run logged offline."""
-    from murauer_dist.sweep import sweep_command
+    from murauer_dist.sweep import sweep_command  # lazy: fast cli
     sweep_command(sweep_file, overrides=overrides, max_runs=max_runs, preset=preset, out=out, seed=seed)
 
 
 def demo(*overrides: str, out: str = "runs/demo", preset: str = "demo-cpu") -> None:
     """The main job on the embedded dataset: data, shards, pre-training, MURAUER, evaluation."""
-    from murauer_dist.recipes.demo import demo_command
+    from murauer_dist.recipes.demo import demo_command  # lazy: fast cli
     demo_command(out=out, preset=preset, overrides=overrides)
 
 
@@ -149,7 +149,7 @@ def experiment(name: str = "label-efficiency", *overrides: str, preset: str = "l
     per method and n, chosen by the mean validation error over the seeds (--select-on val, the only
     split allowed for a choice).
     """
-    from murauer_dist.recipes.experiment import experiment_command
+    from murauer_dist.recipes.experiment import experiment_command  # lazy: fast cli
     experiment_command(name, preset=preset, out=out, overrides=overrides, methods=methods, ns=ns, seeds=seeds,
                        ablation_ns=ablation_ns, select=select, select_on=select_on)
 
@@ -160,7 +160,7 @@ def export(checkpoint: str, format: str = "onnx", out: str = "", batch: str = "d
 
     --format onnx|torchscript; --out FILE (default: beside the checkpoint); --batch dynamic or a fixed
     size. The file is run once against torch (--nocheck skips it); OUT.json holds the conventions."""
-    from murauer_dist.export import export_command
+    from murauer_dist.inference.export import export_command  # lazy: fast cli
     export_command(checkpoint, fmt=format, out=out, batch=batch, check=check)
 
 
@@ -168,7 +168,7 @@ def import_original(source: str, out: str, *overrides: str, preset: str = "nyu",
     """Convert a model file of the original MURAUER code (FILE.mdl, a state dict) into a checkpoint OUT.pt
     that `evaluate` scores; --preset (default nyu) and key=value overrides give the network size,
     --method the path (murauer: mapped; synth_only for the synthetic-only pre-trained model)."""
-    from murauer_dist.import_original import import_original_command
+    from murauer_dist.import_original import import_original_command  # lazy: fast cli
     import_original_command(source, out, preset=preset, overrides=overrides, method=method)
 
 
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def one_line(err: BaseException) -> str:
     """`murauer-dist: message`, with any live credential (tracking/secrets.py) replaced."""
-    from murauer_dist.tracking.secrets import redact_text
+    from murauer_dist.tracking.secrets import redact_text  # lazy: fast cli
     return redact_text(f"murauer-dist: {err}")
 
 

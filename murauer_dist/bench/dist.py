@@ -21,20 +21,22 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from murauer_dist import dist
+from murauer_dist.atomic import atomic_write_text
+from murauer_dist.batches.batch import fake_batch, stream_sizes
+from murauer_dist.bench.machine import describe, machine
+from murauer_dist.config import load_config
+from murauer_dist.models import build_discriminator, build_model
+from murauer_dist.train.engine_factory import build_engines
+from murauer_dist.train.step import train_step
+
 LINK_GBITS = (100, 200, 400)
 
 
 def _worker(preset: str, steps: int, result_file: str, engine: str) -> None:
     """One rank of the measurement (run under torchrun)."""
-    import torch
-
-    from murauer_dist import dist
-    from murauer_dist.config import load_config
-    from murauer_dist.batches.batch import fake_batch, stream_sizes
-    from murauer_dist.models import build_discriminator, build_model
-    from murauer_dist.train.engine_factory import build_engines
-    from murauer_dist.train.step import train_step
-
     cfg = load_config(preset, [f"train.engine={engine}"])
     info = dist.init_distributed("cpu")
     torch.manual_seed(cfg.train.seed)
@@ -78,9 +80,6 @@ def measure(preset: str, steps: int, nproc: int, engine: str = "ddp") -> dict:
 
 def allreduce_budget(gpu_step_s: float, gpus: int) -> dict:
     """Gradient bytes per step of the nyu preset and the ring all-reduce share of a step."""
-    from murauer_dist.config import load_config
-    from murauer_dist.models import build_discriminator, build_model
-
     cfg = load_config("nyu")
     counts = {"model": sum(p.numel() for p in build_model(cfg).parameters()),
               "disc": sum(p.numel() for p in build_discriminator(cfg).parameters())}
@@ -100,7 +99,6 @@ def allreduce_budget(gpu_step_s: float, gpus: int) -> dict:
 def main(preset: str = "tiny", steps: int = 10, out: str = "", engine: str = "ddp", gpu_step_s: float = 0.05,
          gpus: int = 16) -> dict:
     """1 vs 2 processes of PRESET (median of `steps` steps each) and the multi-node estimate."""
-    from murauer_dist.bench.machine import describe, machine
     host = machine()                                      # before the runs: the load of other jobs
     runs = [measure(preset, steps, nproc, engine) for nproc in (1, 2)]
     scaling = runs[1]["samples_per_s"] / (2 * runs[0]["samples_per_s"])
@@ -121,7 +119,6 @@ def main(preset: str = "tiny", steps: int = 10, out: str = "", engine: str = "dd
     result = {"preset": preset, "steps": steps, "runs": runs, "scaling_efficiency_2proc": scaling,
               "cpu_count": os.cpu_count(), "machine": host, "allreduce": budget}
     if out:
-        from murauer_dist.atomic import atomic_write_text
         atomic_write_text(out, json.dumps(result, indent=2))
     return result
 

@@ -24,7 +24,10 @@ import time
 import psutil
 
 from murauer_dist.atomic import atomic_write_text
+from murauer_dist.batches.batch import stream_sizes
+from murauer_dist.batches.loaders import build_train_stream
 from murauer_dist.bench.machine import describe, machine
+from murauer_dist.bench.original_loader import OriginalStyleLoader
 from murauer_dist.config import load_config
 
 
@@ -56,14 +59,11 @@ def _measure(next_batch, samples_per_batch: int, batches: int, warmup: int = 3) 
 
 
 def _stream_runner(cfg, stage: str):
-    from murauer_dist.batches.loaders import build_train_stream
     stream = build_train_stream(cfg, stage, 0, 1, "cpu")
-    from murauer_dist.batches.batch import stream_sizes
     return (lambda: next(stream)), sum(stream_sizes(cfg, stage).values()), stream
 
 
 def _original_runner(cfg, root: str):
-    from murauer_dist.bench.original_loader import OriginalStyleLoader
     loader = OriginalStyleLoader(root, cfg)
     size = cfg.train.pretrain_batch
     return (lambda: loader.batch(size)), size, loader
@@ -94,7 +94,6 @@ def _memory_mb() -> float:
 
 def _rollover_run(cfg, epochs: int, iters: int, step_ms: float, device: str) -> dict:
     """One pass over `epochs` epochs: the wait of every step, split into rollover and ordinary steps."""
-    from murauer_dist.batches.loaders import build_train_stream
     stream = build_train_stream(cfg, "main", 0, 1, "cuda" if device == "gpu" else "cpu")
     waits, memory = [], []
     try:

@@ -17,12 +17,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import webdataset as wds
 
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.bench.machine import describe, machine
 from murauer_dist.config import load_config
 from murauer_dist.frames import nyu
 from murauer_dist.shards.build import build_split
+from murauer_dist.shards.handmade import make_nyu_layout
 from murauer_dist.shards.manifest import shard_paths
 from murauer_dist.shards.plan import plan_splits
 from murauer_dist.shards.schema import META_MEMBER, crop_member, crop_members, decode_crop, encode_crop
@@ -65,7 +67,6 @@ def _median_time(function, repeats: int = 20) -> float:
 
 def encoding_table(folder: Path) -> dict[str, dict]:
     """Per-crop size, encode and decode time of both encodings on real crops of the written shards."""
-    import webdataset as wds
     crops = []
     for sample in wds.WebDataset([str(p) for p in shard_paths(folder, "train")][:1], shardshuffle=False):
         meta = json.loads(sample[META_MEMBER])
@@ -85,7 +86,7 @@ def encoding_table(folder: Path) -> dict[str, dict]:
 def dali_decode_rate(folder: Path, encoding: str) -> float | None:
     """Samples/s of DALI (CPU, 2 threads) reading and decoding real1 of every sample of the shards."""
     try:
-        from nvidia.dali import fn, pipeline_def, types
+        from nvidia.dali import fn, pipeline_def, types  # lazy: optional: nvidia.dali
     except ImportError:
         return None
     paths = [str(p) for p in shard_paths(folder, "train")]
@@ -111,7 +112,6 @@ def dali_decode_rate(folder: Path, encoding: str) -> float | None:
 
 def _dataset(root: str, frames: int, scratch: Path) -> nyu.NyuSplit:
     if not root:
-        from murauer_dist.shards.handmade import make_nyu_layout
         print(f"generating a hand-made NYU-layout folder with {frames} train frames ...", flush=True)
         root = str(make_nyu_layout(scratch / "nyu", frames_train=frames, frames_test=1, seed=0))
     split = nyu.NyuSplit(root, "train")

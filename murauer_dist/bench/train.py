@@ -18,6 +18,7 @@ from murauer_dist.atomic import atomic_write_text
 from murauer_dist.bench.machine import describe, machine
 from murauer_dist.config import load_config
 from murauer_dist.batches.batch import stream_sizes, to_device
+from murauer_dist.batches.loaders import build_train_stream
 from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train.engine_factory import build_engines
 from murauer_dist.train.fake_stream import FakeTrainStream
@@ -76,7 +77,6 @@ def measure(cfg, stage: str, stream, steps: int, device: torch.device) -> dict:
 def _sources(cfg, stage: str, device):
     yield "fake", FakeTrainStream(cfg, stage, 0, device)
     if (Path(cfg.data.shards) / "train" / "manifest.json").is_file():
-        from murauer_dist.batches.loaders import build_train_stream
         yield f"{cfg.loader.backend} loader", build_train_stream(cfg, stage, 0, 1, device)
     else:
         print(f"(no shards at {cfg.data.shards}: real-loader rows skipped; run `murauer-dist make-shards` first)")

@@ -46,6 +46,8 @@ from murauer_dist.folder_lock import FolderLock
 from murauer_dist.memory import keep_freed_memory
 from murauer_dist.methods import METHODS as REGISTRY
 from murauer_dist.paths import output_folder
+from murauer_dist.tracking.run_logger import read_metrics
+from murauer_dist.train.checkpoint import read_run_config
 
 DEFAULT_METHODS = ("synth_only", "real_synth", "dm_only", "view_only", "murauer")   # table and legend order
 DEFAULT_NS = (10, 100, 1000)
@@ -186,7 +188,6 @@ def plan_cells(methods, ns, seeds, ablation_ns=DEFAULT_ABLATION_NS, select=None)
 
 def _check_finished_run(run_dir: Path, preset: str, overrides: list[str]) -> None:
     """A finished run is reused only if it was trained with this cell's config (else a one-line error)."""
-    from murauer_dist.train.checkpoint import read_run_config
     stored = read_run_config(run_dir)
     if stored is None:
         return
@@ -230,7 +231,6 @@ def _evaluated(run_dir: Path, shown: dict | None) -> dict:
 
 def validation_error(run_dir: Path) -> float:
     """The final model's mean joint error on the validation split (the last one the run logged)."""
-    from murauer_dist.tracking.run_logger import read_metrics
     values = [record["main/val_mean_error_mm"] for record in read_metrics(run_dir)
               if "main/val_mean_error_mm" in record]
     value = float(values[-1]) if values else float("nan")

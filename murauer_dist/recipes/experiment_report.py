@@ -196,9 +196,9 @@ def report_markdown(report: dict) -> str:
 def _plot(summary: dict, methods, ns, path: Path) -> None:
     """Error vs n with error bars (one std over seeds); solid: real test frames, like the paper's Fig. 4;
     dotted: the same models on the synthetic twins."""
-    import matplotlib
+    import matplotlib  # lazy: heavy: matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: heavy: matplotlib
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
     for index, (method, marker) in enumerate(zip(methods, "sodv^<>p*h")):
         line_color = None
@@ -230,9 +230,9 @@ def _plot(summary: dict, methods, ns, path: Path) -> None:
 def _plot_sources(summary: dict, methods, ns, path: Path) -> None:
     """One panel per n, the decomposition table as bars: each method's real test error, the same against
     the poses the frames show (where known), its twins' error and its labeled training frames' errors."""
-    import matplotlib
+    import matplotlib  # lazy: heavy: matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: heavy: matplotlib
     present = [n for n in ns if any(str(n) in summary.get(method, {}) for method in methods)]
     columns = [column for column in DECOMPOSITION if column[0] != "gap_shown"
                and any((summary.get(m, {}).get(str(n)) or {}).get(column[0]) for m in methods for n in present)]

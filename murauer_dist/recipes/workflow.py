@@ -60,6 +60,7 @@ def _check_procedural_record(root: Path, cfg: Config) -> None:
         raise WorkflowError(f"{record}: this dataset was made with the realism profile {made_realism!r}, but the "
                             f"config says data.synth_realism={cfg.data.synth_realism}; set data.root (and "
                             f"data.shards) to another folder, or delete {root} to make it again")
+    # lazy: heavy: scipy (the demo's parent process only checks and launches)
     from murauer_dist.frames.procedural.realism import changed_parameters, profile as realism_profile
     wanted_profile = realism_profile(cfg.data.synth_realism)
     changed = changed_parameters(wanted_profile, made.get("realism"))
@@ -86,7 +87,7 @@ def ensure_dataset(cfg: Config, workers: int = 2) -> None:
         _check_procedural_record(root, cfg)
         print(f"[data] using the dataset in {root}")
         return
-    from murauer_dist.frames.procedural.generate import synth_data
+    from murauer_dist.frames.procedural.generate import synth_data  # lazy: heavy: scipy
     print(f"[data] generating {cfg.data.synth_frames_train} + {cfg.data.synth_frames_test} procedural frames in {root}")
     start = time.perf_counter()
     synth_data(str(root), frames_train=cfg.data.synth_frames_train, frames_test=cfg.data.synth_frames_test,
@@ -101,7 +102,7 @@ def ensure_shards(cfg: Config, preset: str, overrides, workers: int = 2) -> None
     if all(_done(shards / split / "manifest.json") for split in ("train", "val", "test")):
         print(f"[shards] using the shards in {shards}")
         return
-    from murauer_dist.shards.cli import make_shards_command
+    from murauer_dist.shards.cli import make_shards_command  # lazy: heavy: torch, webdataset
     print(f"[shards] cropping {cfg.data.root} into {shards}")
     start = time.perf_counter()
     make_shards_command(root=cfg.data.root, out=str(shards), split="all", shard_size=0, workers=workers,
@@ -121,7 +122,7 @@ def torch_threads(cfg: Config) -> int:
 @contextlib.contextmanager
 def torch_thread_count(count: int):
     """torch.set_num_threads(count) in this process, restored afterwards."""
-    import torch
+    import torch  # lazy: heavy: torch
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
@@ -156,6 +157,6 @@ def evaluate_run(run_dir: Path, out: Path | None = None, domain: str = "real", t
     domain "synth": the test frames' synthetic twins, written to RUN/eval-synth by default; split "val"
     or "labeled" (its labeled training frames): RUN/eval-val, RUN/eval-labeled(-synth).
     """
-    from murauer_dist.eval.evaluate import evaluate_command
+    from murauer_dist.eval.evaluate import evaluate_command  # lazy: heavy: torch
     with torch_thread_count(threads) if threads else contextlib.nullcontext():
         return evaluate_command(str(run_dir), out=str(out) if out else "", domain=domain, split=split)

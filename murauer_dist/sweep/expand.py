@@ -116,7 +116,7 @@ def planned_runs(spec: SweepSpec, max_runs: int = 0, seed: int = 0) -> list[dict
 def bayes_engine():
     """wandb's sweep engine, or a ConfigError saying how to install it."""
     try:
-        import sweeps
+        import sweeps  # lazy: optional: sweeps (wandb's sweep engine, an extra)
     except ImportError:
         raise ConfigError("method 'bayes' needs wandb's sweep engine: pip install 'murauer_dist[sweeps]' "
                           "(or use method grid/random)") from None

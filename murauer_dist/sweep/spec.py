@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from murauer_dist.config import ConfigError, load_config
+from murauer_dist.paths import what_is
 
 METHODS = ("grid", "random", "bayes")
 GOALS = ("minimize", "maximize")
@@ -133,7 +134,6 @@ def load_sweep(path: str | Path, preset: str = "", overrides: tuple[str, ...] = 
     """Read and check a sweep file; all problems are reported together as one ConfigError."""
     path = Path(path)
     if not path.is_file():
-        from murauer_dist.paths import what_is
         raise ConfigError(f"sweep file {path} {what_is(path)}; give a sweep YAML file (e.g. "
                           f"configs/sweeps/loss_weights.yaml)")
     try:

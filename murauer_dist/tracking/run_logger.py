@@ -71,7 +71,7 @@ class RunLogger:
             return
         self._write(step, {f"image/{name}": str(path) for name, path in images.items()})
         if self.wandb_run is not None:
-            import wandb
+            import wandb  # lazy: heavy: wandb (only runs that log to wandb pay for it)
             pictures = {f"image/{name}": wandb.Image(str(path)) for name, path in images.items()}
             self.wandb_run.log(pictures, step=self._next_wandb_step(step))
 

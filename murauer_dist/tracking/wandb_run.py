@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
+from murauer_dist.atomic import atomic_write_text
 from murauer_dist.errors import UserError
 from murauer_dist.tracking.secrets import redact_text, scrub_secrets, wandb_host
 
@@ -61,7 +62,6 @@ def resolve_wandb_mode(config_mode: str) -> str:
 
 def _run_id(run_dir: Path) -> str:
     """The wandb id of this run directory, created once, so a resumed run appends to the same run."""
-    from murauer_dist.atomic import atomic_write_text
     path = run_dir / RUN_ID_FILE
     if path.is_file() and path.read_text().strip():
         return path.read_text().strip()
@@ -130,7 +130,7 @@ def open_wandb_run(config_tree: dict, logging_cfg, run_dir: Path, mode: str):
     """
     if mode == "disabled":
         return None
-    import wandb
+    import wandb  # lazy: heavy: wandb (a disabled run never imports it)
     scrub_argv()
     # Under `wandb agent` the run id comes from the sweep (WANDB_RUN_ID); never replace it.
     given_id = os.environ.get("WANDB_RUN_ID")

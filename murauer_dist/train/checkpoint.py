@@ -35,6 +35,8 @@ from murauer_dist.atomic import atomic_open, atomic_write_text
 from murauer_dist.config import config_from_dict, save_config
 from murauer_dist.errors import UserError, free_space
 from murauer_dist.methods import STAGES, uses_mapping
+from murauer_dist.paths import what_is
+from murauer_dist.tracking.secrets import scrub_secrets
 
 _NAME = re.compile(rf"^(ckpt-(?P<step>\d+)|final-(?P<stage>{'|'.join(STAGES)}))\.pt$")
 UNREADABLE_SUFFIX = ".unreadable"
@@ -190,7 +192,6 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict, keep: int, final: b
 
 
 def _unreadable(path: Path, err: BaseException) -> CheckpointError:
-    from murauer_dist.paths import what_is
     found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err)) if isinstance(err, pickle.UnpicklingError) else None
     kind = what_is(path)
     if found:
@@ -211,7 +212,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """A checkpoint's state dict (weights_only); CheckpointError naming the file when it cannot be used."""
     path = Path(path)
     if not path.is_file():
-        from murauer_dist.paths import what_is
         raise MissingCheckpointError(f"checkpoint {path} {what_is(path)}" + ("" if path.exists() else
                                      " (expected a checkpoint file or a run folder)"))
     try:
@@ -274,7 +274,6 @@ def write_run_config(cfg, run_dir: str | os.PathLike) -> Path:
 
 def record_config_changes(run_dir: str | os.PathLike, changes: dict[str, tuple], step: int, forced: bool) -> Path:
     """Append one record ({time, step, forced, changes: {key: {old, new}}}) to RUN_DIR/config-changes.yaml."""
-    from murauer_dist.tracking.secrets import scrub_secrets
     path = Path(run_dir) / CHANGES_FILE
     records = []
     if path.is_file():

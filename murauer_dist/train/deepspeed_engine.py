@@ -94,7 +94,7 @@ class DeepSpeedEngine(ScheduledLr):
     """
 
     def __init__(self, network: torch.nn.Module, optimizer: torch.optim.Adam, ds_config: dict):
-        import deepspeed  # heavy import (~2 s), only for DeepSpeed runs
+        import deepspeed  # lazy: optional: deepspeed (and heavy, ~2 s), only for DeepSpeed runs
 
         self.base_lr = float(optimizer.param_groups[0]["lr"])
         self.multiplier = 1.0
@@ -134,7 +134,7 @@ class DeepSpeedEngine(ScheduledLr):
         self.lr_scale(state["multiplier"])
 
     def _gathered_adam_state(self) -> dict:
-        from deepspeed.utils import safe_get_full_optimizer_state
+        from deepspeed.utils import safe_get_full_optimizer_state  # lazy: optional: deepspeed
 
         params = list(self.module.parameters())
         partition_state = next(iter(self.client_optimizer.state.values()), None)
@@ -148,7 +148,7 @@ class DeepSpeedEngine(ScheduledLr):
         return {"state": per_param, "param_groups": [{**group, "params": list(range(len(params)))}]}
 
     def _scatter_adam_state(self, optimizer_state: dict) -> None:
-        from deepspeed.utils import safe_set_full_optimizer_state
+        from deepspeed.utils import safe_set_full_optimizer_state  # lazy: optional: deepspeed
 
         params = list(self.module.parameters())
         saved = optimizer_state["state"]

@@ -24,6 +24,10 @@ from murauer_dist.config import load_config
 from murauer_dist.errors import UserError, machine_error
 from murauer_dist.folder_lock import folder_lock
 from murauer_dist.paths import output_folder
+from murauer_dist.tracking.run_logger import read_metrics
+from murauer_dist.tracking.secrets import redact_text
+from murauer_dist.train.loop import train
+from murauer_dist.train.preflight import shard_fault
 
 
 def _debug() -> bool:
@@ -32,7 +36,6 @@ def _debug() -> bool:
 
 def report_user_error(err: UserError, rank: int = 0) -> None:
     """One line on stderr (credentials redacted); the traceback only in debug mode."""
-    from murauer_dist.tracking.secrets import redact_text
     if _debug():
         traceback.print_exc()
     where = "" if rank == 0 else f" (rank {rank})"
@@ -45,7 +48,6 @@ def _validation_text(summary: dict, run_dir: Path) -> str:
     value = summary.get("val_mean_error_mm", float("nan"))
     if math.isfinite(value):
         return f"validation mean error {value:.2f} mm"
-    from murauer_dist.tracking.run_logger import read_metrics
     found = None
     if (run_dir / "metrics.jsonl").is_file():
         for record in read_metrics(run_dir):
@@ -79,7 +81,6 @@ def train_command(preset: str, overrides=()) -> None:
             if info.is_main:
                 print(f"training {preset} on {info.world_size} rank(s), device {info.device}, run dir "
                       f"{run_dir}", flush=True)
-            from murauer_dist.train.loop import train
             summary = train(cfg, info)
             if info.is_main:
                 print(summary_line(summary, run_dir), flush=True)
@@ -89,7 +90,6 @@ def train_command(preset: str, overrides=()) -> None:
         report_user_error(err, info.rank)
         code = 1
     except Exception as err:      # reported here, then every rank leaves through clean_exit
-        from murauer_dist.train.preflight import shard_fault
         fault = machine_error(err) or shard_fault(err, cfg)
         if fault is None:
             traceback.print_exc()

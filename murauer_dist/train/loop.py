@@ -20,9 +20,11 @@ import torch
 from murauer_dist import dist
 from murauer_dist.config import ConfigError, check_for_training
 from murauer_dist.batches.batch import stream_sizes, to_device
+from murauer_dist.batches.loaders import build_eval_loader, build_train_stream
 from murauer_dist.methods import STAGES, uses_mapping
 from murauer_dist.models import build_discriminator, build_model, compile_networks
 from murauer_dist.seeds import derive_seed
+from murauer_dist.tracking.run_logger import RunLogger
 from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train.engine import current_lr
 from murauer_dist.train.engine_factory import build_engines
@@ -43,12 +45,10 @@ __all__ = ["NonFiniteLossError", "NonFiniteValidationError", "RunConfigError", "
 
 
 def default_stream_factory(cfg, stage, rank, world_size, device):
-    from murauer_dist.batches.loaders import build_train_stream
     return build_train_stream(cfg, stage, rank, world_size, device)
 
 
 def default_eval_factory(cfg, split, rank, world_size, device):
-    from murauer_dist.batches.loaders import build_eval_loader
     return build_eval_loader(cfg, split, rank, world_size, device)
 
 
@@ -170,8 +170,6 @@ def train(cfg, info: dist.DistInfo | None = None, stream_factory=None, eval_fact
     Returns {"status": "done" | "stopped", "global_step", "skipped_total", "val_mean_error_mm",
     "model_checksum"} (the checksum, a sum of all weights, must agree across ranks).
     """
-    from murauer_dist.tracking.run_logger import RunLogger
-
     info = info or dist.DistInfo(0, 1, 0, torch.device("cpu"))
     check_for_training(cfg)
     run_dir = Path(cfg.train.out)

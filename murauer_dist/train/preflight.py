@@ -20,6 +20,10 @@ from murauer_dist import geometry
 from murauer_dist.batches.batch import stream_sizes
 from murauer_dist.errors import UserError
 from murauer_dist.folder_lock import check_not_locked
+from murauer_dist.shards import read as shard_read
+from murauer_dist.shards.manifest import MANIFEST, read_manifest, shard_file
+from murauer_dist.shards.read import ShardError
+from murauer_dist.train import checkpoint as ckpt
 
 LABELED_STREAMS = ("pairs", "views")
 
@@ -43,8 +47,6 @@ def repair_hint(shards: Path) -> str:
 def check_shard_sizes(folder: Path, shards: Path) -> None:
     """ShardError unless every tar the manifest of `folder` lists has the size the manifest records (stat
     calls only: a shard cut short or rewritten after its manifest is refused before training)."""
-    from murauer_dist.shards.manifest import read_manifest, shard_file
-    from murauer_dist.shards.read import ShardError
     manifest = read_manifest(folder)
     for entry in manifest.get("shards", []):
         if not isinstance(entry, dict) or "name" not in entry or "bytes" not in entry:
@@ -60,7 +62,6 @@ def check_shard_sizes(folder: Path, shards: Path) -> None:
 
 
 def _check_split(cfg, shards: Path, split: str) -> None:
-    from murauer_dist.shards import read as shard_read
     folder = shards / split
     tars = shard_read.split_tars(shards, split)
     shard_read.check_dataset(cfg, shards, split)
@@ -74,8 +75,8 @@ def check_training_inputs(cfg, plan: list[str], stream_factory) -> None:
     """Refuse, before anything is written, a run that would fail later on its data (see the module doc)."""
     if not reads_shards(stream_factory):
         return
+    # lazy: heavy: webdataset, scipy (shards.labeled cuts the labeled subset with the shard writer)
     from murauer_dist.shards.labeled import check_labeled_request, labeled_dir
-    from murauer_dist.shards.manifest import MANIFEST
     shards = Path(cfg.data.shards)
     check_not_locked(shards, "data.shards", "train on them")
     _check_split(cfg, shards, "train")
@@ -91,7 +92,6 @@ def check_training_inputs(cfg, plan: list[str], stream_factory) -> None:
 
 def last_good_checkpoint(run_dir: Path) -> str:
     """The newest readable checkpoint of `run_dir` with its step, in words."""
-    from murauer_dist.train import checkpoint as ckpt
     try:
         path, state = ckpt.find_resumable(run_dir)
     except ckpt.CheckpointError:

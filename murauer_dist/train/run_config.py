@@ -9,6 +9,7 @@ from murauer_dist.config import config_from_dict, public_dict
 from murauer_dist.config_changes import LENGTH_KEYS, config_changes, may_change_on_resume
 from murauer_dist.errors import UserError
 from murauer_dist.methods import STAGES
+from murauer_dist.tracking.secrets import redact_text
 from murauer_dist.train import checkpoint as ckpt
 from murauer_dist.train.stages import planned_steps
 
@@ -57,7 +58,6 @@ def check_run_config(cfg, run_dir: Path, state: dict | None, is_main: bool) -> N
     takes the new config. Every accepted difference is appended to RUN/config-changes.yaml and config.yaml
     is rewritten; without differences config.yaml is written once, when the run starts.
     """
-    from murauer_dist.tracking.secrets import redact_text
     new = public_dict(cfg)
     stored_yaml = ckpt.read_run_config(run_dir)
     stored = ([state["config"]] if state else []) + ([stored_yaml] if stored_yaml is not None else [])

@@ -34,6 +34,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from murauer_dist.atomic import atomic_write_text
 from murauer_dist.bench.gpu_check.spec import Budget, Options, Skip, error_text
 
 REPO = Path(__file__).resolve().parents[3]
@@ -124,7 +125,6 @@ def _run_request(request_path: str) -> None:
         data = {"status": "skipped", "reason": str(why)}
     except BaseException as err:  # noqa: BLE001 - reported in the section
         data = {"status": "failed", "reason": error_text(err), "traceback": traceback.format_exc()[-4000:]}
-    from murauer_dist.atomic import atomic_write_text
     atomic_write_text(request["result"], json.dumps(data, default=str) + "\n")
 
 

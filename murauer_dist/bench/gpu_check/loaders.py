@@ -59,7 +59,7 @@ def loaders_section(opts: Options, budget: Budget, data: dict) -> dict:
             budget.require_time(f"{backend} loader")
             if backend == "dali":
                 _require_dali()
-            from murauer_dist.batches.loaders import build_train_stream
+            from murauer_dist.batches.loaders import build_train_stream  # lazy: optional: torch (see spec.py)
             cfg = step_config(opts, "bf16", False, [*data["overrides"], f"loader.backend={backend}",
                                                     f"loader.device={where}", f"loader.num_threads={threads}"])
             started = time.perf_counter()
@@ -80,7 +80,7 @@ def loaders_section(opts: Options, budget: Budget, data: dict) -> dict:
 
 def _eval_frames(cfg, device) -> tuple[dict, float]:
     """{frame: {field: CPU tensor}} of the test split's eval batches, and the seconds it took."""
-    from murauer_dist.batches.loaders import build_eval_loader
+    from murauer_dist.batches.loaders import build_eval_loader  # lazy: optional: torch (see spec.py)
     started = time.perf_counter()
     frames = {}
     for batch in build_eval_loader(cfg, "test", 0, 1, device):
@@ -125,7 +125,7 @@ def dali_parity_section(opts: Options, budget: Budget, data: dict) -> dict:
 def rollover_section(opts: Options, budget: Budget, data: dict) -> dict:
     """The training stream across epoch boundaries, the bf16 step between batches (as in training,
     where the next epoch's readers are built while the last steps of an epoch run)."""
-    from murauer_dist.batches.loaders import build_train_stream
+    from murauer_dist.batches.loaders import build_train_stream  # lazy: optional: torch (see spec.py)
     device = torch_device(opts)
     iters, epochs = ROLLOVER[opts.device]["iters_per_epoch"], ROLLOVER[opts.device]["epochs"]
     backend = "dali" if dali_importable() else "reference"       # the training's loader where it imports

@@ -12,12 +12,16 @@ import contextlib
 import importlib.util
 import itertools
 import math
+import resource
 import statistics
 import time
 import traceback
 
 from murauer_dist.bench.gpu_check.spec import (COMPILED, CROPS_PER_FRAME, DEEPSPEED_CONFIG, TORCH_ERROR, VARIANTS,
                                                Budget, Options, Skip, error_text, torch)
+from murauer_dist.config import load_config
+from murauer_dist.methods import leaves_parameters_unused
+from murauer_dist.train.schedule import base_lr
 
 
 def status_of_rows(rows: list[dict]) -> str:
@@ -53,7 +57,6 @@ def torch_device(opts: Options):
 
 
 def step_config(opts: Options, precision: str, channels_last: bool, extra=()):
-    from murauer_dist.config import load_config
     return load_config(opts.preset, [f"train.precision={precision}",
                                      f"model.channels_last={str(channels_last).lower()}",
                                      f"train.iters_per_epoch={opts.warmup + opts.steps + 1}", "train.method=murauer",
@@ -62,12 +65,12 @@ def step_config(opts: Options, precision: str, channels_last: bool, extra=()):
 
 
 def crops_per_step(cfg) -> int:
-    from murauer_dist.batches.batch import stream_sizes
+    from murauer_dist.batches.batch import stream_sizes  # lazy: optional: torch (see spec.py)
     return sum(CROPS_PER_FRAME[name] * size for name, size in stream_sizes(cfg, "main").items())
 
 
 def stream_sizes(cfg) -> dict:
-    from murauer_dist.batches.batch import stream_sizes as sizes
+    from murauer_dist.batches.batch import stream_sizes as sizes  # lazy: optional: torch (see spec.py)
     return {name: size for name, size in sizes(cfg, "main").items() if size}
 
 
@@ -91,7 +94,7 @@ def _peak_gb(device, reserved: bool = False) -> float | None:
 def networks(cfg, device, compile_backend: str = ""):
     """The pose model and the discriminator as train.loop builds them: seeded, on `device`,
     channels-last when configured, f/m/p/g compiled by models.compile_networks when asked."""
-    from murauer_dist.models import build_discriminator, build_model, compile_networks
+    from murauer_dist.models import build_discriminator, build_model, compile_networks  # lazy: optional: torch
     torch.manual_seed(cfg.train.seed)
     model, disc = build_model(cfg).to(device), build_discriminator(cfg).to(device)
     if cfg.model.channels_last:
@@ -104,9 +107,7 @@ def networks(cfg, device, compile_backend: str = ""):
 def engines_for(cfg, device, ddp: bool = False, compile_backend: str = "") -> dict:
     """The trainer's plain (one process) or DDP engines (engine_factory.build_engines' settings for a
     multi-rank run; a process group must exist), with the trainer's optimizer and lr."""
-    from murauer_dist.methods import leaves_parameters_unused
-    from murauer_dist.train.engine import DdpEngine, PlainEngine, make_adam
-    from murauer_dist.train.schedule import base_lr
+    from murauer_dist.train.engine import DdpEngine, PlainEngine, make_adam  # lazy: optional: torch
 
     model, disc = networks(cfg, device, compile_backend)
     lr = base_lr(cfg, 1)
@@ -121,7 +122,7 @@ def engines_for(cfg, device, ddp: bool = False, compile_backend: str = "") -> di
 
 
 def fake_batches(cfg, device, count: int = 4) -> list:
-    from murauer_dist.train.fake_stream import FakeTrainStream
+    from murauer_dist.train.fake_stream import FakeTrainStream  # lazy: optional: torch
     stream = FakeTrainStream(cfg, "main", 0, device)
     return [stream.make_batch(1, position) for position in range(count)]
 
@@ -129,7 +130,7 @@ def fake_batches(cfg, device, count: int = 4) -> list:
 @contextlib.contextmanager
 def one_rank_group(device):
     """A one-rank process group (nccl on CUDA, gloo on the CPU) for DDP and the step's agreement."""
-    import torch.distributed as tdist
+    import torch.distributed as tdist  # lazy: optional: torch
     if not tdist.is_available():
         raise Skip("torch.distributed is not available in this torch build")
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -154,6 +155,7 @@ def timed_steps(cfg, device, engines: dict, batches, count: int) -> tuple[list[t
 
     Data wait = time spent getting the next batch; step = wait + train_step + a device sync.
     """
+    # lazy: optional: torch (see spec.py: without torch the torch sections skip)
     from murauer_dist.batches.batch import to_device
     from murauer_dist.train.step import train_step
 
@@ -233,10 +235,10 @@ def deepspeed_section(opts: Options, budget: Budget, config: str = DEEPSPEED_CON
     """The bf16 step on one-rank DeepSpeed ZeRO-1 engines (train.engine=deepspeed), as the trainer builds them."""
     device = torch_device(opts)
     try:
-        import deepspeed
+        import deepspeed  # lazy: optional: deepspeed
     except ImportError as err:
         raise Skip(f"DeepSpeed is not importable ({error_text(err)})") from None
-    from murauer_dist.train.engine_factory import build_engines
+    from murauer_dist.train.engine_factory import build_engines  # lazy: optional: torch
     cfg = step_config(opts, "bf16", False, ["train.engine=deepspeed", f"train.deepspeed_config={config}"])
 
     built = {}
@@ -291,7 +293,6 @@ def memory_section(opts: Options, sections: dict) -> dict:
         if section.get("peak_gpu_gb") is not None:
             rows[name] = {"allocated": section["peak_gpu_gb"], "reserved": section["peak_gpu_reserved_gb"]}
     if torch is None or opts.device != "cuda" or not torch.cuda.is_available():
-        import resource
         raise Skip(f"no GPU in this run (device {opts.device}); peak RSS of the largest section process "
                    f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20:.2f} GB")
     if not rows:

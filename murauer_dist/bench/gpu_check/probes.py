@@ -14,8 +14,10 @@ import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+from murauer_dist import geometry
 from murauer_dist.bench.gpu_check.spec import PROBES, TORCH_ERROR, Budget, Options, Skip, error_text, torch
 from murauer_dist.bench.machine import machine
+from murauer_dist.config import load_config
 
 
 # ----------------------------------------------------------------------------------- environment
@@ -170,14 +172,13 @@ def gpu_tests(opts: Options, budget: Budget) -> dict:
 # --------------------------------------------------------------------------------------- dataset
 
 def _data_overrides(opts: Options, root: Path, shards: Path) -> list[str]:
-    from murauer_dist.config import load_config
     n_labeled = min(load_config(opts.preset).data.n_labeled, max(1, opts.frames // 2))
     return [f"data.root={root}", f"data.shards={shards}", f"data.n_labeled={n_labeled}", "data.val_fraction=0"]
 
 
 def dataset(opts: Options, folder: Path) -> dict:
     """synth-data (few frames) and make-shards with the preset's crop settings, in `folder`."""
-    from murauer_dist.config import load_config
+    # lazy: heavy: scipy, webdataset (only the dataset section renders frames and writes shards)
     from murauer_dist.frames.procedural.generate import synth_data
     from murauer_dist.shards.cli import make_shard_set
     from murauer_dist.shards.labeled import ensure_labeled_shards
@@ -197,7 +198,6 @@ def dataset(opts: Options, folder: Path) -> dict:
     shards_s = time.perf_counter() - started
     train = manifests["train"]
     size = sum(shard["bytes"] for shard in train["shards"])
-    from murauer_dist import geometry
     return {"frames": opts.frames, "test_frames": test_frames, "workers": workers, "synth_data_s": synth_s,
             "synth_frames_per_s": (opts.frames + test_frames) / synth_s, "make_shards_s": shards_s,
             "shard_frames_per_s": (opts.frames + test_frames) / shards_s, "samples": train["num_samples"],

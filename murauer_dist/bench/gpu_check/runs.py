@@ -20,7 +20,10 @@ import time
 from pathlib import Path
 
 from murauer_dist.bench.gpu_check.child import child_environment, exit_text, kill_group, output_tail
+from murauer_dist.bench.gpu_check.measure import torch_device
 from murauer_dist.bench.gpu_check.spec import RESUME, Budget, Options, Skip
+from murauer_dist.config import load_config
+from murauer_dist.train.stages import planned_steps
 
 POLL_S = 0.02
 
@@ -60,7 +63,7 @@ def _training_rate(records: list[dict]) -> float | None:
 
 def _newest_checkpoint(run_dir: Path) -> dict:
     """The checkpoint a resume would start from: name, stage, whether the stage was done, global step."""
-    from murauer_dist.train.checkpoint import find_resumable
+    from murauer_dist.train.checkpoint import find_resumable  # lazy: optional: torch (see spec.py)
     path, state = find_resumable(run_dir, map_location="cpu")
     if path is None:
         return {}
@@ -141,10 +144,6 @@ def _check_resumed(run: dict, stopped: dict, planned: int, log_every: int) -> st
 
 
 def train_resume_section(opts: Options, budget: Budget, data: dict, folder: Path, dali: bool) -> dict:
-    from murauer_dist.bench.gpu_check.measure import torch_device
-    from murauer_dist.config import load_config
-    from murauer_dist.train.stages import planned_steps
-
     torch_device(opts)                   # skips without CUDA in --device cuda
     run_dir = folder / "train-run"
     overrides = [*data["overrides"], f"train.out={run_dir}",
