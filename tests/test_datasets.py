@@ -181,12 +181,12 @@ def test_qvga_trains_evaluates_and_scores(qvga, tmp_path, capsys):
     from murauer_dist.eval.evaluate import evaluate_command
     from murauer_dist.eval.result_files import ResultFormatError, read_result_file
     from murauer_dist.eval.score import score_command, score_files
-    from murauer_dist.train.checkpoint import load_for_inference
+    from murauer_dist.inference.checkpoints import load_pose
     from murauer_dist.train.loop import train
     run = tmp_path / "run"
     summary = train(load_config("tiny", [*qvga["overrides"], f"train.out={run}", "train.iters_per_epoch=2"]))
     assert summary["status"] == "done"
-    assert load_for_inference(run)[1].data.dataset == "qvga"                  # the checkpoint's config
+    assert load_pose(run).config.data.dataset == "qvga"                        # the checkpoint's config
     out = tmp_path / "eval"
     metrics = evaluate_command(str(run), str(qvga["shards"] / "test"), out=str(out), batch=8)
     saved = json.loads((out / "metrics.json").read_text())

@@ -1,4 +1,4 @@
-"""`murauer-dist export` and `bench infer`: exported files against torch on the CPU.
+"""`murauer-dist export` and `bench infer`: exported files against torch on the CPU (inference/export.py).
 
 The model is the `tiny` preset with random weights (BatchNorm statistics randomised too, so folding
 them into the convolutions is checked); nothing is downloaded.
@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from murauer_dist import export
 from murauer_dist.cli import main as cli_main
 from murauer_dist.config import load_config, public_dict
 from murauer_dist.errors import UserError
+from murauer_dist.inference import export
+from murauer_dist.inference.checkpoints import PoseCheckpoint, RefinerCheckpoint, load_inference, load_pose
 from murauer_dist.models import build_model
-from murauer_dist.train.checkpoint import load_for_inference
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -51,8 +51,8 @@ def checkpoint(tmp_path_factory):
 
 
 def reference(checkpoint_path, batch: torch.Tensor, mapped=None) -> np.ndarray:
-    model, _, trained_mapped = load_for_inference(checkpoint_path)
-    return model.predict(batch, mapped=trained_mapped if mapped is None else mapped).numpy()
+    pose = load_pose(checkpoint_path)
+    return pose.model.predict(batch, mapped=pose.mapped if mapped is None else mapped).numpy()
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -149,7 +149,7 @@ def test_bench_infer_rows_and_machine(tmp_path):
 
 def write_refiner(path, seed: int = 0):
     """A centre refiner checkpoint of the tiny preset (32x32 crops) with random weights."""
-    from murauer_dist.localize.refiner import build_refiner, save_refiner
+    from murauer_dist.inference.refiner import build_refiner, save_refiner
     cfg = load_config("tiny")
     model = randomise(build_refiner(cfg), seed)
     return save_refiner(path, model, public_dict(cfg), 250.0, "nyu", 60, {"val_centre_error_after_mm": 12.0})
@@ -158,7 +158,8 @@ def write_refiner(path, seed: int = 0):
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_refiner_export_matches_torch_and_refines_the_same(tmp_path, fmt):
     from murauer_dist.frames.datasets import NYU
-    from murauer_dist.localize.refiner import load_refiner, refine_centres
+    from murauer_dist.inference.checkpoints import load_refiner
+    from murauer_dist.inference.refiner import refine_centres
     from murauer_dist.geometry import uvd_to_xyz
     checkpoint = write_refiner(tmp_path / "refiner.pt")
     info = export.export_command(str(checkpoint), fmt=fmt)            # recognised as a refiner by its format
@@ -193,7 +194,8 @@ def test_refiner_export_matches_torch_and_refines_the_same(tmp_path, fmt):
 
 
 def test_pose_checkpoint_is_not_taken_for_a_refiner(tmp_path, checkpoint):
-    assert not export.is_refiner_checkpoint(checkpoint)
-    assert export.is_refiner_checkpoint(write_refiner(tmp_path / "r.pt"))
+    assert isinstance(load_inference(checkpoint), PoseCheckpoint)                # by the file's format field
+    assert isinstance(load_inference(write_refiner(tmp_path / "r.pt")), RefinerCheckpoint)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    assert not export.is_refiner_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(UserError, match="not a checkpoint"):
+        load_inference(tmp_path / "junk.pt")

@@ -19,7 +19,8 @@ from murauer_dist.config import load_config
 from murauer_dist.errors import UserError
 from murauer_dist.import_original import import_original, import_original_command
 from murauer_dist.models import build_model
-from murauer_dist.train.checkpoint import load_checkpoint, load_for_inference
+from murauer_dist.inference.checkpoints import load_pose
+from murauer_dist.train.checkpoint import load_checkpoint
 
 BN_EPS = 1e-5
 
@@ -126,7 +127,8 @@ def test_original_state_dict_imports_and_predicts_as_the_original(tmp_path, tiny
     torch.save(saved, source, **kwargs)
     summary = import_original(source, out, preset="tiny")
     assert summary["mapped"] is True and summary["dropped"] == ["fc3_h1.bias", "fc3_h1.weight"]
-    model, cfg, mapped = load_for_inference(out)
+    pose = load_pose(out)
+    model, cfg, mapped = pose.model, pose.config, pose.mapped
     assert mapped is True and cfg.model.released_affine_blocks is True and cfg.train.method == "murauer"
     assert all(block.affine for block in model.mapping.blocks)
     depth = torch.rand(5, 1, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
@@ -140,7 +142,8 @@ def test_synth_only_model_runs_unmapped(tmp_path, tiny):
     torch.save(state, tmp_path / "model_synth_only.mdl_pretrain")
     import_original(tmp_path / "model_synth_only.mdl_pretrain", tmp_path / "synth.pt", preset="tiny",
                     method="synth_only")
-    model, _, mapped = load_for_inference(tmp_path / "synth.pt")
+    pose = load_pose(tmp_path / "synth.pt")
+    model, mapped = pose.model, pose.mapped
     depth = torch.rand(3, 1, 32, 32) * 2 - 1
     assert mapped is False
     torch.testing.assert_close(model.predict(depth, mapped=False), original_pose(state, tiny, depth, mapped=False),

@@ -118,7 +118,7 @@ def test_block_search_reads_any_depth_type_and_small_frames_take_full_resolution
 
 def test_frame_crops_are_frame_crop_of_each_frame():
     from murauer_dist.geometry import CropError
-    from murauer_dist.localize.refiner import frame_crop, frame_crops
+    from murauer_dist.inference.crops import frame_crop, frame_crops
     (first, second), _ = _procedural_frames(seed=3, count=1)
     frames = [first, second, first.astype(np.float64), second]
     # inside; partly outside; centre off the image; too little of the window inside
@@ -221,7 +221,8 @@ def setup(tmp_path_factory):
 
 
 def test_refiner_trains_saves_and_loads(setup):
-    from murauer_dist.localize.refiner import FORMAT, VERSION, load_refiner
+    from murauer_dist.inference.checkpoints import load_refiner
+    from murauer_dist.inference.refiner import FORMAT, VERSION
     trained = setup["trained"]
     losses, metrics = trained["losses"], trained["metrics"]
     assert len(losses) == 60 and np.isfinite(losses).all()
@@ -232,7 +233,7 @@ def test_refiner_trains_saves_and_loads(setup):
     assert state["config"]["refiner"]["steps"] == 60 and state["dataset"] == "nyu"
     loaded = load_refiner(trained["path"])
     depth = torch.rand(2, 1, 32, 32) * 2 - 1
-    from murauer_dist.localize.refiner import CentreRefiner
+    from murauer_dist.inference.refiner import CentreRefiner
     again = CentreRefiner(32, **state["architecture"])
     again.load_state_dict(state["model"])
     torch.testing.assert_close(loaded.model(depth), again.eval()(depth))
@@ -253,7 +254,7 @@ def _input_variants(setup, base: Path) -> dict[str, Path]:
 
 
 def test_predict_on_every_input_type(setup, tmp_path):
-    from murauer_dist.localize.predict import predict_command
+    from murauer_dist.inference.predict import predict_command
     results = {}
     for kind, path in _input_variants(setup, tmp_path).items():
         out = tmp_path / f"out-{kind}"
@@ -288,7 +289,7 @@ def test_predict_errors_are_one_line(setup, tmp_path):
     Image.fromarray(np.full((H, W), 70, np.uint8)).save(tmp_path / "gray8" / "a.png")
     (tmp_path / "blank").mkdir()
     (tmp_path / "blank" / "b.png").write_bytes(nyu.encode_depth_png(np.zeros((H, W), np.uint16), "gray16"))
-    from murauer_dist.localize.refiner import CentreRefiner, save_refiner
+    from murauer_dist.inference.refiner import CentreRefiner, save_refiner
     other = save_refiner(tmp_path / "refiner64.pt", CentreRefiner(64), setup["cfg"].to_dict(), 300.0, "nyu", 0, {})
     broken = tmp_path / "broken.pt"
     torch.save({**torch.load(refiner, weights_only=True), "crop_size": 64}, broken)
@@ -310,7 +311,7 @@ def test_predict_errors_are_one_line(setup, tmp_path):
 
 
 def test_evaluate_centre_all_on_a_tiny_run(setup, tmp_path):
-    from murauer_dist.localize.centres import evaluate_centres_command
+    from murauer_dist.inference.centres import evaluate_centres_command
     out = tmp_path / "centres"
     results = evaluate_centres_command(str(setup["run"]), out=str(out), centre="all",
                                        refiner=str(setup["trained"]["path"]), root=str(setup["root"]))
@@ -333,7 +334,7 @@ def test_evaluate_centre_all_on_a_tiny_run(setup, tmp_path):
 
 
 def test_centre_table_compares_each_test_subject_with_the_gt_centre():
-    from murauer_dist.localize.centres import format_centre_table
+    from murauer_dist.inference.centres import format_centre_table
     centre = {"mean_mm": 9.0, "median_mm": 8.0, "p90_mm": 15.0}
     rows = {"gt": {"frames": 10, "mean_error_mm": 10.0, "median_error_mm": 9.0, "centre_error": centre,
                    "subject1_mean_error_mm": 8.0, "subject2_mean_error_mm": 11.0},

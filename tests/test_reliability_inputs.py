@@ -89,7 +89,7 @@ def test_nan_weights_are_refused_by_import_original_and_evaluate(tmp_path):
 
 
 def test_a_refiner_given_as_the_pose_model_is_refused(root, tmp_path):
-    from murauer_dist.localize.refiner import CentreRefiner, save_refiner
+    from murauer_dist.inference.refiner import CentreRefiner, save_refiner
     refiner = save_refiner(tmp_path / "refiner.pt", CentreRefiner(32), load_config("tiny").to_dict(), 300.0, "nyu", 0,
                            {})
     for argv in (["evaluate", str(refiner), "--out", str(tmp_path / "eval")],

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from murauer_dist.config import load_config
+from murauer_dist.inference.checkpoints import load_pose
 from murauer_dist.batches.batch import fake_batch, stream_sizes
 from murauer_dist.models import build_discriminator, build_model
 from murauer_dist.train import checkpoint as ckpt
@@ -233,10 +234,11 @@ def test_checkpoints_rotate_and_load_for_inference(tmp_path):
     state = ckpt.load_checkpoint(tmp_path / "rot" / "checkpoints" / "ckpt-000000008.pt")
     assert (state["stage"], state["epoch"], state["iteration"], state["data"][0]) == ("main", 2, 2,
                                                                                      {"epoch": 2, "position": 2})
-    model, loaded_cfg, mapped = ckpt.load_for_inference(tmp_path / "rot", "cpu")
+    loaded = load_pose(tmp_path / "rot", "cpu")
+    model, loaded_cfg, mapped = loaded.model, loaded.config, loaded.mapped
     assert loaded_cfg.to_dict() == cfg.to_dict() and mapped and not model.training
     depth = torch.rand(2, 1, 32, 32)
-    again, _, _ = ckpt.load_for_inference(tmp_path / "rot" / "checkpoints" / "final-main.pt")
+    again = load_pose(tmp_path / "rot" / "checkpoints" / "final-main.pt").model
     assert torch.equal(model.predict(depth, mapped), again.predict(depth, mapped))
 
 

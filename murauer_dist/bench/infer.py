@@ -4,10 +4,10 @@ vs ONNX Runtime, hand localisation included.
 
 Per backend and batch size, frames/s of
   network alone: normalised crops in, normalised joints out;
-  end to end: a 640x480 depth frame -> the closest object's centre of mass (localize/centre.py) ->
-    the centre refiner, localize.iterations times (crop around the estimate, refiner network, move
-    the centre; localize/refiner.py) -> crop around the refined centre -> pose network -> joints in
-    camera mm.
+  end to end: the Predictor of `predict` (inference/predictor.py) with the row's backend: a 640x480
+    depth frame -> the closest object's centre of mass (localize/centre.py) -> the centre refiner,
+    localize.iterations times (crop around the estimate, refiner network, move the centre;
+    inference/refiner.py) -> crop around the refined centre -> pose network -> joints in camera mm.
 The end-to-end time per frame is split into centre of mass, refiner (its crops and network) and
 pose (crop, network, mm); the refiner runs in the row's backend. Each repeat also times the centre
 of mass at full resolution (`full_resolution_centre`, the reference the block search is tested
@@ -20,7 +20,7 @@ or whose crop leaves the image are left out (the JSON counts them). The network-
 around the labelled palm centre.
 
 The pose network is the preset's with random weights (seeded), or `--checkpoint`'s; its inference
-path (crop -> f -> m -> p, or f -> p) is exported with murauer_dist/export.py into a temporary
+path (crop -> f -> m -> p, or f -> p) is exported with inference/export.py into a temporary
 folder and loaded back, so the TorchScript and ONNX rows measure the files a user deploys. The
 refiner is `--refiner`'s, or one of the preset's refiner architecture with random weights (the
 same work per frame as a trained one), exported the same way. Each repeat measures every backend
@@ -45,7 +45,20 @@ import torch
 
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.bench.machine import describe, machine, usable_cores
+from murauer_dist.config import load_config
 from murauer_dist.errors import UserError
+from murauer_dist.frames.datasets import spec_of
+from murauer_dist.frames.procedural.frames import FrameRenderer, GeneratorSettings, make_split_sequence
+from murauer_dist.frames.procedural.realism import PROFILES
+from murauer_dist.geometry import CropError
+from murauer_dist.inference import export
+from murauer_dist.inference.checkpoints import RefinerCheckpoint, load_pose, load_refiner
+from murauer_dist.inference.crops import frame_crops
+from murauer_dist.inference.predictor import STAGES, Predictor, apply_localize_overrides
+from murauer_dist.inference.refiner import build_refiner
+from murauer_dist.localize.centre import CentreSettings, NoHandError, centre_of_mass, full_resolution_centre
+from murauer_dist.methods import uses_mapping
+from murauer_dist.models import build_model
 
 WARMUP = 3
 TARGET_FPS = 200.0            # end to end with localisation, demo network, batch 64, 2-core CPU
@@ -53,7 +66,6 @@ TARGET_BATCH = 64
 FRAME_POOL = 64               # distinct frames cycled through
 REALISM = "nyu-fit"           # the procedural profile with arms, tables and sensor dropout
 REFERENCE_FRAMES = 8          # frames the full-resolution centre of mass is timed on, per repeat
-STAGES = ("centre", "refiner", "pose")
 
 
 def parse_batches(batches) -> list[int]:
@@ -68,11 +80,9 @@ def parse_batches(batches) -> list[int]:
     return values
 
 
-def make_frames(count: int, dataset: str = "nyu", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """`count` procedural test frames of camera 1 (uint16 mm, REALISM profile) and their labelled palm
-    centres (u, v, d)."""
-    from murauer_dist.frames.procedural.frames import FrameRenderer, GeneratorSettings, make_split_sequence
-    from murauer_dist.frames.procedural.realism import PROFILES
+def make_frames(count: int, dataset: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`count` procedural test frames of camera 1 (uint16 mm, REALISM profile) of `dataset` and their
+    labelled palm centres (u, v, d)."""
     settings = GeneratorSettings.for_dataset(dataset, realism=PROFILES[REALISM])
     renderer = FrameRenderer(seed, "test", make_split_sequence(seed, "test", count, settings), settings)
     rendered = [renderer.render(index) for index in range(count)]
@@ -83,41 +93,26 @@ def make_frames(count: int, dataset: str = "nyu", seed: int = 0) -> tuple[np.nda
 def crops_around(frames, centres_uvd: np.ndarray, crop_size: int, cube_mm: float, camera) -> np.ndarray:
     """Full frames (a sequence of (H, W) arrays in mm) and crop centres (u, v, d) -> normalised crops
     (B, 1, S, S) float32; a CropError when a crop leaves the image."""
-    from murauer_dist.geometry import CropError
-    from murauer_dist.localize.refiner import frame_crops
     crops, usable = frame_crops(frames, centres_uvd, cube_mm, crop_size, camera)
     if not usable.all():
         raise CropError(f"bench infer: the crops of frames {np.flatnonzero(~usable).tolist()} leave the image")
     return crops[:, None]
 
 
-class Pipeline:
-    """One backend's end-to-end path over a batch of frames; adds each stage's seconds to `seconds`."""
+class TimedPredictor:
+    """One backend's Predictor over batches of frames; adds up each stage's seconds."""
 
-    def __init__(self, pose, offsets, refiner, camera, settings, iterations: int, crop_size: int, cube_mm: float):
-        self.pose, self.offsets, self.refiner, self.camera = pose, offsets, refiner, camera
-        self.settings, self.iterations, self.crop_size, self.cube_mm = settings, iterations, crop_size, cube_mm
-        self.seconds = dict.fromkeys(STAGES, 0.0)
-        self.frames = 0
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        self.reset()
 
     def __call__(self, frames) -> np.ndarray:
         """Joints (B, J, 3) in camera mm of the frames."""
-        from murauer_dist import geometry
-        from murauer_dist.localize.centre import centre_of_mass
-        from murauer_dist.localize.refiner import refine_centres
-        start = time.perf_counter()
-        centres = np.stack([centre_of_mass(frame, self.camera, self.settings).center_xyz for frame in frames])
-        found = time.perf_counter()
-        centres = refine_centres(self.refiner, frames, centres, self.camera, self.iterations, offsets=self.offsets)
-        refined = time.perf_counter()
-        crops = crops_around(frames, geometry.xyz_to_uvd(centres, self.camera), self.crop_size, self.cube_mm,
-                             self.camera)
-        joints = geometry.denormalize_joints(self.pose(crops), centres, self.cube_mm)
-        done = time.perf_counter()
-        for stage, seconds in zip(STAGES, (found - start, refined - found, done - refined)):
-            self.seconds[stage] += seconds
+        found = self.predictor(frames)
+        for stage in STAGES:
+            self.seconds[stage] += found.seconds[stage]
         self.frames += len(frames)
-        return joints
+        return found.joints_xyz
 
     def reset(self) -> None:
         self.seconds = dict.fromkeys(STAGES, 0.0)
@@ -127,27 +122,30 @@ class Pipeline:
         return {stage: 1e3 * seconds / max(self.frames, 1) for stage, seconds in self.seconds.items()}
 
 
-def _random_refiner(cfg):
-    """The preset's refiner architecture with seeded random weights, as localize/refiner.py loads one."""
-    from murauer_dist.localize.refiner import LoadedRefiner, build_refiner
+def _random_refiner(cfg) -> RefinerCheckpoint:
+    """The preset's refiner architecture with seeded random weights, as inference/checkpoints.py loads one."""
     torch.manual_seed(cfg.refiner.seed)
     model = build_refiner(cfg).eval()
-    return LoadedRefiner(model, cfg.data.crop_size, float(cfg.data.cube_mm), getattr(cfg.data, "dataset", "nyu"),
-                         Path("random weights"), {})
+    return RefinerCheckpoint(model, cfg.data.crop_size, float(cfg.data.cube_mm), cfg.data.dataset,
+                             Path("random weights"))
+
+
+def _torch_runner(network):
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return network(torch.from_numpy(batch)).numpy()
+    return run
+
+
+def _onnx_runner(session):
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
 
 
 def _backends(module, refiner_net, crop_size: int, refiner_crop: int, folder: Path, threads: int) -> tuple:
     """(name -> (pose, offsets): callables of float32 numpy crops (B, 1, S, S) -> numpy joints or centre
     offsets, notes); the exports written to `folder`."""
-    from murauer_dist import export
-
-    def torch_runner(network):
-        def run(batch: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return network(torch.from_numpy(batch)).numpy()
-        return run
-
-    backends = {"torch eager": (torch_runner(module), torch_runner(refiner_net))}
+    backends = {"torch eager": (_torch_runner(module), _torch_runner(refiner_net))}
     notes = {}
     networks = {"model": (module, crop_size, export.OUTPUT_NAME),
                 "refiner": (refiner_net, refiner_crop, export.REFINER_OUTPUT_NAME)}
@@ -156,7 +154,7 @@ def _backends(module, refiner_net, crop_size: int, refiner_crop: int, folder: Pa
         path = export.export_module(network, export.example_crops(2, size), folder / f"{stem}.torchscript.pt",
                                     "torchscript")
         with export._quiet_deprecations():
-            scripted.append(torch_runner(torch.jit.load(str(path), map_location="cpu")))
+            scripted.append(_torch_runner(torch.jit.load(str(path), map_location="cpu")))
     backends["TorchScript"] = tuple(scripted)
     try:
         sessions = []
@@ -164,11 +162,7 @@ def _backends(module, refiner_net, crop_size: int, refiner_crop: int, folder: Pa
             path = export.export_module(network, export.example_crops(2, size), folder / f"{stem}.onnx", "onnx",
                                         output_name=output)
             sessions.append(export.ort_session(path, threads=threads, spin=False))   # do not starve the torch rows
-
-        def onnx_runner(session):
-            name = session.get_inputs()[0].name
-            return lambda batch: session.run(None, {name: batch})[0]
-        backends["ONNX Runtime"] = tuple(onnx_runner(session) for session in sessions)
+        backends["ONNX Runtime"] = tuple(_onnx_runner(session) for session in sessions)
     except export.ExportError as err:
         notes["ONNX Runtime"] = f"skipped: {err}"
     return backends, notes
@@ -185,11 +179,9 @@ def _time(function, seconds: float) -> tuple[int, float]:
             return calls, elapsed
 
 
-def _usable_frames(frames, labels_uvd, check: Pipeline) -> tuple[list[int], int]:
+def _usable_frames(frames, labels_uvd, check: Predictor) -> tuple[list[int], int]:
     """(indices of the frames the whole pipeline handles, how many it does not: no hand found, or a
     crop that leaves the image)."""
-    from murauer_dist.geometry import CropError
-    from murauer_dist.localize.centre import NoHandError
     kept = []
     for index in range(len(frames)):
         try:
@@ -202,16 +194,11 @@ def _usable_frames(frames, labels_uvd, check: Pipeline) -> tuple[list[int], int]
 
 
 def _load_models(preset: str, checkpoint: str, refiner: str, overrides):
-    """(pose inference module, its cfg, mapped, source text, LoadedRefiner) with localize settings from
-    this version's defaults and the localize.KEY=VALUE overrides."""
-    from murauer_dist.config import load_config
-    from murauer_dist.export import inference_path
-    from murauer_dist.methods import uses_mapping
-    from murauer_dist.models import build_model
+    """(pose inference module, its cfg, mapped, source text, RefinerCheckpoint) with localize settings
+    from this version's defaults and the localize.KEY=VALUE overrides."""
     if checkpoint:
-        from murauer_dist.localize.predict import apply_localize_overrides
-        from murauer_dist.train.checkpoint import load_for_inference
-        model, cfg, mapped = load_for_inference(checkpoint, "cpu")
+        pose = load_pose(checkpoint, "cpu")
+        model, cfg, mapped = pose.model, pose.config, pose.mapped
         apply_localize_overrides(cfg, overrides)
         source = Path(checkpoint).name
     else:
@@ -219,78 +206,64 @@ def _load_models(preset: str, checkpoint: str, refiner: str, overrides):
         torch.manual_seed(cfg.train.seed)
         model, mapped, source = build_model(cfg), uses_mapping(cfg.train.method, "main"), f"preset {preset}, random weights"
     if refiner:
-        from murauer_dist.localize.refiner import load_refiner
         loaded = load_refiner(refiner, "cpu")
-        loaded.check_fits(cfg.data.crop_size, getattr(cfg.data, "dataset", "nyu"), f"the pose model ({source})")
+        loaded.check_fits(cfg.data.crop_size, cfg.data.dataset, f"the pose model ({source})")
     else:
         loaded = _random_refiner(cfg)
-    return inference_path(model, mapped), cfg, mapped, source, loaded
+    return export.inference_path(model, mapped), cfg, mapped, source, loaded
 
 
-def main(preset: str = "demo-cpu", batches="1,64", repeats: int = 5, seconds: float = 0.5, checkpoint: str = "",
-         out: str = "", threads: int = 0, *overrides: str, refiner: str = "", frames: int = FRAME_POOL) -> dict:
-    from murauer_dist.frames.datasets import spec_of
-    from murauer_dist.localize.centre import CentreSettings, centre_of_mass, full_resolution_centre
+def _parity(backends: dict, pool, labels_uvd, crop: int, cube: float, loaded: RefinerCheckpoint, camera) -> dict:
+    """max |backend - torch eager| per backend: [pose network, refiner] on crops of 8 frames."""
+    checked = crops_around(pool[:8], labels_uvd[:8], crop, cube, camera)
+    refiner_checked = crops_around(pool[:8], labels_uvd[:8], loaded.crop_size, loaded.cube_mm, camera)
+    reference = [run(batch) for run, batch in zip(backends["torch eager"], (checked, refiner_checked))]
+    return {name: [float(np.abs(run(batch) - expected).max())
+                   for run, batch, expected in zip(runs, (checked, refiner_checked), reference)]
+            for name, runs in backends.items()}
 
-    sizes = parse_batches(batches)
-    if int(frames) < 1:
-        raise UserError(f"bench infer: --frames must be a positive number of frames, got {frames!r}")
-    threads = int(threads) or usable_cores()
-    torch.set_num_threads(threads)
-    module, cfg, mapped, source, loaded = _load_models(preset, checkpoint, refiner, overrides)
-    spec = spec_of(cfg)
-    camera, crop, cube = spec.camera, cfg.data.crop_size, float(cfg.data.cube_mm)
-    settings, iterations = CentreSettings.from_config(cfg), int(cfg.localize.iterations)
-    pool, labels_uvd = make_frames(int(frames), spec.name)
-    host = machine()                                      # before the runs: the load of other jobs
-    timings: dict = {}
-    parity: dict = {}
-    with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
-        backends, notes = _backends(module, loaded.model, crop, loaded.crop_size, Path(tmp), threads)
-        pipelines = {name: Pipeline(pose, offsets, loaded, camera, settings, iterations, crop, cube)
-                     for name, (pose, offsets) in backends.items()}
-        kept, left_out = _usable_frames(pool, labels_uvd, pipelines["torch eager"])
-        if not kept:
-            raise UserError(f"bench infer: the localisation found no usable hand in any of the {len(pool)} frames")
-        pool, labels_uvd = [pool[i] for i in kept], labels_uvd[kept]
-        checked = crops_around(pool[:8], labels_uvd[:8], crop, cube, camera)
-        refiner_checked = crops_around(pool[:8], labels_uvd[:8], loaded.crop_size, loaded.cube_mm, camera)
-        reference = [run(batch) for run, batch in zip(backends["torch eager"], (checked, refiner_checked))]
-        for name, runs in backends.items():
-            parity[name] = [float(np.abs(run(batch) - expected).max())
-                            for run, batch, expected in zip(runs, (checked, refiner_checked), reference)]
-        offsets = itertools.count()
 
-        def next_frames(size: int) -> list:
-            """The next `size` frames of the pool (cycling), so end-to-end rows do not reuse one frame."""
-            start = next(offsets) * size
-            return [pool[i % len(pool)] for i in range(start, start + size)]
+def _measure(backends: dict, predictors: dict, pool, labels_uvd, sizes: list[int], repeats: int, seconds: float,
+             camera, settings) -> dict:
+    """Every row once per repeat, side by side: frames/s of the network alone and end to end, the stages'
+    ms/frame, and the centre of mass at full resolution against the block search."""
+    any_predictor = next(iter(predictors.values())).predictor
+    crop, cube = any_predictor.crop_size, any_predictor.cube_mm
+    offsets = itertools.count()
 
-        ready = {}                                        # network-only rows: crops made once
-        for size in sizes:
-            index = np.arange(size) % len(pool)
-            ready[size] = crops_around([pool[i] for i in index], labels_uvd[index], crop, cube, camera)
+    def next_frames(size: int) -> list:
+        """The next `size` frames of the pool (cycling), so end-to-end rows do not reuse one frame."""
+        start = next(offsets) * size
+        return [pool[i % len(pool)] for i in range(start, start + size)]
+
+    ready, timings = {}, {}                               # network-only rows: crops made once
+    for size in sizes:
+        index = np.arange(size) % len(pool)
+        ready[size] = crops_around([pool[i] for i in index], labels_uvd[index], crop, cube, camera)
+    for size in sizes:
+        for name, (pose, _) in backends.items():
+            timings[(name, size)] = {"network": [], "end_to_end": [], "stages": []}
+            for _ in range(WARMUP):
+                pose(ready[size])
+                predictors[name](next_frames(size))
+    timings["full_resolution_centre"], timings["centre_of_mass"] = [], []
+    for _ in range(int(repeats)):
+        sample = next_frames(REFERENCE_FRAMES)
+        for function in (full_resolution_centre, centre_of_mass):
+            calls, elapsed = _time(lambda: [function(frame, camera, settings) for frame in sample], seconds / 4)
+            timings[function.__name__].append(1e3 * elapsed / (calls * len(sample)))
         for size in sizes:
             for name, (pose, _) in backends.items():
-                timings[(name, size)] = {"network": [], "end_to_end": [], "stages": []}
-                for _ in range(WARMUP):
-                    pose(ready[size])
-                    pipelines[name](next_frames(size))
-        timings["full_resolution_centre"], timings["centre_of_mass"] = [], []
-        for _ in range(int(repeats)):                     # every row once per repeat, side by side
-            sample = next_frames(REFERENCE_FRAMES)
-            for function in (full_resolution_centre, centre_of_mass):
-                calls, elapsed = _time(lambda: [function(frame, camera, settings) for frame in sample], seconds / 4)
-                timings[function.__name__].append(1e3 * elapsed / (calls * len(sample)))
-            for size in sizes:
-                for name, (pose, _) in backends.items():
-                    calls, elapsed = _time(lambda: pose(ready[size]), seconds)
-                    timings[(name, size)]["network"].append(calls * size / elapsed)
-                    pipelines[name].reset()
-                    calls, elapsed = _time(lambda: pipelines[name](next_frames(size)), seconds)
-                    timings[(name, size)]["end_to_end"].append(calls * size / elapsed)
-                    timings[(name, size)]["stages"].append(pipelines[name].ms_per_frame())
-    host_after = machine()
+                calls, elapsed = _time(lambda: pose(ready[size]), seconds)
+                timings[(name, size)]["network"].append(calls * size / elapsed)
+                predictors[name].reset()
+                calls, elapsed = _time(lambda: predictors[name](next_frames(size)), seconds)
+                timings[(name, size)]["end_to_end"].append(calls * size / elapsed)
+                timings[(name, size)]["stages"].append(predictors[name].ms_per_frame())
+    return timings
+
+
+def _rows(timings: dict, sizes: list[int], backends: dict, parity: dict) -> list[dict]:
     rows = []
     for size in sizes:
         for name in backends:
@@ -303,35 +276,76 @@ def main(preset: str = "demo-cpu", batches="1,64", repeats: int = 5, seconds: fl
                          "pose_ms_per_frame": stages["pose"], "max_abs_diff_vs_eager": parity[name][0],
                          "refiner_max_abs_diff_vs_eager": parity[name][1],
                          "repeats_frames_per_s": [round(v, 1) for v in entry["end_to_end"]]})
+    return rows
+
+
+def _result(run: dict, timings: dict, rows: list[dict], notes: dict, host: dict, host_after: dict) -> dict:
+    """The JSON of the benchmark; `run`: the setup (preset, checkpoint, source, mapped, cfg, module, loaded,
+    refiner, settings, spec, pool size, left out, threads, repeats, seconds)."""
     fast_ms = statistics.median(timings["centre_of_mass"])
     full_ms = statistics.median(timings["full_resolution_centre"])
-    at_target = [r for r in rows if r["batch"] == TARGET_BATCH]
-    best = max(at_target, key=lambda r: r["end_to_end_frames_per_s"]) if at_target else None
-    result = {"preset": preset if not checkpoint else None, "checkpoint": checkpoint or None, "model": source,
-              "path": "crop -> f -> m -> p" if mapped else "crop -> f -> p", "crop_size": crop,
-              "parameters": sum(p.numel() for p in module.parameters()),
+    loaded, crop, iterations = run["loaded"], run["cfg"].data.crop_size, int(run["cfg"].localize.iterations)
+    result = {"preset": run["preset"] if not run["checkpoint"] else None, "checkpoint": run["checkpoint"] or None,
+              "model": run["source"], "path": "crop -> f -> m -> p" if run["mapped"] else "crop -> f -> p",
+              "crop_size": crop, "parameters": sum(p.numel() for p in run["module"].parameters()),
               "localisation": {"pipeline": f"centre of mass -> {iterations} refiner iteration(s) in the row's backend",
-                               "refiner": str(refiner) if refiner else "preset architecture, random weights",
+                               "refiner": str(run["refiner"]) if run["refiner"] else "preset architecture, random weights",
                                "refiner_parameters": sum(p.numel() for p in loaded.model.parameters()),
                                "refiner_crop_size": loaded.crop_size, "refiner_cube_mm": loaded.cube_mm,
-                               "settings": dataclasses.asdict(settings),
+                               "settings": dataclasses.asdict(run["settings"]),
                                "centre_of_mass_ms_per_frame": round(fast_ms, 3),
                                "full_resolution_centre_ms_per_frame": round(full_ms, 3),
                                "speedup": round(full_ms / fast_ms, 2)},
-              "frames": {"source": f"procedural test frames, realism {REALISM}, dataset {spec.name}",
-                         "used": len(pool), "left_out": left_out},
-              "threads": threads, "repeats": int(repeats), "seconds_per_measurement": float(seconds),
+              "frames": {"source": f"procedural test frames, realism {REALISM}, dataset {run['spec'].name}",
+                         "used": run["used"], "left_out": run["left_out"]},
+              "threads": run["threads"], "repeats": int(run["repeats"]), "seconds_per_measurement": float(run["seconds"]),
               "machine": host, "load_average_1min_after": host_after["load_average_1min"], "rows": rows,
-              "notes": notes, "torch": torch.__version__}
-    try:
-        import onnxruntime
-        result["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        result["onnxruntime"] = None
-    if best is not None:
+              "notes": notes, "torch": torch.__version__, "onnxruntime": _onnxruntime_version()}
+    at_target = [r for r in rows if r["batch"] == TARGET_BATCH]
+    if at_target:
+        best = max(at_target, key=lambda r: r["end_to_end_frames_per_s"])
         result["target"] = {"end_to_end_frames_per_s": TARGET_FPS, "batch": TARGET_BATCH,
                             "best_backend": best["backend"], "best_frames_per_s": best["end_to_end_frames_per_s"],
                             "met": best["end_to_end_frames_per_s"] >= TARGET_FPS}
+    return result
+
+
+def _onnxruntime_version() -> str | None:
+    try:
+        import onnxruntime  # lazy: optional: onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime.__version__
+
+
+def main(preset: str = "demo-cpu", batches="1,64", repeats: int = 5, seconds: float = 0.5, checkpoint: str = "",
+         out: str = "", threads: int = 0, *overrides: str, refiner: str = "", frames: int = FRAME_POOL) -> dict:
+    sizes = parse_batches(batches)
+    if int(frames) < 1:
+        raise UserError(f"bench infer: --frames must be a positive number of frames, got {frames!r}")
+    threads = int(threads) or usable_cores()
+    torch.set_num_threads(threads)
+    module, cfg, mapped, source, loaded = _load_models(preset, checkpoint, refiner, overrides)
+    spec = spec_of(cfg)
+    camera, crop, cube = spec.camera, cfg.data.crop_size, float(cfg.data.cube_mm)
+    settings, iterations = CentreSettings.from_config(cfg), int(cfg.localize.iterations)
+    pool, labels_uvd = make_frames(int(frames), spec.name)
+    host = machine()                                      # before the runs: the load of other jobs
+    with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
+        backends, notes = _backends(module, loaded.model, crop, loaded.crop_size, Path(tmp), threads)
+        predictors = {name: TimedPredictor(Predictor(pose, camera, crop, cube, settings, loaded, iterations, offsets))
+                      for name, (pose, offsets) in backends.items()}
+        kept, left_out = _usable_frames(pool, labels_uvd, predictors["torch eager"].predictor)
+        if not kept:
+            raise UserError(f"bench infer: the localisation found no usable hand in any of the {len(pool)} frames")
+        pool, labels_uvd = [pool[i] for i in kept], labels_uvd[kept]
+        parity = _parity(backends, pool, labels_uvd, crop, cube, loaded, camera)
+        timings = _measure(backends, predictors, pool, labels_uvd, sizes, repeats, seconds, camera, settings)
+    host_after = machine()
+    run = {"preset": preset, "checkpoint": checkpoint, "source": source, "mapped": mapped, "cfg": cfg, "module": module,
+           "loaded": loaded, "refiner": refiner, "settings": settings, "spec": spec, "used": len(pool),
+           "left_out": left_out, "threads": threads, "repeats": repeats, "seconds": seconds}
+    result = _result(run, timings, _rows(timings, sizes, backends, parity), notes, host, host_after)
     _print_table(result, source, iterations, threads, repeats, host, host_after)
     if out:
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")

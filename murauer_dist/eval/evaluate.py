@@ -34,6 +34,7 @@ from murauer_dist.eval.metrics import compute_metrics
 from murauer_dist.eval.result_files import write_result_file
 from murauer_dist.eval.score import format_table
 from murauer_dist.geometry import denormalize_joints
+from murauer_dist.inference.checkpoints import load_pose
 from murauer_dist.paths import output_folder, what_is
 from murauer_dist.tracking.progress import progress
 
@@ -188,7 +189,6 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
     to the held-out splits' error, how well the model fits its own training frames).
     """
     from murauer_dist.batches.loaders import EVAL_SPLITS, build_eval_loader
-    from murauer_dist.train.checkpoint import load_for_inference
     if domain not in EVAL_STREAMS:
         raise EvaluationError(f"evaluate: --domain must be one of {sorted(EVAL_STREAMS)}, got {domain!r}")
     if split not in EVAL_SPLITS:
@@ -200,7 +200,8 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
     out_dir = output_folder(Path(out) if out else eval_dir(run_dir, domain, split), "evaluate --out",
                             "" if out else "the default: in the run folder")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, cfg, trained_mapped = load_for_inference(checkpoint, device)
+    pose = load_pose(checkpoint, device)
+    model, cfg, trained_mapped = pose.model, pose.config, pose.mapped
     if test_shards:
         cfg.data.shards = _shards_root(test_shards)
     if batch:

@@ -1,4 +1,4 @@
-"""Hand localisation in raw depth frames: the closest object's centre of mass (centre.py), a learned
-refinement of it (refiner.py, trained by `murauer-dist train-refiner`), pose prediction on raw frames
-without ground truth (predict.py, `murauer-dist predict`) and the test protocol scored under each
-localisation (centres.py, `murauer-dist evaluate --centre`)."""
+"""Hand localisation in raw depth frames without a network: the closest object's centre of mass
+(centre.py, on objects.py's rules and block_search.py's fast grid), and the training of the centre
+refiner that moves it onto the palm (train_refiner.py, `murauer-dist train-refiner`). The refiner
+network, and everything that runs networks on raw frames, is in murauer_dist/inference/."""

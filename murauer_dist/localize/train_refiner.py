@@ -35,7 +35,7 @@ from murauer_dist.batches import streams
 from murauer_dist.batches.augment import CUBE, SCALE, U_C, V_C, Z_C, jittered_center
 from murauer_dist.shards import read as shard_read
 from murauer_dist.errors import UserError
-from murauer_dist.localize.refiner import build_refiner, save_refiner
+from murauer_dist.inference.refiner import build_refiner, save_refiner
 from murauer_dist.seeds import derive_seed
 from murauer_dist.tracking.progress import progress
 

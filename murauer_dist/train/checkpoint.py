@@ -298,39 +298,6 @@ def checkpoint_uses_mapping(state: dict) -> bool:
     return uses_mapping(state["config"]["train"]["method"], state["stage"])
 
 
-def load_for_inference(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """(model in eval mode on `device`, its Config, mapped) from a checkpoint file or a run directory.
-
-    model.predict(depth, mapped) gives normalised joints (B, J, 3) of real images through the path
-    the model was trained for (mapped unless the run never trained the mapping).
-    """
-    from murauer_dist.models import build_model
-
-    path = resolve_checkpoint(path)
-    state = load_checkpoint(path, map_location="cpu")
-    from murauer_dist.localize.refiner import FORMAT as REFINER_FORMAT
-    if state.get("format") == REFINER_FORMAT:
-        raise CheckpointError(f"checkpoint {path} is a centre refiner (`murauer-dist train-refiner` writes it), not a "
-                              f"pose model: give a pose model here (a run folder or its checkpoints/final-main.pt) "
-                              f"and this file as --refiner")
-    if not isinstance(state.get("config"), dict):
-        raise CheckpointError(f"checkpoint {path}: no config in it, so its network cannot be built; it was not written "
-                              f"by `murauer-dist train` or `import-original`")
-    cfg = config_from_dict(state["config"])
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[1:2] or [""]
-        raise CheckpointError(f"checkpoint {path}: its weights do not fit the network its config describes "
-                              f"({first[0].strip()[:160]}); the file was changed or damaged") from None
-    bad = non_finite_tensors(state["model"])
-    if bad:
-        raise CheckpointError(f"checkpoint {path}: {describe_non_finite(bad)}; a model with such weights predicts "
-                              f"NaN: use an earlier checkpoint of the run")
-    return model.to(device).eval(), cfg, checkpoint_uses_mapping(state)
-
-
 def non_finite_tensors(weights: dict) -> dict[str, int]:
     """{name: count of NaN/inf values} of the floating-point tensors of a state dict that hold any."""
     bad = {}

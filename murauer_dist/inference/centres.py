@@ -3,14 +3,14 @@ under each way of finding the crop centre.
 
     gt        the protocol (docs/method.md §6.1): crops around the ground-truth palm centre, from the
               test shards (eval/evaluate.py, unchanged)
-    detected  crops around the closest object's centre of mass (centre.py) in the raw test frame
-    refined   the centre of mass moved by the refiner (refiner.py), localize.iterations times
+    detected  crops around the closest object's centre of mass (localize/centre.py) in the raw test frame
+    refined   the centre of mass moved by the refiner (inference/refiner.py), localize.iterations times
     all       the three side by side (refined only with --refiner)
 
 The shards hold crops around the ground-truth centre only, so detected and refined read the raw
 camera-1 frames from the NYU-layout dataset the shards were cut from (the test manifest's source
 root; else data.root; --root overrides) and crop them around their centre with the protocol's cube
-per frame. They score the same frames as gt (the test shards' frames), against the same ground
+per frame, through the Predictor (inference/predictor.py) that `predict` runs. They score the same frames as gt (the test shards' frames), against the same ground
 truth. A frame without an object in view keeps the previous frame's centre, and a centre off the
 image gives an all-background crop (both counted as failed, and scored).
 Each mode writes the usual outputs (eval/evaluate.py write_evaluation) to its folder: RUN/eval,
@@ -20,6 +20,7 @@ ground-truth palm joint). `all` also writes RUN/eval-centres.{md,json}: one tabl
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -27,12 +28,15 @@ import numpy as np
 import torch
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.shards.manifest import MANIFEST, read_manifest
 from murauer_dist.errors import UserError
-from murauer_dist.geometry import CropError, denormalize_joints, xyz_to_uvd
-from murauer_dist.localize.centre import CentreSettings, NoHandError, centre_of_mass
-from murauer_dist.localize.refiner import frame_crop, load_refiner, refine_centres
+from murauer_dist.frames.readers import open_split
+from murauer_dist.batches.loaders import build_eval_loader
+from murauer_dist.eval.evaluate import _shards_root, eval_dir, predict, subject_split_of, write_evaluation
+from murauer_dist.inference.checkpoints import PoseCheckpoint, RefinerCheckpoint, load_pose, load_refiner
+from murauer_dist.inference.predictor import Predictor, apply_localize_overrides, torch_pose
+from murauer_dist.localize.centre import CentreSettings, NoHandError
 from murauer_dist.paths import output_folder, what_is
+from murauer_dist.shards.manifest import MANIFEST, read_manifest
 from murauer_dist.tracking.progress import progress
 
 CENTRES = ("gt", "detected", "refined")
@@ -70,7 +74,6 @@ def source_root(cfg, root: str = "") -> Path:
 
 
 def _open_test_split(cfg, root: Path, spec):
-    from murauer_dist.frames.readers import open_split
     try:
         return open_split(root, "test", spec)
     except UserError as err:
@@ -92,14 +95,14 @@ def _check_same_source(split, frames: np.ndarray, shard_centres: np.ndarray, roo
                                     f"their dataset with --root ROOT")
 
 
-def detect_centres(split, frames: np.ndarray, camera, settings: CentreSettings) -> tuple[np.ndarray, np.ndarray]:
+def detect_centres(predictor: Predictor, split, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The closest object's centre of mass (N, 3) xyz of raw test frames, and which frames had none (N,)
     bool: those keep the previous frame's centre (the first one: the image centre at the median depth)."""
     centres, failed, previous = [], [], None
     for frame in progress(frames, total=len(frames), desc="detect centres"):
         depth = split.depth(int(frame), 1, "real")
         try:
-            centre = centre_of_mass(depth, camera, settings, frame=f"test/{int(frame)}").center_xyz
+            centre = predictor.detect(depth, frame=f"test/{int(frame)}").center_xyz
             failed.append(False)
         except NoHandError:
             if previous is None:
@@ -112,10 +115,9 @@ def detect_centres(split, frames: np.ndarray, camera, settings: CentreSettings) 
     return np.stack(centres), np.asarray(failed, bool)
 
 
-def predict_at_centres(model, mapped: bool, split, frames: np.ndarray, centres_xyz: np.ndarray, cubes: np.ndarray,
-                       crop_size: int, camera, refiner=None, iterations: int = 0, device="cpu",
+def predict_at_centres(predictor: Predictor, split, frames: np.ndarray, centres_xyz: np.ndarray, cubes: np.ndarray,
                        desc: str = "evaluate") -> dict:
-    """Poses of raw test frames cropped around `centres_xyz` (first moved by the refiner when given).
+    """Poses of raw test frames cropped around `centres_xyz` (first moved by the predictor's refiner, if any).
 
     Returns pred_xyz (N, J, 3), centre_xyz (N, 3) (the centres used), off_image (N,) bool (no crop could be
     made: the crop is all background), examples (crops for the overlay grid).
@@ -128,22 +130,11 @@ def predict_at_centres(model, mapped: bool, split, frames: np.ndarray, centres_x
     for start in progress(starts, total=len(starts), desc=desc):
         rows = list(range(start, min(start + BATCH, count)))
         depths = [split.depth(int(frames[row]), 1, "real") for row in rows]
-        centres = centres_xyz[rows]
-        if refiner is not None:
-            centres = refine_centres(refiner, depths, centres, camera, iterations)
-        crops = []
-        for row, depth, centre in zip(rows, depths, centres):
-            try:
-                crops.append(frame_crop(depth, xyz_to_uvd(centre, camera), float(cubes[row]), crop_size, camera))
-                off_image.append(False)
-            except CropError:
-                crops.append(np.ones((crop_size, crop_size), np.float32))       # nothing in view: all background
-                off_image.append(True)
-        batch = torch.from_numpy(np.stack(crops)[:, None]).to(device)
-        normalised = model.predict(batch, mapped=mapped).float().cpu().numpy()
-        pred.append(denormalize_joints(normalised, centres, cubes[rows]))
-        used.append(centres)
-        for row, crop, centre in zip(rows, crops, centres):
+        found = predictor.at_centres(depths, centres_xyz[rows], cubes[rows])      # off the image: background
+        pred.append(found.joints_xyz)
+        used.append(found.centre_xyz)
+        off_image.extend(found.off_image.tolist())
+        for row, crop, centre in zip(rows, found.crops, found.centre_xyz):
             if row in keep:
                 examples["depth"].append(crop)
                 examples["frame"].append(int(frames[row]))
@@ -155,7 +146,6 @@ def predict_at_centres(model, mapped: bool, split, frames: np.ndarray, centres_x
 
 
 def _out_dirs(run_dir: Path, out: str, modes: list[str]) -> dict[str, Path]:
-    from murauer_dist.eval.evaluate import eval_dir
     if out and len(modes) == 1:
         return {modes[0]: Path(out)}
     if out:
@@ -187,13 +177,8 @@ def format_centre_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_centres_command(checkpoint: str, test_shards: str = "", out: str = "", batch: int = 0,
-                             centre: str = "gt", refiner: str = "", root: str = "", overrides=()) -> dict:
-    """Evaluate CHECKPOINT under the centre(s) `centre` (see the module doc); returns {mode: metrics}."""
-    from murauer_dist.batches.loaders import build_eval_loader
-    from murauer_dist.eval.evaluate import _shards_root, predict, subject_split_of, write_evaluation
-    from murauer_dist.localize.predict import apply_localize_overrides
-    from murauer_dist.train.checkpoint import load_for_inference
+def _modes(checkpoint: str, centre: str, refiner: str) -> list[str]:
+    """The centres to score; a CentreEvaluationError for an option that cannot be used."""
     choices = (*CENTRES, "all")
     if centre not in choices:
         raise CentreEvaluationError(f"evaluate: --centre must be one of {', '.join(choices)}, got {centre!r}")
@@ -203,13 +188,17 @@ def evaluate_centres_command(checkpoint: str, test_shards: str = "", out: str = 
     if not Path(checkpoint).exists():
         raise CentreEvaluationError(f"evaluate: checkpoint {checkpoint} {what_is(checkpoint)} (a checkpoint file or "
                                     f"a run folder)")
-    run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
-    output_folder(out or run_dir, "evaluate --out", "" if out else "the default: the run folder")
     modes = list(CENTRES if centre == "all" else (centre,))
     if centre == "all" and not refiner:
         modes.remove("refined")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, cfg, mapped = load_for_inference(checkpoint, device)
+    return modes
+
+
+def _load(checkpoint: str, refiner: str, overrides, test_shards: str, batch: int,
+          device) -> tuple[PoseCheckpoint, RefinerCheckpoint | None]:
+    """The pose network (its config with the localize overrides, --test-shards and --batch) and the refiner."""
+    pose = load_pose(checkpoint, device)
+    cfg = pose.config
     apply_localize_overrides(cfg, overrides)
     if test_shards:
         cfg.data.shards = _shards_root(test_shards)
@@ -219,57 +208,85 @@ def evaluate_centres_command(checkpoint: str, test_shards: str = "", out: str = 
     if refiner:
         loaded = load_refiner(refiner, device)
         loaded.check_fits(cfg.data.crop_size, cfg.data.dataset, f"pose model {checkpoint}")
+    return pose, loaded
+
+
+def _print_centre_error(mode: str, frames: int, centre_error: dict, failed: int) -> None:
+    print(f"centre {mode}: {frames} frames, centre error mean {centre_error['mean_mm']:.1f} mm, median "
+          f"{centre_error['median_mm']:.1f} mm, bias x/y/z "
+          + "/".join(f"{v:+.1f}" for v in centre_error["bias_xyz_mm"]) + " mm, mean |x|/|y|/|z| "
+          + "/".join(f"{v:.1f}" for v in centre_error["abs_xyz_mm"]) + " mm"
+          + (f", {failed} without an object in view" if failed else ""))
+
+
+def _write_table(results: dict[str, dict], out: str, run_dir: Path) -> None:
+    """The modes side by side: OUT/centres.{md,json} or RUN/eval-centres.{md,json}."""
+    table = format_centre_table(results)
+    where = Path(out) if out else run_dir
+    name = "centres" if out else "eval-centres"
+    atomic_write_text(where / f"{name}.md", table)
+    summary = {mode: {key: row[key] for key in ("frames", "mean_error_mm", "median_error_mm", "centre_error",
+                                                "failed", "out") if key in row} for mode, row in results.items()}
+    atomic_write_text(where / f"{name}.json", json.dumps(summary, indent=1) + "\n")
+    print(table, end="")
+    print(f"wrote {where / (name + '.md')} and {name}.json")
+
+
+class _RawCentres:
+    """detected and refined: the raw test frames, their centres of mass (found once) and the Predictor."""
+
+    def __init__(self, cfg, root: str, spec, protocol: dict, predictor: Predictor):
+        self.root = source_root(cfg, root)
+        self.split = _open_test_split(cfg, self.root, spec)
+        _check_same_source(self.split, protocol["frames"], protocol["center_xyz"], self.root)
+        self.frames, self.cubes, self.predictor = protocol["frames"], protocol["cube_mm"], predictor
+        self.detected, self.missed = detect_centres(predictor, self.split, self.frames)
+
+    def predict(self, mode: str, refiner: RefinerCheckpoint | None) -> tuple[dict, int]:
+        """(predict_at_centres of the detected centres, refined when `refiner` is given; frames failed)."""
+        predictor = dataclasses.replace(self.predictor, refiner=refiner)
+        found = predict_at_centres(predictor, self.split, self.frames, self.detected, self.cubes,
+                                   desc=f"{mode} centres")
+        return found, int((self.missed | found["off_image"]).sum())
+
+
+def evaluate_centres_command(checkpoint: str, test_shards: str = "", out: str = "", batch: int = 0,
+                             centre: str = "gt", refiner: str = "", root: str = "", overrides=()) -> dict:
+    """Evaluate CHECKPOINT under the centre(s) `centre` (see the module doc); returns {mode: metrics}."""
+    modes = _modes(checkpoint, centre, refiner)
+    run_dir = Path(checkpoint).resolve() if Path(checkpoint).is_dir() else Path(checkpoint).resolve().parent
+    output_folder(out or run_dir, "evaluate --out", "" if out else "the default: the run folder")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    pose, loaded = _load(checkpoint, refiner, overrides, test_shards, batch, device)
+    cfg = pose.config
     loader = build_eval_loader(cfg, "test", rank=0, world_size=1, device=device, domain="real")
     spec = loader.spec
-    protocol = predict(model, loader, device, mapped=mapped)          # the gt centre, from the shards
-    frames, gt_xyz, cubes = protocol["frames"], protocol["gt_xyz"], protocol["cube_mm"]
-    palm = gt_xyz[:, spec.joints.center]
+    protocol = predict(pose.model, loader, device, mapped=pose.mapped)          # the gt centre, from the shards
+    frames, gt_xyz = protocol["frames"], protocol["gt_xyz"]
     dirs = _out_dirs(run_dir, out, modes)
-    split_frame = subject_split_of(cfg, spec)
     info = {"checkpoint": str(checkpoint), "shards": cfg.data.shards, "method": cfg.train.method, "domain": "real",
-            "mapped": mapped}
-    settings = CentreSettings.from_config(cfg)
+            "mapped": pose.mapped}
+    predictor = Predictor(torch_pose(pose, device), spec.camera, pose.crop_size, pose.cube_mm,
+                          CentreSettings.from_config(cfg), None, int(cfg.localize.iterations))
     results: dict[str, dict] = {}
-    detected = None
+    raw, subject_split = None, subject_split_of(cfg, spec)
     for mode in modes:
-        if mode == "gt":
-            pred, centres, examples, failed = protocol["pred_xyz"], protocol["center_xyz"], protocol["examples"], 0
-            extra = {}
-        else:
-            if detected is None:
-                root_dir = source_root(cfg, root)
-                split = _open_test_split(cfg, root_dir, spec)
-                _check_same_source(split, frames, protocol["center_xyz"], root_dir)
-                detected, missed = detect_centres(split, frames, spec.camera, settings)
-            use_refiner = loaded if mode == "refined" else None
-            found = predict_at_centres(model, mapped, split, frames, detected, cubes, cfg.data.crop_size, spec.camera,
-                                       refiner=use_refiner, iterations=cfg.localize.iterations, device=device,
-                                       desc=f"{mode} centres")
-            extra = {"raw_root": str(root_dir)}
-            if use_refiner is not None:
-                extra.update(refiner=str(refiner), iterations=cfg.localize.iterations)
+        pred, centres, examples, failed, extra = protocol["pred_xyz"], protocol["center_xyz"], protocol["examples"], 0, {}
+        if mode != "gt":
+            raw = raw or _RawCentres(cfg, root, spec, protocol, predictor)
+            found, failed = raw.predict(mode, loaded if mode == "refined" else None)
             pred, centres, examples = found["pred_xyz"], found["centre_xyz"], found["examples"]
-            failed = int((missed | found["off_image"]).sum())
-        centre_error = centre_error_stats(centres, palm)
-        print(f"centre {mode}: {len(frames)} frames, centre error mean {centre_error['mean_mm']:.1f} mm, median "
-              f"{centre_error['median_mm']:.1f} mm, bias x/y/z "
-              + "/".join(f"{v:+.1f}" for v in centre_error["bias_xyz_mm"]) + " mm, mean |x|/|y|/|z| "
-              + "/".join(f"{v:.1f}" for v in centre_error["abs_xyz_mm"]) + " mm"
-              + (f", {failed} without an object in view" if failed else ""))
-        metrics = write_evaluation(dirs[mode], pred, gt_xyz, examples, frames=frames, subject_split=split_frame,
-                                   name=f"{Path(checkpoint).stem}-{mode}", spec=spec,
-                                   info={**info, **extra, "centre": mode, "centre_error": centre_error,
-                                         "localize": vars(cfg.localize).copy(), "failed": failed})
+            extra = {"raw_root": str(raw.root)}
+            if mode == "refined":
+                extra.update(refiner=str(refiner), iterations=cfg.localize.iterations)
+        centre_error = centre_error_stats(centres, gt_xyz[:, spec.joints.center])
+        _print_centre_error(mode, len(frames), centre_error, failed)
+        metrics = write_evaluation(dirs[mode], pred, gt_xyz, examples, frames=frames,
+                                   subject_split=subject_split, name=f"{Path(checkpoint).stem}-{mode}",
+                                   spec=spec, info={**info, **extra, "centre": mode, "centre_error": centre_error,
+                                                    "localize": vars(cfg.localize).copy(), "failed": failed})
         results[mode] = {**metrics, "centre_error": centre_error, "failed": failed, "out": str(dirs[mode])}
         print(f"wrote results_xyz.txt, results_uvd.txt, metrics.json and plots to {dirs[mode]}")
     if len(modes) > 1:
-        table = format_centre_table(results)
-        where = Path(out) if out else run_dir
-        name = "centres" if out else "eval-centres"
-        atomic_write_text(where / f"{name}.md", table)
-        summary = {mode: {key: row[key] for key in ("frames", "mean_error_mm", "median_error_mm", "centre_error",
-                                                    "failed", "out") if key in row} for mode, row in results.items()}
-        atomic_write_text(where / f"{name}.json", json.dumps(summary, indent=1) + "\n")
-        print(table, end="")
-        print(f"wrote {where / (name + '.md')} and {name}.json")
+        _write_table(results, out, run_dir)
     return results

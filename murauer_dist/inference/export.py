@@ -2,7 +2,7 @@
 
 What is exported is the path evaluation runs on real images: normalised depth crop (B, 1, S, S)
 -> f -> m -> p -> normalised joints (B, J, 3), or f -> p for a model whose method never trained the
-mapping (the checkpoint's `mapped`, as `load_for_inference` returns it). Crop and de-normalisation
+mapping (the checkpoint's `mapped`, as inference/checkpoints.py `load_inference` returns it). Crop and de-normalisation
 stay outside the file (docs/method.md §2): the input is `(d - z_c) / (cube/2)` with background +1,
 the output `(xyz - centre) / (cube/2)`, so `xyz = joints * cube/2 + centre`. A JSON file beside the
 export (`OUT.json`) records these conventions, the crop size, the cube sizes, the joints and the
@@ -11,11 +11,12 @@ path.
 `export_module(module, example, path, fmt)` exports any nn.Module that maps one tensor to one
 tensor; `check_export` runs the exported file and compares it with the module in torch.
 
-A centre refiner checkpoint (the file `murauer-dist train-refiner` writes; recognised by its format
-field) exports the same way: normalised crop (B, 1, C, C) around the current centre estimate, in
+A centre refiner checkpoint (the file `murauer-dist train-refiner` writes; `load_inference` recognises
+it by its format field) exports the same way: normalised crop (B, 1, C, C) around the current centre estimate, in
 the refiner's own cube -> offset (B, 3) to the palm centre in units of cube/2, camera axes; the
 new centre is `xyz + offset * cube/2`, applied `localize.iterations` times, each re-cropping around
-the last estimate, starting from the closest object's centre of mass (murauer_dist/localize/).
+the last estimate, starting from the closest object's centre of mass (localize/centre.py); the
+Predictor (inference/predictor.py) runs both files that way.
 
 ONNX uses torch's TorchScript-based exporter (`dynamo=False`), which needs only the `onnx`
 package; checking an ONNX file needs `onnxruntime` (both: `pip install murauer_dist[export]`).
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import pickle
 import warnings
 from pathlib import Path
 
@@ -36,8 +36,11 @@ import torch
 from torch import nn
 
 from murauer_dist.atomic import atomic_write_bytes, atomic_write_text
+from murauer_dist.config import load_config
 from murauer_dist.errors import UserError
+from murauer_dist.inference.checkpoints import PoseCheckpoint, RefinerCheckpoint, load_inference
 from murauer_dist.paths import output_file
+from murauer_dist.train.checkpoint import resolve_checkpoint
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 OPSET = 17
@@ -221,7 +224,7 @@ def describe_export(cfg, mapped: bool, fmt: str, fixed_batch: int | None, checkp
             "output": {"name": OUTPUT_NAME, "shape": [fixed_batch or "batch", cfg.model.num_joints, 3],
                        "dtype": "float32",
                        "meaning": "joints (xyz - centre) / (cube/2); xyz in mm = joints * cube/2 + centre"},
-            "crop_size": cfg.data.crop_size, "dataset": getattr(cfg.data, "dataset", "nyu")}
+            "crop_size": cfg.data.crop_size, "dataset": cfg.data.dataset}
     for key in ("cube_mm", "second_actor_cube_mm", "second_actor_from"):
         if hasattr(cfg.data, key):
             info[key] = getattr(cfg.data, key)
@@ -237,19 +240,23 @@ def export_command(checkpoint: str, fmt: str = "onnx", out: str = "", batch="dyn
                    check: bool = True) -> dict:
     """Export CHECKPOINT's inference path, or a centre refiner checkpoint's network; returns the
     description written to OUT.json (with the parity)."""
-    from murauer_dist.train.checkpoint import load_for_inference, resolve_checkpoint
     fmt = check_format(fmt)
     fixed = parse_batch(batch)
     if fmt == "onnx":
         require("onnx", "ONNX export")
     source = resolve_checkpoint(checkpoint)
-    if is_refiner_checkpoint(source):
-        return export_refiner(source, fmt, out, fixed, check)
     path = output_file(Path(out) if out else default_out(Path(source), fmt), "export --out", _default_note(out))
-    model, cfg, mapped = load_for_inference(source, "cpu")
-    module = inference_path(model, mapped)
-    info = describe_export(cfg, mapped, fmt, fixed, Path(source).name)
-    return write_export(module, cfg.data.crop_size, path, fmt, fixed, check, info, OUTPUT_NAME)
+    loaded = load_inference(source, "cpu")
+    if isinstance(loaded, RefinerCheckpoint):
+        return export_refiner(loaded, path, fmt, fixed, check)
+    return export_pose(loaded, path, fmt, fixed, check)
+
+
+def export_pose(pose: PoseCheckpoint, path: Path, fmt: str, fixed: int | None, check: bool) -> dict:
+    """Export a pose network's inference path (crop -> f -> m -> p, or f -> p)."""
+    info = describe_export(pose.config, pose.mapped, fmt, fixed, pose.path.name)
+    return write_export(inference_path(pose.model, pose.mapped), pose.crop_size, path, fmt, fixed, check, info,
+                        OUTPUT_NAME)
 
 
 def write_export(module: nn.Module, crop_size: int, path: Path, fmt: str, fixed: int | None, check: bool,
@@ -279,19 +286,6 @@ def write_export(module: nn.Module, crop_size: int, path: Path, fmt: str, fixed:
 
 # ---- the centre refiner ----------------------------------------------------------------------------
 
-def is_refiner_checkpoint(path: str | Path) -> bool:
-    """Whether `path` is a centre refiner checkpoint (its format field; tensors are not read)."""
-    from murauer_dist.localize.refiner import FORMAT
-    path = Path(path)
-    if not path.is_file():
-        return False
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError, TypeError):
-        return False            # not a zip checkpoint, or damaged: the pose model path names the problem
-    return isinstance(state, dict) and state.get("format") == FORMAT
-
-
 def describe_refiner_export(refiner, fmt: str, fixed: int | None, checkpoint_name: str, iterations: int) -> dict:
     """What a user of an exported refiner needs: input/output conventions, crop, cube, how to apply it."""
     batch = fixed or "batch"
@@ -312,14 +306,10 @@ def describe_refiner_export(refiner, fmt: str, fixed: int | None, checkpoint_nam
             "dataset": refiner.dataset, "step": refiner.step, "metrics": refiner.metrics}
 
 
-def export_refiner(source: Path, fmt: str, out: str, fixed: int | None, check: bool) -> dict:
+def export_refiner(refiner: RefinerCheckpoint, path: Path, fmt: str, fixed: int | None, check: bool) -> dict:
     """Export a centre refiner checkpoint's network; OUT.json says how to apply it (`iterations`: this
     version's localize.iterations, the number `predict` and `evaluate --centre` use)."""
-    from murauer_dist.config import load_config
-    from murauer_dist.localize.refiner import load_refiner
-    path = output_file(Path(out) if out else default_out(source, fmt), "export --out", _default_note(out))
-    refiner = load_refiner(source, "cpu")
-    info = describe_refiner_export(refiner, fmt, fixed, source.name, load_config(None).localize.iterations)
+    info = describe_refiner_export(refiner, fmt, fixed, refiner.path.name, load_config(None).localize.iterations)
     return write_export(refiner.model, refiner.crop_size, path, fmt, fixed, check, info, REFINER_OUTPUT_NAME)
 
 
