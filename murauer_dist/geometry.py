@@ -3,8 +3,8 @@
 Conventions (docs/method.md §1-2):
 - camera: a datasets.Camera (the dataset's: datasets.spec_of(cfg).camera, or the one a shard set
   records); x right, z = depth in mm, y up (NYU: fx=588.03, fy=587.07, ux=320, uy=240) or down;
-  u = ux + fx*x/z, v = uy - fy_signed*y/z (fy_signed = fy for y up, -fy for y down). Functions
-  default to NYU's camera only for old callers; the pipeline passes its dataset's.
+  u = ux + fx*x/z, v = uy - fy_signed*y/z (fy_signed = fy for y up, -fy for y down). Every function
+  takes the camera as an argument: there is no default dataset below the CLI and the config.
 - pixel p covers [p, p+1): a continuous (u, v) reads depth[floor(v), floor(u)].
 - crop: a square window of half-side (cube/2)*fx/z_c pixels around the centre (u_c, v_c), resampled
   by nearest neighbour. A *stored* crop covers `margin` times that window (room for rotation and
@@ -21,8 +21,8 @@ import numpy as np
 from murauer_dist.frames.datasets import NYU, Camera
 from murauer_dist.errors import UserError
 
-# NYU's constants under their old names, for old callers only: the pipeline takes a dataset's
-# Camera and JointSpec (murauer_dist/frames/datasets.py) instead.
+# NYU's constants under their old names, for tests and scripts only: nothing in the package uses them;
+# the pipeline takes its dataset's Camera and JointSpec (murauer_dist/frames/datasets.py).
 NYU_CAMERA = NYU.camera
 FX, FY, UX, UY = NYU_CAMERA.fx, NYU_CAMERA.fy, NYU_CAMERA.ux, NYU_CAMERA.uy
 IMAGE_WIDTH, IMAGE_HEIGHT = NYU_CAMERA.width, NYU_CAMERA.height
@@ -37,7 +37,7 @@ class CropError(UserError, ValueError):
     """A frame whose crop cannot be made (centre off-image, too few valid pixels)."""
 
 
-def uvd_to_xyz(uvd: np.ndarray, camera: Camera = NYU_CAMERA) -> np.ndarray:
+def uvd_to_xyz(uvd: np.ndarray, camera: Camera) -> np.ndarray:
     uvd = np.asarray(uvd, dtype=np.float64)
     z = uvd[..., 2]
     x = (uvd[..., 0] - camera.ux) * z / camera.fx
@@ -45,7 +45,7 @@ def uvd_to_xyz(uvd: np.ndarray, camera: Camera = NYU_CAMERA) -> np.ndarray:
     return np.stack([x, y, z], axis=-1)
 
 
-def xyz_to_uvd(xyz: np.ndarray, camera: Camera = NYU_CAMERA) -> np.ndarray:
+def xyz_to_uvd(xyz: np.ndarray, camera: Camera) -> np.ndarray:
     xyz = np.asarray(xyz, dtype=np.float64)
     z = xyz[..., 2]
     safe_z = np.where(z == 0, 1.0, z)
@@ -55,7 +55,7 @@ def xyz_to_uvd(xyz: np.ndarray, camera: Camera = NYU_CAMERA) -> np.ndarray:
 
 
 def crop_scale(center_z: float | np.ndarray, cube_mm: float | np.ndarray, crop_size: int,
-               camera: Camera = NYU_CAMERA) -> np.ndarray:
+               camera: Camera) -> np.ndarray:
     """Crop pixels per image pixel for a cube at depth z (square window, fx for both axes)."""
     half_window = (np.asarray(cube_mm) / 2.0) * camera.fx / np.asarray(center_z, dtype=np.float64)
     return crop_size / (2.0 * half_window)
@@ -71,8 +71,8 @@ class CropWindow:
     scale: float         # crop pixels per image pixel
 
     @classmethod
-    def around(cls, center_uvd, cube_mm: float, size: int, margin: float = 1.0,
-               camera: Camera = NYU_CAMERA) -> "CropWindow":
+    def around(cls, center_uvd, cube_mm: float, size: int, margin: float = 1.0, *,
+               camera: Camera) -> "CropWindow":
         u, v, d = (float(c) for c in center_uvd)
         return cls((u, v, d), float(cube_mm), int(size), float(crop_scale(d, cube_mm, size, camera) / margin))
 

@@ -8,6 +8,7 @@ import numpy as np
 import scipy.io
 
 from murauer_dist import geometry
+from murauer_dist.frames.datasets import NYU
 from murauer_dist.frames import nyu
 from murauer_dist.shards.cli import make_shard_set
 from murauer_dist.shards.handmade import make_nyu_layout
@@ -42,10 +43,10 @@ def real_frame_layout(root: Path, nyu_files: Path, gt_uvd: np.ndarray) -> Path:
     folder = Path(root) / "test"
     folder.mkdir(parents=True)
     for domain in nyu.DOMAINS:
-        for cam in nyu.CAMERAS:
+        for cam in range(1, NYU.num_cameras + 1):
             shutil.copyfile(nyu_files / "test" / "depth_1_0000001.png", folder / nyu.depth_filename(domain, cam, 0))
-    uvd = np.repeat(gt_uvd[geometry.CENTER_JOINT][None], nyu.NUM_NYU_JOINTS, axis=0)
+    uvd = np.repeat(gt_uvd[geometry.CENTER_JOINT][None], NYU.joints.source_count, axis=0)
     uvd[list(geometry.EVAL_JOINTS)] = gt_uvd
-    uvd = np.broadcast_to(uvd, (3, 1, nyu.NUM_NYU_JOINTS, 3)).copy()
-    scipy.io.savemat(folder / "joint_data.mat", {"joint_uvd": uvd, "joint_xyz": geometry.uvd_to_xyz(uvd)})
+    uvd = np.broadcast_to(uvd, (3, 1, NYU.joints.source_count, 3)).copy()
+    scipy.io.savemat(folder / "joint_data.mat", {"joint_uvd": uvd, "joint_xyz": geometry.uvd_to_xyz(uvd, camera=NYU.camera)})
     return Path(root)

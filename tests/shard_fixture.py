@@ -15,6 +15,7 @@ import numpy as np
 import scipy.io
 import webdataset as wds
 
+from murauer_dist.frames.datasets import NYU
 from murauer_dist import geometry
 from murauer_dist.frames import nyu
 from murauer_dist.shards import schema
@@ -45,7 +46,7 @@ def render(xyz: np.ndarray, radius_mm: float) -> np.ndarray:
     depth = np.full((geometry.IMAGE_HEIGHT, geometry.IMAGE_WIDTH), np.inf)
     spheres = [(p, radius_mm) for p in xyz] + [(xyz[PALM], 3 * radius_mm)]
     for point, radius in spheres:
-        u, v, z = geometry.xyz_to_uvd(point)
+        u, v, z = geometry.xyz_to_uvd(point, camera=NYU.camera)
         r_px = radius * geometry.FX / z
         u0, u1 = int(max(0, u - r_px - 1)), int(min(geometry.IMAGE_WIDTH, u + r_px + 2))
         v0, v1 = int(max(0, v - r_px - 1)), int(min(geometry.IMAGE_HEIGHT, v + r_px + 2))
@@ -65,7 +66,7 @@ def make_frames(count: int, seed: int) -> list[dict]:
     for _ in range(count):
         cam1 = _joints_cam1(rng)
         xyz = np.stack([_to_camera(cam1, cam) for cam in (1, 2, 3)])
-        uvd = geometry.xyz_to_uvd(xyz)
+        uvd = geometry.xyz_to_uvd(xyz, camera=NYU.camera)
         depth = {("real", cam): render(xyz[cam - 1], 11.0) for cam in (1, 2, 3)}
         depth.update({("synth", cam): render(xyz[cam - 1], 12.0) for cam in (1, 2, 3)})
         frames.append({"xyz": xyz, "uvd": uvd, "depth": depth})
@@ -76,13 +77,13 @@ def make_sample(frame: dict, index: int, split: str, crop_size: int, margin: flo
                 encoding: str) -> dict:
     """One shard sample (this schema version) of a frame, the cameras unswapped."""
     stored = geometry.stored_size(crop_size, margin)
-    layout = schema.SampleLayout()
+    layout = schema.SampleLayout.of_spec(NYU)
     sample = {"__key__": schema.sample_key(index)}
     joints = np.zeros(layout.joints_shape, np.float32)
     crop_rows = np.zeros(layout.crop_shape, np.float32)
     for cam in layout.slots:
         uvd, xyz = frame["uvd"][cam - 1], frame["xyz"][cam - 1]
-        window = geometry.CropWindow.around(uvd[PALM], cube_mm, stored, margin=margin)
+        window = geometry.CropWindow.around(uvd[PALM], cube_mm, stored, margin=margin, camera=NYU.camera)
         for domain in schema.DOMAINS:
             crop = geometry.crop_depth(frame["depth"][(domain, cam)], window, frame=str(index))
             sample[schema.crop_member(domain, cam, encoding)] = schema.encode_crop(crop, encoding)
@@ -150,7 +151,7 @@ def write_nyu_root(root: Path, splits: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for index, frame in enumerate(frames):
             for (domain, cam), depth in frame["depth"].items():
-                (folder / nyu.depth_filename(domain, cam, index)).write_bytes(nyu.encode_depth_png(depth))
+                (folder / nyu.depth_filename(domain, cam, index)).write_bytes(nyu.encode_depth_png(depth, "nyu-rgb"))
         uvd = np.stack([f["uvd"] for f in frames], axis=1)
         xyz = np.stack([f["xyz"] for f in frames], axis=1)
         scipy.io.savemat(folder / "joint_data.mat", {"joint_uvd": uvd, "joint_xyz": xyz})

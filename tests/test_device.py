@@ -117,7 +117,7 @@ def test_a_skipped_step_changes_nothing_discriminator_included(poisoned, at_step
     finite: D has stepped when the ranks agree to skip, and must be taken back). At step 0 Adam has
     no state yet; at step 2 it has."""
     cfg = load_config("tiny", ["train.method=murauer"])
-    batches = [fake_batch(stream_sizes(cfg, "main"), cfg.data.crop_size, seed=seed) for seed in range(4)]
+    batches = [fake_batch(stream_sizes(cfg, "main"), cfg.data.crop_size, cfg.model.num_joints, seed=seed) for seed in range(4)]
     clean, skipping = _engines(cfg), _engines(cfg)
     for index, batch in enumerate(batches):
         if index == at_step:

@@ -67,9 +67,9 @@ def test_published_murauer_file_reproduces_the_paper(murauer_scores):
 
 
 def test_xyz_and_uvd_versions_score_the_same(tmp_path, murauer_file, gt_file, murauer_scores):
-    uvd = read_result_file(murauer_file, "uvd")
-    xyz_path = write_result_file(tmp_path / "murauer_xyz.txt", uvd.xyz, "xyz")
-    back = read_result_file(xyz_path, "auto")
+    uvd = read_result_file(murauer_file, "uvd", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera)
+    xyz_path = write_result_file(tmp_path / "murauer_xyz.txt", uvd.xyz, "xyz", camera=NYU.camera)
+    back = read_result_file(xyz_path, "auto", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera)
     assert back.fmt == "xyz"                                  # detected from the values alone
     assert np.abs(back.values - uvd.xyz).max() <= 5e-5        # %.4f rounding only
     assert np.abs(back.uvd - uvd.values).max() < 1e-3
@@ -78,8 +78,8 @@ def test_xyz_and_uvd_versions_score_the_same(tmp_path, murauer_file, gt_file, mu
     for key in ("median_error_mm", "md80", "js80", "subject1_mean_error_mm", "subject2_mean_error_mm"):
         assert scores[key] == pytest.approx(murauer_scores[key], abs=1e-3)
     # the uvd writer reproduces the published file's values
-    uvd_path = write_result_file(tmp_path / "murauer_uvd.txt", uvd.xyz, "uvd")
-    assert np.abs(read_result_file(uvd_path, "uvd").values - uvd.values).max() <= 1.5e-4
+    uvd_path = write_result_file(tmp_path / "murauer_uvd.txt", uvd.xyz, "uvd", camera=NYU.camera)
+    assert np.abs(read_result_file(uvd_path, "uvd", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera).values - uvd.values).max() <= 1.5e-4
 
 
 # ---------------------------------------------------------------- bad input
@@ -95,26 +95,26 @@ def test_missing_line_is_rejected_with_its_line_number(tmp_path, murauer_lines, 
         score_files([str(short)], str(gt_file))
     blank = _write_lines(tmp_path / "blank.txt", murauer_lines[:1233] + [""] + murauer_lines[1234:])
     with pytest.raises(ResultFormatError, match=r"blank\.txt: line 1234: expected 42 values .* found 0"):
-        read_result_file(blank)
+        read_result_file(blank, fmt="auto", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera)
 
 
 def test_wrong_column_count_nan_and_text_are_rejected_with_line(tmp_path, murauer_lines):
     lines = list(murauer_lines)
     lines[56] = " ".join(lines[56].split()[:-1])
     with pytest.raises(ResultFormatError, match=r"columns\.txt: line 57: expected 42 values \(14 joints x 3\), found 41"):
-        read_result_file(_write_lines(tmp_path / "columns.txt", lines))
+        read_result_file(_write_lines(tmp_path / "columns.txt", lines), fmt="auto", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera)
     lines = list(murauer_lines)
     values = lines[299].split()
     values[7] = "nan"
     lines[299] = " ".join(values)
     with pytest.raises(ResultFormatError, match=r"nan\.txt: line 300, column 8 \(joint 2\): expected a finite number"):
-        read_result_file(_write_lines(tmp_path / "nan.txt", lines))
+        read_result_file(_write_lines(tmp_path / "nan.txt", lines), fmt="auto", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera)
     lines[299] = lines[299].replace("nan", "inf")
     with pytest.raises(ResultFormatError, match=r"line 300, column 8"):
-        read_result_file(_write_lines(tmp_path / "inf.txt", lines))
+        read_result_file(_write_lines(tmp_path / "inf.txt", lines), fmt="auto", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera)
     lines[299] = lines[299].replace("inf", "12,5")
     with pytest.raises(ResultFormatError, match=r"line 300, column 8: expected a number, found '12,5'"):
-        read_result_file(_write_lines(tmp_path / "text.txt", lines))
+        read_result_file(_write_lines(tmp_path / "text.txt", lines), fmt="auto", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera)
 
 
 def test_uvd_given_as_xyz_is_rejected(murauer_file, gt_file, tmp_path):
@@ -124,7 +124,7 @@ def test_uvd_given_as_xyz_is_rejected(murauer_file, gt_file, tmp_path):
     pred_lines = read_text(murauer_file).splitlines()[:200]
     gt_lines = read_text(gt_file).splitlines()[:200]
     pred, gt = _write_lines(tmp_path / "pred200.txt", pred_lines), _write_lines(tmp_path / "gt200.txt", gt_lines)
-    assert consistent_fraction(read_result_file(pred, "uvd").values)["xyz"] == 1.0
+    assert consistent_fraction(read_result_file(pred, "uvd", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera).values, camera=NYU.camera)["xyz"] == 1.0
     with pytest.raises(ResultFormatError, match=r"pred200\.txt: declared xyz, but read as xyz the mean error is "
                                                 r"\d{3}\.\d mm and read as uvd [0-9]\.\d mm"):
         score_files([str(pred)], str(gt), fmt="xyz")
@@ -133,18 +133,18 @@ def test_uvd_given_as_xyz_is_rejected(murauer_file, gt_file, tmp_path):
 
 
 def test_xyz_given_as_uvd_is_rejected(murauer_file, tmp_path):
-    xyz_path = write_result_file(tmp_path / "as_xyz.txt", read_result_file(murauer_file).xyz, "xyz")
+    xyz_path = write_result_file(tmp_path / "as_xyz.txt", read_result_file(murauer_file, fmt="auto", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera).xyz, "xyz", camera=NYU.camera)
     with pytest.raises(ResultFormatError, match=r"as_xyz\.txt: declared uvd.*look like xyz"):
-        read_result_file(xyz_path, "uvd")
+        read_result_file(xyz_path, "uvd", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera)
     with pytest.raises(ResultFormatError, match=r"format must be one of uvd, xyz, auto"):
-        read_result_file(xyz_path, "mm")
+        read_result_file(xyz_path, "mm", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera)
 
 
 def test_writer_refuses_nan_and_leaves_no_temp_files(tmp_path):
     joints = np.full((2, 14, 3), 500.0)
     joints[1, 3, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        write_result_file(tmp_path / "x.txt", joints, "xyz")
+        write_result_file(tmp_path / "x.txt", joints, "xyz", camera=NYU.camera)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -154,7 +154,7 @@ def test_constant_error_closed_form():
     rng = np.random.default_rng(0)
     gt = rng.integers(-200, 200, size=(50, 14, 3)).astype(np.float64)
     gt[..., 2] += 800
-    m = compute_metrics(gt + np.array([6.0, 8.0, 0.0]), gt, subject_split=None)    # |(6, 8, 0)| = 10 exactly
+    m = compute_metrics(gt + np.array([6.0, 8.0, 0.0]), gt, subject_split=None, joint_labels=NYU.joints.labels)    # |(6, 8, 0)| = 10 exactly
     assert m["mean_error_mm"] == 10.0 and m["median_error_mm"] == 10.0 and m["max_error_mm"] == 10.0
     curve = np.asarray(m["frame_success_curve"]["fraction"])
     assert (curve[:10] == 0).all() and (curve[10:] == 1).all() and len(curve) == 81
@@ -169,13 +169,13 @@ def test_per_joint_and_subject_closed_form():
     gt[..., 2] = 700.0
     pred = gt.copy()
     pred[:, :, 0] += np.arange(14)                       # joint j is off by j mm
-    m = compute_metrics(pred, gt, subject_split=6)
+    m = compute_metrics(pred, gt, subject_split=6, joint_labels=NYU.joints.labels)
     assert list(m["per_joint_mean_mm"].values()) == pytest.approx(list(range(14)))
     assert m["mean_error_mm"] == pytest.approx(6.5) and m["median_error_mm"] == pytest.approx(6.5)
     assert m["js80"] == pytest.approx((91 / 14 + 67) / 80)   # sum_t min(t+1, 14)/14 over t = 0..79
     assert m["md80"] == pytest.approx(67 / 80)                 # worst joint is 13 mm in every frame
     pred[6:, :, 1] += 30.0                                     # second subject: sqrt(j^2 + 900)
-    m = compute_metrics(pred, gt, subject_split=6)
+    m = compute_metrics(pred, gt, subject_split=6, joint_labels=NYU.joints.labels)
     assert m["subject1_mean_error_mm"] == pytest.approx(6.5)
     assert m["subject2_mean_error_mm"] == pytest.approx(np.mean(np.sqrt(np.arange(14) ** 2 + 900.0)))
 
@@ -184,7 +184,7 @@ def test_metrics_match_a_loop_implementation():
     rng = np.random.default_rng(1)
     gt = rng.normal(0, 80, size=(300, 14, 3)) + [0, 0, 800]
     pred = gt + rng.normal(0, 12, size=gt.shape)
-    m = compute_metrics(pred, gt, subject_split=120)
+    m = compute_metrics(pred, gt, subject_split=120, joint_labels=NYU.joints.labels)
     errors = [[float(np.sqrt(sum((pred[f, j, c] - gt[f, j, c]) ** 2 for c in range(3)))) for j in range(14)]
               for f in range(300)]
     frame_max = [max(row) for row in errors]
@@ -197,14 +197,14 @@ def test_metrics_match_a_loop_implementation():
     assert m["subject2_mean_error_mm"] == pytest.approx(np.mean(errors[120:]))
     assert joint_errors(pred, gt).shape == (300, 14)
     with pytest.raises(ValueError, match=r"must both be \(N, J, 3\)"):
-        compute_metrics(pred[:10], gt)
+        compute_metrics(pred[:10], gt, subject_split=NYU.test_subject_split, joint_labels=NYU.joints.labels)
 
 
 # ---------------------------------------------------------------- score: several files, CLI
 
 def test_several_files_give_one_table_and_one_plot(tmp_path, murauer_file, gt_file, capsys):
-    worse_xyz = read_result_file(murauer_file).xyz + np.random.default_rng(2).normal(0, 4, size=(8252, 14, 3))
-    worse = write_result_file(tmp_path / "noisy_xyz.txt", worse_xyz, "xyz")
+    worse_xyz = read_result_file(murauer_file, fmt="auto", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera).xyz + np.random.default_rng(2).normal(0, 4, size=(8252, 14, 3))
+    worse = write_result_file(tmp_path / "noisy_xyz.txt", worse_xyz, "xyz", camera=NYU.camera)
     results = score_command([str(murauer_file), str(worse), str(gt_file)], out=str(tmp_path / "cmp"))
     printed = capsys.readouterr().out
     assert printed.count("method") == 1 and "murauer_n72757_uvd" in printed and "noisy_xyz" in printed
@@ -228,7 +228,7 @@ def test_cli_score_dispatch(murauer_file, gt_file, capsys):
 
 def test_table_lists_missing_subjects_as_dash():
     gt = np.zeros((5, 14, 3)) + [0, 0, 700]
-    table = format_table({"tiny": compute_metrics(gt + [1, 0, 0], gt, subject_split=None)})
+    table = format_table({"tiny": compute_metrics(gt + [1, 0, 0], gt, subject_split=None, joint_labels=NYU.joints.labels)})
     assert table.splitlines()[2].split()[-2:] == ["-", "-"]
     assert format_result_lines(gt[:1]).startswith("0.0000 0.0000 700.0000 ")
 
@@ -261,7 +261,7 @@ def _nyu_eval_batches(pred_uvd: np.ndarray, gt_uvd: np.ndarray, batch: int, crop
     Crops are centred on the ground-truth palm with the NYU test cube; batches come in shuffled
     frame order, as a multi-worker loader may deliver them.
     """
-    gt_xyz, pred_xyz = geometry.uvd_to_xyz(gt_uvd), geometry.uvd_to_xyz(pred_uvd)
+    gt_xyz, pred_xyz = geometry.uvd_to_xyz(gt_uvd, camera=NYU.camera), geometry.uvd_to_xyz(pred_uvd, camera=NYU.camera)
     frames = np.arange(len(gt_xyz))
     center = gt_xyz[:, geometry.CENTER_JOINT]
     cube = np.array([geometry.test_cube_mm(int(f), 300.0, 249.9, 2441) for f in frames])
@@ -278,7 +278,7 @@ def _nyu_eval_batches(pred_uvd: np.ndarray, gt_uvd: np.ndarray, batch: int, crop
 
 @pytest.fixture(scope="session")
 def murauer_uvd(murauer_file) -> np.ndarray:
-    return read_result_file(murauer_file, "uvd").values
+    return read_result_file(murauer_file, "uvd", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera).values
 
 
 def test_predict_runs_the_mapped_path_and_restores_frame_order(murauer_uvd, nyu_gt_uvd):
@@ -286,7 +286,7 @@ def test_predict_runs_the_mapped_path_and_restores_frame_order(murauer_uvd, nyu_
     result = predict(model, _nyu_eval_batches(murauer_uvd, nyu_gt_uvd, batch=500), mapped=True)
     assert model.training                                            # mode restored
     assert (result["frames"] == np.arange(8252)).all()
-    gt_xyz, pred_xyz = geometry.uvd_to_xyz(nyu_gt_uvd), geometry.uvd_to_xyz(murauer_uvd)
+    gt_xyz, pred_xyz = geometry.uvd_to_xyz(nyu_gt_uvd, camera=NYU.camera), geometry.uvd_to_xyz(murauer_uvd, camera=NYU.camera)
     center = gt_xyz[:, 13:14]
     half = np.where(np.arange(8252) >= 2441, 249.9, 300.0)[:, None, None] / 2
     inside = (np.abs(pred_xyz - center) < half * 0.999).all(axis=-1)  # joints the normalisation did not clip
@@ -323,7 +323,7 @@ def test_evaluate_writes_files_and_plots_that_score_back(tmp_path, murauer_uvd, 
     result = predict(EncodedPoseModel(), _nyu_eval_batches(murauer_uvd, nyu_gt_uvd, batch=256), mapped=True)
     out = tmp_path / "eval"
     metrics = write_evaluation(out, result["pred_xyz"], result["gt_xyz"], result["examples"], frames=result["frames"],
-                               subject_split=2440, name="stand-in", info={"checkpoint": "none"})
+                               subject_split=2440, name="stand-in", info={"checkpoint": "none"}, spec=NYU)
     assert "stand-in" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [
         "frames.txt", "groundtruth_uvd.txt", "metrics.json", "per_joint_error.png", "qualitative.png",
@@ -350,12 +350,12 @@ def test_evaluate_skipped_frames_keep_the_subject_split(tmp_path):
     gt = np.zeros((6, 14, 3)) + [0, 0, 700]
     pred = gt + [3, 4, 0]
     pred[3:] += [0, 0, 10]                                     # frames 30.. (rows 3..) are 5 -> sqrt(125)
-    metrics = write_evaluation(tmp_path, pred, gt, frames=[0, 10, 20, 30, 40, 50], subject_split=25)
+    metrics = write_evaluation(tmp_path, pred, gt, frames=[0, 10, 20, 30, 40, 50], subject_split=25, spec=NYU)
     assert metrics["subject1_mean_error_mm"] == pytest.approx(5.0)
     assert metrics["subject2_mean_error_mm"] == pytest.approx(np.sqrt(125))
     assert not (tmp_path / "qualitative.png").exists()        # no depth examples given
     with pytest.raises(ValueError, match="strictly increasing"):
-        write_evaluation(tmp_path, pred, gt, frames=[0, 10, 10, 30, 40, 50])
+        write_evaluation(tmp_path, pred, gt, frames=[0, 10, 10, 30, 40, 50], spec=NYU)
 
 
 def _cli(*args: str) -> None:
@@ -398,9 +398,9 @@ def test_evaluate_command_on_a_trained_checkpoint(tmp_path, capsys):
     saved = json.loads((run / "eval-labeled" / "metrics.json").read_text())
     assert saved["split"] == "labeled" and saved["n_labeled"] == cfg.data.n_labeled == fitting["frames"]
     frames = np.loadtxt(run / "eval-labeled" / "frames.txt", dtype=np.int64)
-    labels = NyuSplit(data, "train").all_labels(1)
+    labels = NyuSplit(data, "train", NYU).all_labels(1)
     assert set(frames) <= set(range(48)) and saved["subject_split"] is None
-    gt = read_result_file(run / "eval-labeled" / "groundtruth_uvd.txt", "uvd").uvd
+    gt = read_result_file(run / "eval-labeled" / "groundtruth_uvd.txt", "uvd", expected_rows=None, num_joints=NYU.joints.count, camera=NYU.camera).uvd
     assert np.allclose(gt, labels.uvd[frames][:, list(NYU.joints.evaluated)], atol=0.05)
     val = evaluate_command(str(run), split="val")
     assert (run / "eval-val" / "metrics.json").is_file() and val["frames"] > 0

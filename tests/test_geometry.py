@@ -1,22 +1,23 @@
 import numpy as np
 import pytest
 
+from murauer_dist.frames.datasets import NYU
 from murauer_dist import geometry as geo
 
 
 def test_uvd_xyz_round_trip_and_closed_form():
     rng = np.random.default_rng(0)
     uvd = np.stack([rng.uniform(0, 640, 500), rng.uniform(0, 480, 500), rng.uniform(300, 1500, 500)], -1)
-    xyz = geo.uvd_to_xyz(uvd)
-    np.testing.assert_allclose(geo.xyz_to_uvd(xyz), uvd, rtol=0, atol=1e-9)
+    xyz = geo.uvd_to_xyz(uvd, camera=NYU.camera)
+    np.testing.assert_allclose(geo.xyz_to_uvd(xyz, camera=NYU.camera), uvd, rtol=0, atol=1e-9)
     # closed form: the principal point maps to the optical axis, y points up
-    np.testing.assert_allclose(geo.uvd_to_xyz([320, 240, 800]), [0, 0, 800])
-    assert geo.uvd_to_xyz([320, 100, 800])[1] > 0
-    np.testing.assert_allclose(geo.uvd_to_xyz([320 + 588.03, 240, 1000]), [1000, 0, 1000])
+    np.testing.assert_allclose(geo.uvd_to_xyz([320, 240, 800], camera=NYU.camera), [0, 0, 800])
+    assert geo.uvd_to_xyz([320, 100, 800], camera=NYU.camera)[1] > 0
+    np.testing.assert_allclose(geo.uvd_to_xyz([320 + 588.03, 240, 1000], camera=NYU.camera), [1000, 0, 1000])
 
 
 def test_crop_window_matrix_matches_point_maps():
-    win = geo.CropWindow.around((300.0, 200.0, 750.0), 300.0, 128, margin=1.625)
+    win = geo.CropWindow.around((300.0, 200.0, 750.0), 300.0, 128, margin=1.625, camera=NYU.camera)
     pts = np.array([[300.0, 200.0], [310.5, 190.25], [250.0, 260.0]])
     hom = np.c_[pts, np.ones(len(pts))] @ win.matrix().T
     np.testing.assert_allclose(hom[:, :2], win.image_to_crop(pts))
@@ -46,10 +47,10 @@ def test_normalize_depth_background_and_range():
 
 def test_crop_errors_name_the_frame():
     depth = np.zeros((480, 640), np.uint16)
-    win = geo.CropWindow.around((700.0, 200.0, 700.0), 300.0, 64)
+    win = geo.CropWindow.around((700.0, 200.0, 700.0), 300.0, 64, camera=NYU.camera)
     with pytest.raises(geo.CropError, match="frame 17.*outside"):
         geo.crop_depth(depth, win, frame="17")
-    inside = geo.CropWindow.around((320.0, 240.0, 700.0), 300.0, 64)
+    inside = geo.CropWindow.around((320.0, 240.0, 700.0), 300.0, 64, camera=NYU.camera)
     crop = geo.crop_depth(depth, inside, frame="18")
     with pytest.raises(geo.CropError, match="frame 18.*valid depth pixels"):
         geo.check_crop(crop, 700.0, 300.0, frame="18")
@@ -59,8 +60,8 @@ def test_center_crop_of_stored_crop_equals_direct_crop():
     rng = np.random.default_rng(2)
     depth = rng.integers(1, 3000, (480, 640)).astype(np.uint16)
     center = (321.3, 233.7, 650.0)
-    stored = geo.crop_depth(depth, geo.CropWindow.around(center, 300.0, 104, margin=1.625))
-    direct = geo.crop_depth(depth, geo.CropWindow.around(center, 300.0, 64))
+    stored = geo.crop_depth(depth, geo.CropWindow.around(center, 300.0, 104, margin=1.625, camera=NYU.camera))
+    direct = geo.crop_depth(depth, geo.CropWindow.around(center, 300.0, 64, camera=NYU.camera))
     # a stored crop has the output's pixel scale: its centre is exactly the direct crop
     assert geo.stored_size(64, 1.625) == 104
     assert np.array_equal(geo.center_crop(stored, 64), direct)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from murauer_dist.frames.datasets import NYU
 from murauer_dist import geometry
 from murauer_dist.config import load_config
 from murauer_dist.batches import augment
@@ -41,7 +42,7 @@ def expected_eval(frame: dict, crop_size: int, cube: float = 300.0, domain: str 
     uvd = frame["uvd"][0]
     palm = uvd[geometry.EVAL_JOINTS[geometry.CENTER_JOINT]]
     stored = geometry.stored_size(crop_size, 1.625)
-    window = geometry.CropWindow.around(palm, cube, stored, margin=1.625)
+    window = geometry.CropWindow.around(palm, cube, stored, margin=1.625, camera=NYU.camera)
     crop = geometry.center_crop(geometry.crop_depth(frame["depth"][(domain, 1)], window), crop_size)
     return geometry.normalize_depth(crop, palm[2], cube)
 
@@ -101,7 +102,7 @@ def hand_hits(batch: dict, depth_key: str, crop_size: int, flip: bool = False) -
         target = target * torch.tensor([-1.0, -1.0, 1.0])
     xyz = target.double() * (cube[:, None, None].double() / 2) + center[:, None, :].double()
     scale = crop_size * center[:, 2].double() / (cube.double() * geometry.FX)
-    px = augment.network_pixels(xyz, center, scale, crop_size).floor().long()
+    px = augment.network_pixels(xyz, center, scale, crop_size, camera=NYU.camera).floor().long()
     ok = (target.abs() < 0.99).all(-1) & (px >= 0).all(-1) & (px < crop_size).all(-1)
     b, j = torch.nonzero(ok, as_tuple=True)
     values = batch[depth_key][b, 0, px[b, j, 1], px[b, j, 0]]
@@ -133,7 +134,7 @@ def test_dali_matrix_equals_augment_matrix(shards):
     raw = reader.next_raw()
     assert raw["theta"].abs().max() > 0 and raw["jitter"].abs().max() > 0
     stored = geometry.stored_size(CROP, 1.625)
-    ours = augment.affine_matrix(raw["crop"][:, 0], raw["theta"], raw["jitter"], CROP, stored)
+    ours = augment.affine_matrix(raw["crop"][:, 0], raw["theta"], raw["jitter"], CROP, stored, camera=NYU.camera)
     torch.testing.assert_close(raw["matrix"].double(), ours, atol=2e-3, rtol=1e-4)
     warped = augment.add_depth_noise(augment.warp_nearest(torch.zeros(4, 1, stored, stored), ours, CROP), 0)
     assert warped.shape == raw["real"].shape
@@ -309,8 +310,7 @@ def test_reads_the_shard_writers_output(tmp_path):
                           root=tmp_path / "root")
     out = tmp_path / "written"
     shards_cli.make_shards_command(root=str(tmp_path / "root"), out=str(out), workers=1,
-                                   overrides=[f"data.crop_size={CROP}", "data.shard_size=4",
-                                              "data.second_actor_from=-1"])
+                                   overrides=[f"data.crop_size={CROP}", "data.shard_size=4"])
     for backend in BACKENDS:
         cfg = make_cfg(out, backend, "data.n_labeled=4")
         batches = list(build_eval_loader(cfg, "test"))

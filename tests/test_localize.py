@@ -241,7 +241,7 @@ def test_refiner_trains_saves_and_loads(setup):
 
 def _input_variants(setup, base: Path) -> dict[str, Path]:
     """The test frames of the fixture root as an NYU folder, gray16 and RGB PNG folders and a .npy stack."""
-    split = nyu.NyuSplit(setup["root"], "test")
+    split = nyu.NyuSplit(setup["root"], "test", NYU)
     depths = [split.depth(i, 1) for i in range(len(split))]
     gray, rgb = base / "gray16", base / "rgb"
     gray.mkdir(exist_ok=True)

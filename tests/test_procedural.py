@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from murauer_dist.frames.datasets import NYU
 from murauer_dist import geometry
 from murauer_dist.errors import UserError
 from murauer_dist.frames.nyu import NyuSplit
@@ -27,7 +28,7 @@ def dataset(tmp_path_factory):
 
 
 def images(root, split):
-    data = NyuSplit(root, split)
+    data = NyuSplit(root, split, NYU)
     for index in range(len(data)):
         for cam in (1, 2, 3):
             yield index, cam, data.labels(index, cam), data.depth(index, cam, "real"), data.depth(index, cam, "synth")
@@ -40,9 +41,9 @@ def digest(root) -> dict[str, str]:
 
 def test_layout_is_read_back_by_the_nyu_reader(dataset):
     for split, count in FRAMES.items():
-        data = NyuSplit(dataset, split)
+        data = NyuSplit(dataset, split, NYU)
         assert len(data) == count
-        mat = scipy.io.loadmat(data.mat_path)
+        mat = scipy.io.loadmat(data.labels_path)
         assert mat["joint_uvd"].shape == mat["joint_xyz"].shape == (3, count, 36, 3)
         assert [str(np.squeeze(n)) for n in mat["joint_names"].ravel()] == list(hand.JOINT_NAMES)
         for cam in (1, 2, 3):
@@ -67,8 +68,8 @@ def test_eval_joints_mean_what_nyu_means():
 
 def test_label_bone_lengths_match_real_nyu(dataset, nyu_gt_uvd):
     """Distances between the 14 evaluated joints are those of a human hand as NYU labels it."""
-    ours = NyuSplit(dataset, "train").all_labels(1).xyz[:, list(geometry.EVAL_JOINTS)]
-    nyu = geometry.uvd_to_xyz(nyu_gt_uvd)
+    ours = NyuSplit(dataset, "train", NYU).all_labels(1).xyz[:, list(geometry.EVAL_JOINTS)]
+    nyu = geometry.uvd_to_xyz(nyu_gt_uvd, camera=NYU.camera)
     pairs = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (11, 12), (13, 11), (13, 5), (13, 7)]
     for a, b in pairs:
         mine = np.median(np.linalg.norm(ours[:, a] - ours[:, b], axis=-1))
@@ -96,11 +97,11 @@ def test_palm_centred_crop_contains_the_hand(dataset):
     size = geometry.stored_size(CROP, MARGIN)
     for split in FRAMES:
         for index, cam, labels, real, synth in images(dataset, split):
-            window = geometry.CropWindow.around(labels.center_uvd, CUBE, size, margin=MARGIN)
+            window = geometry.CropWindow.around(labels.center_uvd, CUBE, size, margin=MARGIN, camera=NYU.camera)
             for depth in (real, synth):
                 geometry.check_crop(geometry.crop_depth(depth, window), labels.center_uvd[2], CUBE, f"{index}")
             if cam == 1:                           # all 36 joints inside the network crop and the image
-                net = geometry.CropWindow.around(labels.center_uvd, CUBE, CROP)
+                net = geometry.CropWindow.around(labels.center_uvd, CUBE, CROP, camera=NYU.camera)
                 xy = net.image_to_crop(labels.uvd[:, :2])
                 assert ((xy >= 0) & (xy < CROP)).all(), f"{split} frame {index}: a joint leaves the crop"
                 assert np.abs(labels.xyz - labels.center_xyz).max() < CUBE / 2
@@ -108,13 +109,13 @@ def test_palm_centred_crop_contains_the_hand(dataset):
 
 
 def test_side_cameras_see_the_same_joints(dataset):
-    rig = Rig.default()
-    data = NyuSplit(dataset, "train")
+    rig = Rig.default(camera=NYU.camera)
+    data = NyuSplit(dataset, "train", NYU)
     front = data.all_labels(1)
     for cam in (2, 3):
         side = data.all_labels(cam)
         assert np.allclose(side.xyz, rig.to_camera(front.xyz, cam), atol=1e-6)
-        assert np.allclose(side.uvd, geometry.xyz_to_uvd(side.xyz), atol=1e-6)
+        assert np.allclose(side.uvd, geometry.xyz_to_uvd(side.xyz, camera=NYU.camera), atol=1e-6)
         assert not np.allclose(side.xyz, front.xyz, atol=50)            # a different view
         inside = ((side.uvd[..., 0] >= 0) & (side.uvd[..., 0] < 640) & (side.uvd[..., 1] >= 0)
                   & (side.uvd[..., 1] < 480))
@@ -148,7 +149,7 @@ def test_real_and_synthetic_differ_where_the_sensor_model_says(dataset):
 def test_second_actor_in_test_split(dataset):
     """The test actor's bones differ from the train actor's (a shape not seen in training)."""
     def middle_finger(split):
-        xyz = NyuSplit(dataset, split).all_labels(1).xyz
+        xyz = NyuSplit(dataset, split, NYU).all_labels(1).xyz
         return np.median(np.linalg.norm(np.diff(xyz[:, [12, 13, 15, 17]], axis=1), axis=-1).sum(axis=1))
     assert middle_finger("test") < 0.97 * middle_finger("train")
 
@@ -162,7 +163,7 @@ def test_same_seed_same_bytes_with_one_and_two_workers(dataset, tmp_path):
 def test_other_seed_other_data(tmp_path):
     synth_data(tmp_path / "a", frames_train=2, frames_test=1, seed=1, workers=1, progress=False)
     synth_data(tmp_path / "b", frames_train=2, frames_test=1, seed=2, workers=1, progress=False)
-    a, b = NyuSplit(tmp_path / "a", "train"), NyuSplit(tmp_path / "b", "train")
+    a, b = NyuSplit(tmp_path / "a", "train", NYU), NyuSplit(tmp_path / "b", "train", NYU)
     assert not np.allclose(a.all_labels(1).xyz, b.all_labels(1).xyz)
 
 
@@ -190,7 +191,7 @@ def test_unusable_output_folders(tmp_path):
         synth_data(full, frames_train=1, frames_test=1, progress=False)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["file", "full", "keep.txt"]
     synth_data(full, frames_train=1, frames_test=1, overwrite=True, progress=False)
-    assert (full / "keep.txt").read_text() == "user data" and len(NyuSplit(full, "test")) == 1
+    assert (full / "keep.txt").read_text() == "user data" and len(NyuSplit(full, "test", NYU)) == 1
 
 
 def test_workflow_refuses_a_dataset_made_with_other_frame_counts(dataset, capsys):
@@ -225,10 +226,10 @@ def test_tile_culling_drops_no_surface(monkeypatch):
     cases = [(a, b, radius, 1), (extra_a, extra_b, np.array([[30.0, 4.0]]), 1), (extra_a, extra_b, np.array([[30.0, 4.0]]), 4)]
     for ca, cb, cr, step in cases:
         height, width = 480 // step, 640 // step
-        culled = render.render_capsules(ca, cb, cr, height, width, step)
+        culled = render.render_capsules(ca, cb, cr, height, width, step, camera=NYU.camera)
         with monkeypatch.context() as patch:
             patch.setattr(render, "_reach_px", lambda a, b, r: np.full(len(r), np.inf))
-            whole = render.render_capsules(ca, cb, cr, height, width, step)
+            whole = render.render_capsules(ca, cb, cr, height, width, step, camera=NYU.camera)
         assert (whole > 0).sum() > 100 and np.array_equal(culled, whole)
 
 
@@ -252,9 +253,9 @@ def test_png_writer_gives_nyus_pixels(dataset):
     from murauer_dist.frames.procedural.png import encode_depth_png as fast_png
     depth = np.random.default_rng(0).integers(0, 65536, (48, 64)).astype(np.uint16)
     depth[:4] = 0
-    assert np.array_equal(decode_depth_png(fast_png(depth)), depth)
-    assert np.array_equal(decode_depth_png(fast_png(depth)), decode_depth_png(encode_depth_png(depth)))
-    real = NyuSplit(dataset, "train").depth_path(0, 1, "real")
+    assert np.array_equal(decode_depth_png(fast_png(depth), "nyu-rgb"), depth)
+    assert np.array_equal(decode_depth_png(fast_png(depth), "nyu-rgb"), decode_depth_png(encode_depth_png(depth, "nyu-rgb"), "nyu-rgb"))
+    real = NyuSplit(dataset, "train", NYU).depth_path(0, 1, "real")
     with Image.open(real) as image:
         assert image.mode == "RGB" and image.size == (640, 480)
         assert not np.asarray(image)[..., 0].any()

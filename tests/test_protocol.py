@@ -189,7 +189,7 @@ def _setup(method, seed=0):
     ("view_only", {"L_synth", "L_real", "L_emb", "L_view"}, False)])
 def test_each_entry_trains_exactly_its_terms(method, terms, disc_step):
     cfg, model, engines = _setup(method)
-    batch = fake_batch(stream_sizes(cfg, "main"), cfg.data.crop_size, seed=1, labeled_fraction=1.0)
+    batch = fake_batch(stream_sizes(cfg, "main"), cfg.data.crop_size, cfg.model.num_joints, seed=1, labeled_fraction=1.0)
     out = model(model_requests(batch, cfg, "main"))
     assert ("view" in out["views_real"]) == ("L_view" in terms)          # the decoder runs only for L_view
     assert "unlabeled_real" in out and "unlabeled_synth" in out
@@ -203,7 +203,7 @@ def test_the_baseline_keeps_murauers_batchnorm_running_statistics():
     """Unlabeled passes add no term to real_synth, but they move the running statistics evaluation uses:
     forwarding them keeps those statistics equal to MURAUER's; leaving them undrawn would not."""
     cfg = load_config("tiny")
-    batch = fake_batch(stream_sizes(cfg, "main"), cfg.data.crop_size, seed=3)
+    batch = fake_batch(stream_sizes(cfg, "main"), cfg.data.crop_size, cfg.model.num_joints, seed=3)
 
     def running_stats(method, drop=()):
         torch.manual_seed(0)

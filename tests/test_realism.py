@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from murauer_dist.frames.datasets import NYU
 from murauer_dist import geometry
 from murauer_dist.frames.nyu import NyuSplit
 from murauer_dist.frames.procedural import hand, realism
@@ -91,7 +92,7 @@ def test_labels_and_twin_are_at_the_fitted_pose(fitted):
     settings = GeneratorSettings(realism=FIT)
     seq = make_split_sequence(5, "train", 4, settings)
     renderer = FrameRenderer(5, "train", seq, settings, bank=np.zeros((4, 4)))
-    labels = NyuSplit(fitted, "train").all_labels(1).xyz              # camera 1, y up (NYU)
+    labels = NyuSplit(fitted, "train", NYU).all_labels(1).xyz              # camera 1, y up (NYU)
     for index in range(4):
         true = renderer.posed(index, ACTORS["train"]).joints
         fit = renderer.posed(index, ACTORS["train"], fitted=True).joints
@@ -105,7 +106,7 @@ def pixels_far_from_palm(depth, labels, distance_mm):
     u, v = np.meshgrid(np.arange(depth.shape[1]), np.arange(depth.shape[0]))
     d = depth.astype(np.float64)
     cube = (d > 0) & (np.abs(d - labels.center_xyz[2]) <= CUBE / 2)
-    xyz = geometry.uvd_to_xyz(np.stack([u[cube], v[cube], d[cube]], axis=-1))
+    xyz = geometry.uvd_to_xyz(np.stack([u[cube], v[cube], d[cube]], axis=-1), camera=NYU.camera)
     return int((np.linalg.norm(xyz - labels.center_xyz, axis=1) > distance_mm).sum())
 
 
@@ -114,7 +115,7 @@ def test_forearm_in_real_frames_short_wrist_in_twins(fitted):
     arm = FIT.forearm
     stub = abs(hand._WRIST_Y) + 6 + arm.twin_wrist_mm + hand._FOREARM_RADIUS       # template wrist stub's far end
     beyond = max(hand.TEMPLATE.reach_mm(), stub) + 8.0                             # plus the fitted-pose offset
-    data = NyuSplit(fitted, "train")
+    data = NyuSplit(fitted, "train", NYU)
     real = [pixels_far_from_palm(data.depth(i, 1, "real"), data.labels(i, 1), beyond) for i in range(len(data))]
     twin = [pixels_far_from_palm(data.depth(i, 1, "synth"), data.labels(i, 1), beyond) for i in range(len(data))]
     assert max(twin) == 0 and min(real) > 100, (real, twin)
@@ -219,19 +220,20 @@ def test_fingers_shadow_the_palm_pixel_by_pixel():
 
 def test_test_split_starts_with_the_training_actor(fitted, tmp_path):
     """Like NYU's test sequence: the first 30 % by the training actor, the rest by the second actor; the
-    split frame is in procedural.json and reaches the evaluation through the shards' source root."""
+    split frame is in procedural.json; make-shards records it in the test manifest for the evaluation."""
     split = json.loads((fitted / "procedural.json").read_text())["test_subject_split"]
     assert split == round(0.3 * 2) == 1
-    xyz = NyuSplit(fitted, "test").all_labels(1).xyz
+    xyz = NyuSplit(fitted, "test", NYU).all_labels(1).xyz
     middle = np.linalg.norm(np.diff(xyz[:, [17, 15, 13, 12]], axis=1), axis=-1).sum(axis=1)   # MCP..tip
     expected = {name: shape.phalanges()[2].sum() for name, shape in ACTORS.items()}
     assert middle[0] == pytest.approx(expected["train"], rel=1e-6)
     assert middle[1] == pytest.approx(expected["test"], rel=1e-6)
-    shards = tmp_path / "shards"
-    (shards / "test").mkdir(parents=True)
-    assert realism.recorded_subject_split(str(shards)) is None
-    (shards / "test" / "manifest.json").write_text(json.dumps({"source": {"root": str(fitted)}}))
-    assert realism.recorded_subject_split(str(shards)) == 1
+    from murauer_dist.frames.sources import source_rules, subject_split_of_manifest
+    rules = source_rules(fitted, NYU)                  # the dataset's own record, not NYU's numbers
+    assert (rules.test_subject_split, rules.second_actor_from, rules.swap_side_cameras_before) == (1, -1, 0)
+    assert subject_split_of_manifest({"source": {"root": str(fitted), "test_subject_split": 1}}, NYU) == 1
+    assert subject_split_of_manifest({"source": {"root": str(fitted)}}, NYU) == 1     # made before the record
+    assert subject_split_of_manifest({"source": {"root": str(tmp_path / "gone")}}, NYU) is None
 
 
 def test_data_report_measures_against_the_real_nyu_files(fitted, tmp_path):
@@ -274,7 +276,7 @@ def test_surface_model_fills_the_web_between_fingers_of_the_real_hand_only():
         model = hand.transform(hand.pose_hand(hand.ACTOR_TRAIN, angles, np.zeros(2), surface=surface),
                                np.eye(3), np.array([0.0, 0.0, 600.0]))
         return render.render_capsules(model.capsules["a"][None], model.capsules["b"][None],
-                                      model.capsules["radius"][None])[0]
+                                      model.capsules["radius"][None], camera=NYU.camera)[0]
     plain = depth(None)
     webbed = depth(lambda shape, joints: realism.surface_capsules(shape, joints, FIT.surface))
     assert ((plain > 0) & ~(webbed > 0)).sum() == 0                 # a union: nothing removed
@@ -288,7 +290,7 @@ def test_surface_model_fills_the_web_between_fingers_of_the_real_hand_only():
 def test_shown_poses_are_the_true_ones_and_the_labels_those_in_joint_data(fitted):
     from murauer_dist.frames.procedural.shown import shown_poses
     poses = shown_poses(fitted, "train")
-    stored = NyuSplit(fitted, "train").all_labels(1).xyz                 # what the dataset's files say
+    stored = NyuSplit(fitted, "train", NYU).all_labels(1).xyz                 # what the dataset's files say
     assert np.allclose(poses["labels"], stored, atol=1e-3)
     settings = GeneratorSettings(realism=FIT)
     renderer = FrameRenderer(5, "train", make_split_sequence(5, "train", 4, settings), settings)
@@ -297,7 +299,7 @@ def test_shown_poses_are_the_true_ones_and_the_labels_those_in_joint_data(fitted
     distance = np.linalg.norm(poses["shown"] - poses["labels"], axis=-1).mean()
     assert 1.0 < distance < 30.0
     test = shown_poses(fitted)                                           # the test split, two actors
-    assert test["shown"].shape == NyuSplit(fitted, "test").all_labels(1).xyz.shape
+    assert test["shown"].shape == NyuSplit(fitted, "test", NYU).all_labels(1).xyz.shape
 
 
 def test_shown_poses_none_without_fitting_error_and_refused_for_other_labels(fitted, tmp_path):

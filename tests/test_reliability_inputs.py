@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from murauer_dist.frames.datasets import NYU
 from murauer_dist.config import load_config
 from murauer_dist.frames import nyu
 from murauer_dist.models import build_model
@@ -46,7 +47,7 @@ def test_predict_skips_and_lists_unreadable_frames_and_predicts_the_others(root,
     from murauer_dist import cli
     frames = tmp_path / "frames"
     frames.mkdir()
-    split = nyu.NyuSplit(root, "test")
+    split = nyu.NyuSplit(root, "test", NYU)
     for index in range(len(split)):
         (frames / f"frame_{index}.png").write_bytes(nyu.encode_depth_png(split.depth(index, 1), "gray16"))
     whole = (frames / "frame_0.png").read_bytes()

@@ -16,6 +16,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from murauer_dist.frames.datasets import NYU
 from murauer_dist.errors import UserError
 from murauer_dist.frames import nyu
 from murauer_dist.shards import ensure_labeled_shards, read_manifest
@@ -25,8 +26,8 @@ from murauer_dist.shards.verify import verify_shard_set
 from nyu_fixture import edit_joints, make_nyu_layout
 
 REPO = Path(__file__).resolve().parent.parent
-SMALL = ["data.crop_size=32", "data.val_fraction=0.2", "data.swap_side_cameras_before=3",
-         "data.second_actor_from=2", "data.second_actor_cube_mm=249.9"]
+# NYU's rules at small frame numbers: the smaller cube from test frame 2, cameras 2/3 swapped in train frames < 3
+SMALL = ["data.crop_size=32", "data.val_fraction=0.2", f"data.dataset={REPO / 'tests' / 'data' / 'nyu-small-rules.yaml'}"]
 
 
 def quiet(*_args, **_kwargs) -> None:
@@ -106,8 +107,8 @@ def test_changed_source_files_or_labels_are_not_reused(roots, tmp_path):
     make_shard_set(str(root), str(out), **args)                        # unchanged source: resumes, no error
     # a re-rendered image for frame 3 (shard 1), same name
     png = root / "train" / nyu.depth_filename("real", 2, 3)
-    depth = nyu.decode_depth_png(png)
-    png.write_bytes(nyu.encode_depth_png(np.where(depth > 0, depth + 5, 0)))
+    depth = nyu.decode_depth_png(png, "nyu-rgb")
+    png.write_bytes(nyu.encode_depth_png(np.where(depth > 0, depth + 5, 0), "nyu-rgb"))
     with pytest.raises(ShardSetError, match=r"1 of 3 train shard\(s\) were made from another source, first "
                                             rf"{out / 'train' / 'shard-000001.tar'}: .*changed since"):
         make_shard_set(str(root), str(out), **args)
@@ -260,12 +261,12 @@ def test_corrupt_png_is_skipped_with_its_reason(tmp_path):
 
 
 def test_png_check_catches_truncation_and_stays_cheap(tmp_path):
-    data = nyu.encode_depth_png(np.full((480, 640), 700, np.uint16))
+    data = nyu.encode_depth_png(np.full((480, 640), 700, np.uint16), "nyu-rgb")
     assert nyu.png_corruption(data) is None
     assert "truncated" in nyu.png_corruption(data[:-20])
     assert nyu.png_corruption(b"GIF89a" + data[6:]) == "no PNG signature"
     with pytest.raises(nyu.CorruptImageError, match="truncated"):
-        nyu.decode_depth_png(data[:len(data) // 2])
+        nyu.decode_depth_png(data[:len(data) // 2], "nyu-rgb")
 
 
 # 4. a joint_data.mat that is not one -------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 import torch
 import webdataset as wds
 
+from murauer_dist.frames.datasets import NYU
 from murauer_dist import geometry
 from murauer_dist.config import load_config
 from murauer_dist.batches.loaders import build_eval_loader
@@ -23,6 +24,8 @@ from murauer_dist.shards.writer import deterministic_tar_writer
 CROP = 32
 BACKENDS = ("dali", "reference")
 
+
+NYU_LAYOUT = schema.SampleLayout.of_spec(NYU)
 
 def quiet(*_args, **_kwargs) -> None:
     pass
@@ -49,7 +52,7 @@ def make_cfg(shards_dir: Path, backend: str, *overrides: str):
 def stored_samples(folder: Path, split: str = "test") -> dict[int, dict]:
     """frame -> schema.decode_sample of every sample of a split, read with plain webdataset."""
     dataset = wds.WebDataset([str(path) for path in shard_paths(folder, split)], shardshuffle=False)
-    return {schema.frame_of_key(sample["__key__"]): schema.decode_sample(sample) for sample in dataset}
+    return {schema.frame_of_key(sample["__key__"]): schema.decode_sample(sample, NYU_LAYOUT) for sample in dataset}
 
 
 def eval_raws(cfg, backend: str, layout: schema.SampleLayout | None = None) -> list[dict]:
@@ -81,18 +84,21 @@ def test_a_key_sample_key_does_not_write_is_refused(key):
         schema.frame_of_key(key, "shard x.tar")
 
 
-def test_shapes_are_functions_of_cameras_and_joints_nyu_by_default():
-    assert schema.NUM_CAMERAS == 3 and schema.NUM_JOINTS == len(geometry.EVAL_JOINTS) == 14
-    assert schema.JOINTS_SHAPE == schema.joints_shape() == schema.SampleLayout().joints_shape == (3, 2, 14, 3)
-    assert schema.CROP_SHAPE == schema.crop_shape() == schema.SampleLayout().crop_shape == (3, 8)
-    assert schema.CAMERA_SLOTS == schema.camera_slots() == (1, 2, 3)
+def test_shapes_are_functions_of_the_datasets_cameras_joints_and_domains():
+    assert NYU_LAYOUT == schema.SampleLayout(3, len(geometry.EVAL_JOINTS), ("real", "synth"))
+    assert NYU_LAYOUT.joints_shape == schema.joints_shape(3, 14) == (3, 2, 14, 3)
+    assert NYU_LAYOUT.crop_shape == schema.crop_shape(3) == (3, 8) and NYU_LAYOUT.slots == schema.camera_slots(3)
     layout = schema.SampleLayout(num_cameras=2, num_joints=5)
     assert (layout.slots, layout.joints_shape, layout.crop_shape) == ((1, 2), (2, 2, 5, 3), (2, 8))
     assert schema.joints_shape(2, 5) == layout.joints_shape and schema.crop_shape(2) == layout.crop_shape
-    assert schema.SampleLayout.of({"cameras": [1, 3]}) == schema.SampleLayout(num_cameras=2)
-    assert schema.SampleLayout.of({}) == schema.SampleLayout()
-    assert schema.member_names("png", num_cameras=2) == ("crop.f32", "joints.f32", "meta.json", "real1.png",
-                                                         "real2.png", "synth1.png", "synth2.png")
+    assert schema.SampleLayout.of({"cameras": [1, 3]}, NYU) == schema.SampleLayout(num_cameras=2, num_joints=14)
+    assert schema.SampleLayout.of({}, NYU) == NYU_LAYOUT
+    assert schema.member_names("png", layout) == ("crop.f32", "joints.f32", "meta.json", "real1.png",
+                                                  "real2.png", "synth1.png", "synth2.png")
+    real_only = schema.SampleLayout(num_cameras=1, num_joints=5, domains=("real",))
+    assert schema.member_names("raw", real_only) == ("crop.f32", "joints.f32", "meta.json", "real1.u16")
+    with pytest.raises(TypeError):
+        schema.SampleLayout()                                     # no dataset's numbers by default
 
 
 def test_labels_round_trip_in_the_layouts_shape_and_refuse_another():
@@ -106,9 +112,9 @@ def test_labels_round_trip_in_the_layouts_shape_and_refuse_another():
         assert decoded.dtype == np.float32
         np.testing.assert_array_equal(decoded, values)
         with pytest.raises(schema.SchemaError, match="the schema says"):
-            schema.encode_labels(member, values, schema.SampleLayout())
+            schema.encode_labels(member, values, NYU_LAYOUT)
         with pytest.raises(schema.SchemaError, match="bytes, expected"):
-            schema.decode_labels(member, data, schema.SampleLayout())
+            schema.decode_labels(member, data, NYU_LAYOUT)
     with pytest.raises(schema.SchemaError, match="not a label member"):
         layout.label_shape("real1.png")
 
@@ -134,7 +140,7 @@ def test_version_check():
     assert tuple(meta) == tuple(sorted(schema.META_KEYS)) and meta["schema"] == schema.SCHEMA_VERSION
     meta["schema"] = 2
     with pytest.raises(schema.SchemaError, match="meta.json: schema 2"):
-        schema.check_member_size(schema.META_MEMBER, json.dumps(meta).encode(), 52)
+        schema.check_member_size(schema.META_MEMBER, json.dumps(meta).encode(), 52, NYU_LAYOUT)
 
 
 # ---- the writer
@@ -151,20 +157,20 @@ def test_writer_writes_the_schemas_members_keys_shapes_and_version(written, enco
                 names = [schema.split_member_name(name) for name in tar.getnames()]
             keys = list(dict.fromkeys(key for key, _ in names))
             for key in keys:                                     # every member, in the schema's (tar) order
-                assert tuple(member for k, member in names if k == key) == schema.member_names(encoding)
+                assert tuple(member for k, member in names if k == key) == schema.member_names(encoding, NYU_LAYOUT)
             frames = [schema.frame_of_key(key) for key in keys]
             assert [schema.sample_key(frame) for frame in frames] == keys
             assert read.frames_in([str(tar_path)]) == frames     # the loaders' header scan agrees
             for sample in wds.WebDataset([str(tar_path)], shardshuffle=False):
-                decoded = schema.decode_sample(sample)
+                decoded = schema.decode_sample(sample, NYU_LAYOUT)
                 meta = decoded["meta"]
                 assert sorted(meta) == sorted(schema.META_KEYS) and meta["schema"] == schema.SCHEMA_VERSION
                 assert meta["frame"] == schema.frame_of_key(sample["__key__"]) and meta["encoding"] == encoding
-                assert schema.SampleLayout.of(meta) == schema.SampleLayout()
-                assert decoded["joints"].shape == schema.JOINTS_SHAPE and decoded["crop"].shape == schema.CROP_SHAPE
-                for member in schema.member_names(encoding):
-                    schema.check_member_size(member, sample[member], meta["stored_size"])
-    assert read.sample_layout([str(p) for p in shard_paths(out, "train")]) == schema.SampleLayout()
+                assert schema.SampleLayout.of(meta, NYU) == NYU_LAYOUT
+                assert decoded["joints"].shape == NYU_LAYOUT.joints_shape and decoded["crop"].shape == NYU_LAYOUT.crop_shape
+                for member in schema.member_names(encoding, NYU_LAYOUT):
+                    schema.check_member_size(member, sample[member], meta["stored_size"], NYU_LAYOUT)
+    assert read.sample_layout([str(p) for p in shard_paths(out, "train")], NYU) == NYU_LAYOUT
 
 
 # ---- both readers
@@ -178,7 +184,7 @@ def test_readers_give_the_schemas_shapes_and_the_stored_labels(written, backend)
     frames = [frame for raw in raws for frame in raw["frame"].tolist()]
     assert frames == sorted(stored)
     for raw in raws:
-        assert raw["crop"].shape[1:] == schema.CROP_SHAPE and raw["joints"].shape[1:] == schema.JOINTS_SHAPE
+        assert raw["crop"].shape[1:] == NYU_LAYOUT.crop_shape and raw["joints"].shape[1:] == NYU_LAYOUT.joints_shape
         for i, frame in enumerate(raw["frame"].tolist()):
             np.testing.assert_array_equal(raw["crop"][i].numpy(), stored[frame]["crop"])
             np.testing.assert_array_equal(raw["joints"][i].numpy(), stored[frame]["joints"])
@@ -204,7 +210,7 @@ def write_layout_shard(out: Path, layout: schema.SampleLayout, crop_size: int, m
                 for slot in layout.slots:
                     crop = rng.integers(1, 3000, size=(stored_size, stored_size)).astype(np.uint16)
                     sample[schema.crop_member(domain, slot, "png")] = schema.encode_crop(crop, "png")
-            assert tuple(sorted(k for k in sample if k != "__key__")) == schema.member_names("png", layout.num_cameras)
+            assert tuple(sorted(k for k in sample if k != "__key__")) == schema.member_names("png", layout)
             tar.write(sample)
             written[frame] = labels
     return written
@@ -217,7 +223,7 @@ def test_readers_read_the_layout_they_are_given(tmp_path, backend):
     layout = schema.SampleLayout(num_cameras=2, num_joints=5)
     cfg = make_cfg(tmp_path, backend)
     written = write_layout_shard(tmp_path, layout, CROP, cfg.data.crop_margin, frames=[0, 1, 2])
-    assert build_eval_loader(cfg, "test").layout == schema.SampleLayout(num_cameras=2)
+    assert build_eval_loader(cfg, "test").layout == schema.SampleLayout(num_cameras=2, num_joints=14)
     raws = eval_raws(cfg, backend, layout)
     assert [frame for raw in raws for frame in raw["frame"].tolist()] == [0, 1, 2]
     for raw in raws:
@@ -246,7 +252,7 @@ def test_loaders_refuse_another_schema_version(written, tmp_path):
 def test_dali_types_cover_every_member_and_source_info_gives_the_key():
     from murauer_dist.batches import dali_pipeline as dp
     for encoding in schema.ENCODINGS:
-        for member in schema.member_names(encoding):
+        for member in schema.member_names(encoding, NYU_LAYOUT):
             assert schema.member_dtype(member) in dp.DALI_TYPES
     frames = [0, 42, 72756]
     texts = [f"/data/shards/test/shard-000001.tar:{1536 * i}:{schema.sample_key(f)}.real1.png"

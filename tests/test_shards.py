@@ -12,6 +12,7 @@ import pytest
 import scipy.io
 import webdataset as wds
 
+from murauer_dist.frames.datasets import NYU
 from murauer_dist.errors import UserError
 from murauer_dist import geometry as geo
 from murauer_dist.frames import nyu
@@ -19,12 +20,13 @@ from murauer_dist.shards import (decode_sample, ensure_labeled_shards, folder_sh
                                       read_manifest, shard_paths)
 from murauer_dist.shards.cli import make_shard_set, make_shards_command
 from murauer_dist.shards.manifest import ShardSetError
+from murauer_dist.shards.schema import SampleLayout
 from murauer_dist.shards.verify import verify_shard_set
 from nyu_fixture import edit_joints, make_nyu_layout, real_frame_layout
 
 REPO = Path(__file__).resolve().parent.parent
-SMALL = ["data.crop_size=32", "data.val_fraction=0.2", "data.swap_side_cameras_before=3",
-         "data.second_actor_from=2", "data.second_actor_cube_mm=249.9"]
+# NYU's rules at small frame numbers: the smaller cube from test frame 2, cameras 2/3 swapped in train frames < 3
+SMALL = ["data.crop_size=32", "data.val_fraction=0.2", f"data.dataset={REPO / 'tests' / 'data' / 'nyu-small-rules.yaml'}"]
 
 
 def quiet(*_args, **_kwargs) -> None:
@@ -45,14 +47,14 @@ def shard_set(layout, tmp_path_factory) -> Path:
 
 def read_split(out: Path, split: str) -> list[dict]:
     dataset = wds.WebDataset([str(p) for p in shard_paths(out, split)], shardshuffle=False, empty_check=False)
-    return [decode_sample(sample) for sample in dataset]
+    return [decode_sample(sample, SampleLayout.of_spec(NYU)) for sample in dataset]
 
 
 def expected_slot(split: nyu.NyuSplit, frame: int, camera: int, cube: float, crop_size: int, margin: float):
     """What the reader and geometry give for one camera, computed here from scratch."""
     labels = split.labels(frame, camera)
     size = geo.stored_size(crop_size, margin)
-    window = geo.CropWindow.around(labels.center_uvd, cube, size, margin=margin)
+    window = geo.CropWindow.around(labels.center_uvd, cube, size, margin=margin, camera=NYU.camera)
     crops = {domain: geo.crop_depth(split.depth(frame, camera, domain), window) for domain in ("real", "synth")}
     record = [*labels.center_uvd, *labels.center_xyz, cube, window.scale]
     return crops, np.stack([labels.eval_uvd, labels.eval_xyz]), np.array(record)
@@ -64,7 +66,7 @@ def test_every_field_equals_reader_and_geometry(layout, tmp_path, encoding):
                    log=quiet)
     frames = {"train": [0, 1, 2, 3, 4], "val": [5], "test": [0, 1, 2, 3]}     # val = round(0.2 * 6) = 1 tail frame
     for split_name, expected_frames in frames.items():
-        nyu_split = nyu.NyuSplit(layout, "test" if split_name == "test" else "train")
+        nyu_split = nyu.NyuSplit(layout, "test" if split_name == "test" else "train", NYU)
         samples = read_split(tmp_path, split_name)
         assert [s["meta"]["frame"] for s in samples] == expected_frames
         for sample in samples:
@@ -90,7 +92,7 @@ def test_real_nyu_frame_crop_contains_the_hand(nyu_files, nyu_gt_uvd, tmp_path):
     stored = sample["real1"]
     assert stored.shape == (208, 208)
     u_c, v_c, d_c, *_, cube, scale = sample["crop"][0].astype(np.float64)
-    assert cube == 300.0 and scale == pytest.approx(geo.crop_scale(d_c, 300.0, 128), rel=1e-6)
+    assert cube == 300.0 and scale == pytest.approx(geo.crop_scale(d_c, 300.0, 128, camera=NYU.camera), rel=1e-6)
     network = geo.center_crop(stored, 128)
     xy = (nyu_gt_uvd[0][:, :2] - [u_c, v_c]) * scale + 64.0        # joints in network-crop pixels
     assert ((xy >= 0) & (xy < 128)).all(), xy

@@ -27,7 +27,7 @@ def _setup(overrides=(), seed=0):
 
 
 def _batch(cfg, stage="main", seed=1, **kw):
-    return fake_batch(stream_sizes(cfg, stage), cfg.data.crop_size, seed=seed, **kw)
+    return fake_batch(stream_sizes(cfg, stage), cfg.data.crop_size, cfg.model.num_joints, seed=seed, **kw)
 
 
 def _grads(module):

@@ -18,7 +18,7 @@ added to valid pixels only, then normalised around z' (0 or outside the cube -> 
 
 The DALI pipeline builds the same matrix from the same formula (dali_pipeline.affine_node); the
 random draws come from DALI there and from a torch.Generator here. Projections use the dataset's
-camera (datasets.Camera; the loaders pass it, NYU's is only the default for old callers).
+camera (datasets.Camera; the loaders pass it: there is no default camera).
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ import torch
 
 from murauer_dist.shards.schema import CROP_FIELDS
 from murauer_dist.frames.datasets import Camera
-from murauer_dist.geometry import NYU_CAMERA
 
 # columns of a crop.f32 row (shard schema)
 U_C, V_C, D_C, X_C, Y_C, Z_C, CUBE, SCALE = (CROP_FIELDS.index(field) for field in
@@ -50,7 +49,7 @@ def project(xyz: torch.Tensor, camera: Camera) -> tuple[torch.Tensor, torch.Tens
             camera.uy - camera.fy_signed * xyz[..., 1] / xyz[..., 2])
 
 
-def jittered_center(crop: torch.Tensor, jitter: torch.Tensor, camera: Camera = NYU_CAMERA) -> dict:
+def jittered_center(crop: torch.Tensor, jitter: torch.Tensor, camera: Camera) -> dict:
     """The jittered 3D centre (B,3) mm and its projection (B,2) image pixels."""
     xyz = crop[:, X_C:Z_C + 1].double() + jitter.double()
     u, v = project(xyz, camera)
@@ -58,7 +57,7 @@ def jittered_center(crop: torch.Tensor, jitter: torch.Tensor, camera: Camera = N
 
 
 def affine_matrix(crop: torch.Tensor, theta: torch.Tensor, jitter: torch.Tensor,
-                  crop_size: int, stored_size: int, camera: Camera = NYU_CAMERA) -> torch.Tensor:
+                  crop_size: int, stored_size: int, camera: Camera) -> torch.Tensor:
     """(B,2,3) float64: network-crop pixel (x, y) -> stored-crop pixel (x, y), see the module doc."""
     crop = crop.double()
     center = jittered_center(crop, jitter, camera)
@@ -106,7 +105,7 @@ def normalize_depth(depth_mm: torch.Tensor, center_z: torch.Tensor, cube_mm: tor
     return torch.where(background, torch.ones((), device=norm.device), norm)
 
 
-def back_project(uv: torch.Tensor, d: torch.Tensor, camera: Camera = NYU_CAMERA) -> torch.Tensor:
+def back_project(uv: torch.Tensor, d: torch.Tensor, camera: Camera) -> torch.Tensor:
     """(..., 2) pixels and (...) mm -> (..., 3) xyz mm (in the camera's axes: NYU's y up)."""
     x = (uv[..., 0] - camera.ux) * d / camera.fx
     y = (camera.uy - uv[..., 1]) * d / camera.fy_signed
@@ -114,7 +113,7 @@ def back_project(uv: torch.Tensor, d: torch.Tensor, camera: Camera = NYU_CAMERA)
 
 
 def transform_joints(uvd: torch.Tensor, xyz: torch.Tensor, crop: torch.Tensor, theta: torch.Tensor,
-                     jitter: torch.Tensor, camera: Camera = NYU_CAMERA) -> dict:
+                     jitter: torch.Tensor, camera: Camera) -> dict:
     """Rotated joints and targets: {"target" (B,J,3) float32, "center_xyz" (B,3) float32 mm}."""
     uvd, xyz, crop = uvd.double(), xyz.double(), crop.double()
     palm = crop[:, None, U_C:V_C + 1]
@@ -139,7 +138,7 @@ def condition(center_xyz: torch.Tensor, noise_mm: torch.Tensor) -> torch.Tensor:
 
 
 def network_pixels(xyz: torch.Tensor, center_xyz: torch.Tensor, scale: torch.Tensor, crop_size: int,
-                   camera: Camera = NYU_CAMERA) -> torch.Tensor:
+                   camera: Camera) -> torch.Tensor:
     """Where 3D points (B,J,3) land (continuous pixel x, y) in a network crop around `center_xyz`
     whose scale is `scale` (B,) crop pixels per image pixel."""
     xyz, center, scale = xyz.double(), center_xyz.double(), scale.double()

@@ -44,7 +44,7 @@ def _depth(generator, batch: int, size: int) -> torch.Tensor:
     return torch.rand(batch, 1, size, size, generator=generator) * 2.0 - 1.0
 
 
-def fake_batch(sizes: dict[str, int], crop_size: int, num_joints: int = 14, seed: int = 0,
+def fake_batch(sizes: dict[str, int], crop_size: int, num_joints: int, seed: int = 0,
                labeled_fraction: float = 0.3) -> dict[str, dict[str, torch.Tensor]]:
     """Random tensors with the contract's names and shapes (for model tests and step benchmarks)."""
     gen = torch.Generator().manual_seed(seed)

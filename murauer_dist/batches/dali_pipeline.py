@@ -25,7 +25,6 @@ from murauer_dist.shards import schema
 from murauer_dist.shards.read import dali_index_paths
 from murauer_dist.batches.streams import needed_members, synth_field
 from murauer_dist.frames.datasets import Camera, spec_of
-from murauer_dist.geometry import NYU_CAMERA
 from murauer_dist.seeds import derive_seed
 
 SOURCE_INFO_BYTES = 1024       # "shard.tar:offset:key.member", zero-padded to one width for the iterator
@@ -80,7 +79,7 @@ def _decode(node, encoding: str, stored: int, device: str):
     return fn.cast(image, dtype=types.FLOAT)
 
 
-def affine_node(crop_row, theta, jitter, crop_size: int, stored_size: int, camera: Camera = NYU_CAMERA):
+def affine_node(crop_row, theta, jitter, crop_size: int, stored_size: int, camera: Camera):
     """(2,3) network -> stored pixel matrix, the graph twin of augment.affine_matrix (CPU nodes)."""
     x, y = crop_row[X_C] + jitter[0], crop_row[Y_C] + jitter[1]
     z = crop_row[Z_C] + jitter[2]

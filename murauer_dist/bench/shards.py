@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
+from murauer_dist.frames.datasets import NYU
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.bench.machine import describe, machine
 from murauer_dist.config import load_config
@@ -27,7 +28,7 @@ from murauer_dist.shards.build import build_split
 from murauer_dist.shards.handmade import make_nyu_layout
 from murauer_dist.shards.manifest import shard_paths
 from murauer_dist.shards.plan import plan_splits
-from murauer_dist.shards.schema import META_MEMBER, crop_member, crop_members, decode_crop, encode_crop
+from murauer_dist.shards.schema import META_MEMBER, SampleLayout, crop_member, crop_members, decode_crop, encode_crop
 
 NYU_TRAIN_FRAMES = 72_757
 FULL_CORES = 16
@@ -39,7 +40,9 @@ def _quiet(*_args, **_kwargs) -> None:
 
 def _write_run(split: nyu.NyuSplit, frames: int, workers: int, encoding: str, folder: Path) -> dict:
     cfg = load_config(None, [f"data.encoding={encoding}", "data.val_fraction=0"])
-    plan = plan_splits(cfg, {"train": len(split)}, "train", shard_size=max(1, frames // 8))[0]
+    from murauer_dist.frames.sources import source_rules
+    plan = plan_splits(cfg, {"train": len(split)}, "train", source_rules(split.root, split.spec),
+                       shard_size=max(1, frames // 8))[0]
     plan = dataclasses.replace(plan, stop=min(frames, plan.stop))
     cpu_before, started = _cpu_seconds(), time.perf_counter()
     manifest = build_split(split, plan, folder, {}, workers=workers, log=_quiet)
@@ -70,7 +73,8 @@ def encoding_table(folder: Path) -> dict[str, dict]:
     crops = []
     for sample in wds.WebDataset([str(p) for p in shard_paths(folder, "train")][:1], shardshuffle=False):
         meta = json.loads(sample[META_MEMBER])
-        crops += [decode_crop(sample[member], member, meta["stored_size"]) for member in crop_members(meta["encoding"])]
+        members = crop_members(meta["encoding"], SampleLayout.of_spec(NYU))      # a hand-made NYU layout
+        crops += [decode_crop(sample[member], member, meta["stored_size"]) for member in members]
     table = {}
     for encoding in ("png", "raw"):
         member = crop_member("real", 1, encoding)
@@ -114,7 +118,7 @@ def _dataset(root: str, frames: int, scratch: Path) -> nyu.NyuSplit:
     if not root:
         print(f"generating a hand-made NYU-layout folder with {frames} train frames ...", flush=True)
         root = str(make_nyu_layout(scratch / "nyu", frames_train=frames, frames_test=1, seed=0))
-    split = nyu.NyuSplit(root, "train")
+    split = nyu.NyuSplit(root, "train", NYU)
     len(split)
     return split
 

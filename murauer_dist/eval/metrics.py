@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from murauer_dist.frames.datasets import NYU
-
-NYU_SUBJECT_SPLIT = NYU.test_subject_split     # first test frame of NYU's second test subject (2440)
 MAX_THRESHOLD_MM = 80             # success curves run over 0..80 mm, the AUC over 0..79
 REPORT_THRESHOLDS_MM = (10, 20, 30, 40, 50, 80)
 
@@ -59,9 +56,10 @@ def subjects_text(metrics: dict) -> str:
             f"{second:.2f} mm")
 
 
-def compute_metrics(pred_xyz: np.ndarray, gt_xyz: np.ndarray, subject_split: int | None = NYU_SUBJECT_SPLIT,
-                    max_threshold: int = MAX_THRESHOLD_MM, joint_labels=NYU.joints.labels) -> dict:
-    """All metrics as a JSON-serialisable dict of named values (mm; fractions in [0, 1])."""
+def compute_metrics(pred_xyz: np.ndarray, gt_xyz: np.ndarray, subject_split: int | None,
+                    max_threshold: int = MAX_THRESHOLD_MM, *, joint_labels) -> dict:
+    """All metrics as a JSON-serialisable dict of named values (mm; fractions in [0, 1]); subject_split:
+    the row where the second test subject starts (None: one subject); joint_labels: the dataset's."""
     errors = joint_errors(pred_xyz, gt_xyz)
     if errors.shape[0] == 0:
         raise ValueError("no frames to score")

@@ -10,12 +10,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from murauer_dist.atomic import save_figure
-from murauer_dist.frames.datasets import NYU, Camera
-from murauer_dist.geometry import NYU_CAMERA, CropWindow, xyz_to_uvd
+from murauer_dist.frames.datasets import Camera
+from murauer_dist.geometry import CropWindow, xyz_to_uvd
 
-# Bones of the 14 NYU joints (P1 P2 R1 R2 M1 M2 I1 I2 T1 T2 T3 W1 W2 C): finger tip -> middle -> palm.
-# Other datasets: their JointSpec.bones.
-BONES = NYU.joints.bones
+# The overlays draw the dataset's bones (JointSpec.bones; NYU: finger tip -> middle -> palm).
 DPI = 100
 
 
@@ -58,27 +56,27 @@ def plot_per_joint_error(metrics: dict, path: str | Path) -> Path:
 
 
 def joints_to_crop_pixels(joints_xyz: np.ndarray, center_xyz: np.ndarray, cube_mm: float, crop_size: int,
-                          camera: Camera = NYU_CAMERA) -> np.ndarray:
+                          camera: Camera) -> np.ndarray:
     """(J, 3) camera mm -> (J, 2) crop pixel coordinates (x right, y down; pixel centres at integers)."""
     window = CropWindow.around(xyz_to_uvd(np.asarray(center_xyz, np.float64), camera), float(cube_mm), crop_size,
                                camera=camera)
     return window.image_to_crop(xyz_to_uvd(joints_xyz, camera)[:, :2]) - 0.5
 
 
-def _draw_hand(axes, points: np.ndarray, colour: str, label: str, bones=BONES) -> None:
+def _draw_hand(axes, points: np.ndarray, colour: str, label: str, bones) -> None:
     for start, end in bones:
         if max(start, end) < len(points):
             axes.plot(points[[start, end], 0], points[[start, end], 1], color=colour, linewidth=1.2)
     axes.scatter(points[:, 0], points[:, 1], s=10, color=colour, label=label, zorder=3)
 
 
-def plot_overlays(examples: dict[str, np.ndarray], path: str | Path, columns: int = 4, camera: Camera = NYU_CAMERA,
-                  bones=BONES) -> Path:
+def plot_overlays(examples: dict[str, np.ndarray], path: str | Path, columns: int = 4, *, camera: Camera,
+                  bones) -> Path:
     """A grid of depth crops with predicted (red) and true (green) joints.
 
     `examples`: depth (K, H, W) normalised crops; pred_xyz, gt_xyz (K, J, 3) camera mm;
     center_xyz (K, 3); cube_mm (K,); frame (K,) test frame index; optional error_mm (K,).
-    `camera`, `bones`: the dataset's (datasets.DatasetSpec; NYU's by default).
+    `camera`, `bones`: the dataset's (datasets.DatasetSpec.camera, .joints.bones).
     """
     depth = np.asarray(examples["depth"])
     count, size = depth.shape[0], depth.shape[-1]

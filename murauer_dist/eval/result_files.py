@@ -4,7 +4,7 @@ Layout (docs/method.md §7): one line per test frame in dataset order, J joints 
 joint-major (j0_a j0_b j0_c j1_a ...), written with %.4f. Two unit systems:
 - uvd: u, v in pixels of the dataset camera's image (NYU: 640x480), d in mm;
 - xyz: camera coordinates in mm, in the camera's axes (NYU: y up, z = depth).
-The camera (datasets.Camera) converts between them; NYU's is the default. Files carry no header,
+The dataset's camera (datasets.Camera, always passed) converts between them. Files carry no header,
 so the units are checked against what a hand in front of that camera can look like
 (`plausible_formats`); scoring adds a check against the ground truth.
 """
@@ -18,11 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.frames.datasets import NYU
-NUM_JOINTS = NYU.joints.count
 from murauer_dist.frames.datasets import Camera
 from murauer_dist.errors import UserError
-from murauer_dist.geometry import NYU_CAMERA, uvd_to_xyz, xyz_to_uvd
+from murauer_dist.geometry import uvd_to_xyz, xyz_to_uvd
 
 FORMATS = ("uvd", "xyz")
 # A point is consistent with a format when it lands (with this slack in pixels) in the image and
@@ -44,7 +42,7 @@ class ResultFile:
     path: str
     fmt: str                   # "uvd" or "xyz"
     values: np.ndarray         # (N, J, 3) as stored
-    camera: Camera = NYU_CAMERA  # converts uvd <-> xyz
+    camera: Camera             # the dataset's; converts uvd <-> xyz
 
     @property
     def xyz(self) -> np.ndarray:
@@ -66,7 +64,7 @@ def _in_image(u: np.ndarray, v: np.ndarray, camera: Camera) -> np.ndarray:
             & (v >= -IMAGE_SLACK_PX) & (v <= camera.height + IMAGE_SLACK_PX))
 
 
-def consistent_fraction(values: np.ndarray, camera: Camera = NYU_CAMERA) -> dict[str, float]:
+def consistent_fraction(values: np.ndarray, camera: Camera) -> dict[str, float]:
     """Fraction of points that could be a hand joint seen by `camera`, read as uvd and as xyz."""
     points = np.asarray(values, np.float64).reshape(-1, 3)
     depth_ok = (points[:, 2] > DEPTH_RANGE_MM[0]) & (points[:, 2] < DEPTH_RANGE_MM[1])
@@ -77,7 +75,7 @@ def consistent_fraction(values: np.ndarray, camera: Camera = NYU_CAMERA) -> dict
     return {"uvd": float(as_uvd.mean()), "xyz": float(as_xyz.mean())}
 
 
-def plausible_formats(values: np.ndarray, camera: Camera = NYU_CAMERA) -> list[str]:
+def plausible_formats(values: np.ndarray, camera: Camera) -> list[str]:
     """The formats the values are consistent with, the likelier first.
 
     Both can fit (a hand right of and above the optical axis has positive x, y like pixels);
@@ -104,7 +102,7 @@ def _other_cameras_hint(values: np.ndarray, fmt: str, camera: Camera) -> str:
     return f"; they fit the camera of dataset {fitting[0]!r} (pass --dataset {fitting[0]})" if fitting else ""
 
 
-def resolve_format(values: np.ndarray, fmt: str, path: str, camera: Camera = NYU_CAMERA) -> str:
+def resolve_format(values: np.ndarray, fmt: str, path: str, camera: Camera) -> str:
     """The format to read `values` in: `fmt` checked against the data, or detected for "auto"."""
     _check_fmt(fmt, allow_auto=True)
     plausible = plausible_formats(values, camera)
@@ -176,10 +174,10 @@ def _read_text(path: str) -> str:
                                 f"offset {err.start}); expected lines of numbers") from None
 
 
-def read_result_file(path: str | Path, fmt: str = "auto", expected_rows: int | None = None,
-                     num_joints: int = NUM_JOINTS, camera: Camera = NYU_CAMERA) -> ResultFile:
+def read_result_file(path: str | Path, fmt: str, expected_rows: int | None, num_joints: int,
+                     camera: Camera) -> ResultFile:
     """Read and validate a result file; `fmt` "uvd", "xyz" or "auto" (detected from the values);
-    `num_joints` and `camera`: the dataset's (NYU's by default)."""
+    expected_rows: the line count it must have (None: any); `num_joints` and `camera`: the dataset's."""
     path = str(path)
     _check_fmt(fmt, allow_auto=True)
     if not Path(path).is_file():
@@ -202,7 +200,7 @@ def format_result_lines(values: np.ndarray) -> str:
     return buffer.getvalue()
 
 
-def write_result_file(path: str | Path, joints_xyz: np.ndarray, fmt: str, camera: Camera = NYU_CAMERA) -> Path:
+def write_result_file(path: str | Path, joints_xyz: np.ndarray, fmt: str, camera: Camera) -> Path:
     """Write (N, J, 3) camera-mm joints as a result file in `fmt` ("uvd" or "xyz", projected with
     `camera`), atomically."""
     _check_fmt(fmt)

@@ -101,7 +101,7 @@ def _check_row_count(pred: ResultFile, gt: ResultFile) -> None:
 
 def load_predictions(path: str, gt: ResultFile, fmt: str = "auto") -> ResultFile:
     """Read a prediction file, check its length and its units against the ground truth (in its camera)."""
-    pred = read_result_file(path, fmt, num_joints=gt.values.shape[1], camera=gt.camera)
+    pred = read_result_file(path, fmt, None, num_joints=gt.values.shape[1], camera=gt.camera)
     _check_row_count(pred, gt)
     candidates = plausible_formats(pred.values, gt.camera) if fmt == "auto" else list(FORMATS)
     errors = {f: _mean_error(ResultFile(path, f, pred.values, gt.camera).xyz, gt.xyz) for f in candidates}
@@ -132,7 +132,7 @@ def score_files(predictions: list[str], ground_truth: str, fmt: str = "auto",
     spec = dataset_spec(dataset)
     for path in (*predictions, ground_truth):
         check_recorded_dataset(path, spec)
-    gt = read_result_file(ground_truth, "auto", num_joints=spec.joints.count, camera=spec.camera)
+    gt = read_result_file(ground_truth, "auto", None, num_joints=spec.joints.count, camera=spec.camera)
     split = subject_split_for(ground_truth, len(gt.values), spec) if subject_split == "auto" else subject_split
     results = {}
     for name, path in zip(_method_names(predictions), predictions):

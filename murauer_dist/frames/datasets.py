@@ -175,7 +175,8 @@ def load_spec_file(path: str | os.PathLike) -> DatasetSpec:
     return build(DatasetSpec, tree, path, lines)
 
 
-_LOADED: dict[str, tuple[DatasetSpec, str]] = {}     # name -> (spec, where it came from)
+_LOADED: dict[str, tuple[DatasetSpec, str]] = {}     # name -> (spec, where it came from): files and manifests
+_FILES: dict[tuple, DatasetSpec] = {}                # (path, mtime, size) -> spec
 
 
 def register(spec: DatasetSpec, origin: str) -> DatasetSpec:
@@ -192,7 +193,7 @@ def dataset_spec(name: str | os.PathLike | None = None) -> DatasetSpec:
     """The spec `name` means: a built-in (configs/datasets/NAME.yaml), a spec file's path, or the name
     of a spec loaded before in this process (from a file or a shard manifest). None or "": NYU."""
     name = str(name or DEFAULT_DATASET)
-    if name in _LOADED:
+    if name in _LOADED and name not in BUILT_IN:
         return _LOADED[name][0]
     path = _spec_path(name)
     if path is None:
@@ -201,15 +202,17 @@ def dataset_spec(name: str | os.PathLike | None = None) -> DatasetSpec:
     if not path.is_file():
         raise DatasetError(f"dataset spec file {path} does not exist (data.dataset is a built-in name: "
                            f"{', '.join(BUILT_IN)}, or the path of a spec YAML file)")
-    spec = load_spec_file(path)
-    if name in BUILT_IN and spec.name != name:
-        raise DatasetError(f"{path}: the built-in spec file names dataset {spec.name!r}, expected {name!r}")
-    if name not in BUILT_IN and spec.name in BUILT_IN and spec != dataset_spec(spec.name):
-        raise DatasetError(f"dataset spec {path}: key 'name': {spec.name!r} is a built-in dataset; give the spec "
-                           f"another name")
-    spec = register(spec, str(path))
-    _LOADED[name] = (spec, str(path))
-    return spec
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)      # a file edited since is read again
+    if key not in _FILES:
+        spec = load_spec_file(path)
+        if name in BUILT_IN and spec.name != name:
+            raise DatasetError(f"{path}: the built-in spec file names dataset {spec.name!r}, expected {name!r}")
+        if name not in BUILT_IN and spec.name in BUILT_IN:
+            raise DatasetError(f"dataset spec {path}: key 'name': {spec.name!r} is a built-in dataset; give the "
+                               f"spec another name")
+        _FILES[key] = register(spec, str(path)) if name not in BUILT_IN else spec
+    return _FILES[key]
 
 
 def spec_of(cfg) -> DatasetSpec:

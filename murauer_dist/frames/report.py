@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from murauer_dist.frames.datasets import NYU          # the report measures against NYU's own files
 from murauer_dist import geometry
 from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist.frames import nyu
@@ -41,8 +42,8 @@ class DataReportError(UserError, ValueError):
 
 def palm_centred(uvd: np.ndarray) -> np.ndarray:
     """(N, 14, 3) uvd -> xyz mm relative to the palm centre."""
-    xyz = geometry.uvd_to_xyz(uvd)
-    return xyz - xyz[:, geometry.CENTER_JOINT:geometry.CENTER_JOINT + 1]
+    xyz = geometry.uvd_to_xyz(uvd, NYU.camera)
+    return xyz - xyz[:, NYU.joints.center:NYU.joints.center + 1]
 
 
 def nearest_pose_error(reference: np.ndarray, poses: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -57,7 +58,7 @@ def nearest_pose_error(reference: np.ndarray, poses: np.ndarray, chunk: int = 25
 
 def crop_stats(depth: np.ndarray, center_uvd) -> dict:
     """Statistics of a palm-centred crop of a full depth map (mm)."""
-    window = geometry.CropWindow.around(center_uvd, CUBE, CROP)
+    window = geometry.CropWindow.around(center_uvd, CUBE, CROP, camera=NYU.camera)
     crop = geometry.crop_depth(depth, window).astype(np.float64)
     z = float(center_uvd[2])
     hand = (crop > 0) & (np.abs(crop - z) <= CUBE / 2)
@@ -93,7 +94,7 @@ def _local_std(image: np.ndarray) -> np.ndarray:
 
 
 def twin_difference(real: np.ndarray, synth: np.ndarray, center_uvd) -> dict:
-    window = geometry.CropWindow.around(center_uvd, CUBE, CROP)
+    window = geometry.CropWindow.around(center_uvd, CUBE, CROP, camera=NYU.camera)
     r, s = (geometry.crop_depth(d, window).astype(np.float64) for d in (real, synth))
     z = float(center_uvd[2])
     mr, ms = ((x > 0) & (np.abs(x - z) <= CUBE / 2) for x in (r, s))
@@ -114,16 +115,16 @@ def data_report(root: str, out: str = "", frames: int = 200, seed: int = 0, refe
     rng = np.random.default_rng(seed)
     gt_uvd = np.loadtxt(ref / NYU_GT).reshape(-1, 14, 3)
     reference_poses = palm_centred(gt_uvd[::4])                   # every 4th NYU test frame (2063)
-    train = nyu.NyuSplit(root_path, "train")
+    train = nyu.NyuSplit(root_path, "train", NYU)
     poses = palm_centred(train.all_labels(1).eval_uvd)
     coverage = {}
     for n in SAMPLES:
         picked = poses[rng.choice(len(poses), size=min(n, len(poses)), replace=False)]
         error = nearest_pose_error(reference_poses, picked)
         coverage[str(n)] = {"poses": len(picked), "mean_mm": float(error.mean()), "median_mm": float(np.median(error))}
-    real_frame = nyu.decode_depth_png(ref / NYU_FRAME)
-    crops = {"nyu_real": crop_stats(real_frame, gt_uvd[0, geometry.CENTER_JOINT])}
-    test = nyu.NyuSplit(root_path, "test")
+    real_frame = nyu.decode_depth_png(ref / NYU_FRAME, NYU.depth_encoding)
+    crops = {"nyu_real": crop_stats(real_frame, gt_uvd[0, NYU.joints.center])}
+    test = nyu.NyuSplit(root_path, "test", NYU)
     chosen = np.sort(rng.choice(len(test), size=min(frames, len(test)), replace=False))
     per_domain: dict[str, list] = {"real": [], "synth": []}
     twins = []
@@ -159,7 +160,7 @@ def label_noise(root: Path) -> dict | None:
     poses = shown_poses(root)
     if poses is None:
         return None
-    per_frame = label_distance(poses, list(nyu.NyuSplit(root, "test").spec.joints.evaluated))
+    per_frame = label_distance(poses, list(nyu.NyuSplit(root, "test", NYU).spec.joints.evaluated))
     return {"mean_mm": float(per_frame.mean()), "p90_mm": float(np.percentile(per_frame, 90)),
             "nyu_bound_mm": NYU_BEST_PUBLISHED_MM}
 
@@ -196,11 +197,11 @@ def _figure(path: Path, real_frame: np.ndarray, gt_uvd: np.ndarray, test, indice
     import matplotlib.pyplot as plt
 
     def crop_image(depth, center):
-        window = geometry.CropWindow.around(center, CUBE, CROP)
+        window = geometry.CropWindow.around(center, CUBE, CROP, camera=NYU.camera)
         return geometry.normalize_depth(geometry.crop_depth(depth, window), center[2], CUBE)
 
     fig, axes = plt.subplots(2, len(indices) + 1, figsize=(2.2 * (len(indices) + 1), 4.6))
-    axes[0, 0].imshow(crop_image(real_frame, gt_uvd[geometry.CENTER_JOINT]), cmap="gray", vmin=-1, vmax=1)
+    axes[0, 0].imshow(crop_image(real_frame, gt_uvd[NYU.joints.center]), cmap="gray", vmin=-1, vmax=1)
     axes[0, 0].set_title("NYU real", fontsize=8)
     axes[1, 0].hist([row["silhouette_xor"] for row in twins], bins=20)
     axes[1, 0].set_title("real vs twin: silhouette xor", fontsize=8)

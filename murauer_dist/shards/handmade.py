@@ -68,10 +68,10 @@ def make_nyu_layout(root: str | os.PathLike, frames_train: int = 6, frames_test:
         folder = root / split
         folder.mkdir(parents=True, exist_ok=True)
         joints = random_joints(rng, frames)
-        for cam in nyu.CAMERAS:
+        for cam in range(1, NYU.num_cameras + 1):
             for frame in range(frames):
                 clean = render_blob(joints["joint_uvd"][cam - 1, frame])
                 for domain, depth in (("synth", clean), ("real", sensor_view(clean, rng))):
-                    atomic_write_bytes(folder / nyu.depth_filename(domain, cam, frame), nyu.encode_depth_png(depth))
+                    atomic_write_bytes(folder / nyu.depth_filename(domain, cam, frame), nyu.encode_depth_png(depth, NYU.depth_encoding))
         scipy.io.savemat(folder / "joint_data.mat", joints)
     return root

@@ -34,11 +34,13 @@ class GeneratorSettings:
 
     sensor: sensor.SensorModel = field(default_factory=sensor.SensorModel)
     motion: poses.MotionConfig = field(default_factory=poses.MotionConfig)
-    rig: Rig = field(default_factory=Rig.default)
+    rig: Rig | None = None                  # None: the default rig with the dataset's camera
     dataset: str = DEFAULT_DATASET
     realism: realism.Realism = field(default_factory=realism.Realism)   # a profile of realism.PROFILES
 
     def __post_init__(self):
+        if self.rig is None:
+            object.__setattr__(self, "rig", Rig.default(camera=self.spec.camera))
         if self.rig.camera != self.spec.camera:
             raise ValueError(f"the rig's camera {self.rig.camera} is not dataset {self.dataset!r}'s "
                              f"{self.spec.camera}; use GeneratorSettings.for_dataset")

@@ -219,18 +219,3 @@ def pad_capsules(models: list) -> list[dict]:
         repeat = np.r_[np.arange(len(m.capsules["radius"])), np.full(count - len(m.capsules["radius"]), -1)]
         out.append({key: value[repeat] for key, value in m.capsules.items()})
     return out
-
-
-def recorded_subject_split(shards: str) -> int | None:
-    """The test subject split of the procedural dataset that the shard set `shards` was cut from: the
-    "test_subject_split" of the procedural.json in the test manifest's source root; None if there is none."""
-    import json
-    from pathlib import Path
-    try:
-        manifest = json.loads((Path(shards) / "test" / "manifest.json").read_text())
-        root = (manifest.get("source") or {}).get("root")
-        record = json.loads((Path(root) / "procedural.json").read_text()) if root else {}
-    except (OSError, ValueError, TypeError):
-        return None
-    split = record.get("test_subject_split")
-    return int(split) if isinstance(split, int) and not isinstance(split, bool) else None

@@ -9,21 +9,20 @@ the box pixels of a hand without changing any depth). The tiles of all capsules 
 through one array with the tile as its long axis, so the per-capsule terms broadcast instead of
 being gathered per pixel; np.maximum.at on reversed keys keeps the nearest surface per pixel.
 Depth 0 means no surface. Points are in a camera's y-up coordinates (the rig's); the camera
-(datasets.Camera: intrinsics and image size, NYU's by default) only sets where pixels look.
+(datasets.Camera: intrinsics and image size, always passed) only sets where pixels look.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from murauer_dist.frames.datasets import Camera
-from murauer_dist.geometry import NYU_CAMERA
 
 NEAR_MM = 60.0
 TILE = 4                     # culling tile (grid pixels); 4 measured fastest of 2-12
 
 
 def ray_slopes(rows: np.ndarray, cols: np.ndarray, step: float = 1.0,
-               camera: Camera = NYU_CAMERA) -> tuple[np.ndarray, np.ndarray]:
+               *, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
     """x/z and y/z (y up) of the rays through pixel centres of a grid subsampled by `step`."""
     dx = ((cols + 0.5) * step - camera.ux) / camera.fx
     dy = -((rows + 0.5) * step - camera.uy) / camera.fy
@@ -31,7 +30,7 @@ def ray_slopes(rows: np.ndarray, cols: np.ndarray, step: float = 1.0,
 
 
 def capsule_boxes(a: np.ndarray, b: np.ndarray, radius: np.ndarray, height: int, width: int, step: float,
-                  camera: Camera = NYU_CAMERA):
+                  camera: Camera):
     """Inclusive pixel boxes (u0, u1, v0, v1) of capsules (K,) on a grid of `step` image pixels."""
     ends = np.stack([a, b])                                     # (2, K, 3)
     z = np.maximum(ends[..., 2], NEAR_MM)
@@ -72,7 +71,7 @@ def _segment_distance(px, py, ax, ay, bx, by):
     return np.hypot(px - ax - t * ex, py - ay - t * ey)
 
 
-def _tiles(u0, u1, v0, v1, a, b, radius, step: float, camera: Camera = NYU_CAMERA):
+def _tiles(u0, u1, v0, v1, a, b, radius, step: float, camera: Camera):
     """The TILE x TILE tiles of the capsules' boxes that a capsule's projection can reach: top-left
     (col, row) per tile and its capsule. A tile is kept when the centre of its pixel centres lies within
     the capsule's reach (plus the tile's half-diagonal and a pixel of slack) of the projected axis, so
@@ -99,7 +98,7 @@ def _tiles(u0, u1, v0, v1, a, b, radius, step: float, camera: Camera = NYU_CAMER
 
 def trace_tiles(c0: np.ndarray, r0: np.ndarray, owner: np.ndarray, last_col: np.ndarray, last_row: np.ndarray,
                 a: np.ndarray, b: np.ndarray, radius: np.ndarray, step: float = 1.0,
-                camera: Camera = NYU_CAMERA) -> np.ndarray:
+                *, camera: Camera) -> np.ndarray:
     """Depth (TILE, TILE, n) float32 of the nearest hit of the rays (dx, dy, 1) through the pixels of n
     tiles (top-left c0, r0 on the grid; index: row in tile, column in tile, tile) with their capsules
     a[owner], b[owner] (K, 3), radius[owner] (K,); inf on a miss and on pixels beyond the capsule's box
@@ -112,7 +111,7 @@ def trace_tiles(c0: np.ndarray, r0: np.ndarray, owner: np.ndarray, last_col: np.
     """
     span = np.arange(TILE)
     cols, rows = c0 + span[:, None], r0 + span[:, None]                       # (T, n)
-    dx, dy = ray_slopes(rows.astype(np.float32), cols.astype(np.float32), step, camera)
+    dx, dy = ray_slopes(rows.astype(np.float32), cols.astype(np.float32), step, camera=camera)
     dx, dy = dx[None], dy[:, None]                                    # (1, T, n) per column, (T, 1, n) per row
     per_tile = lambda x: np.asarray(x).astype(np.float32)[owner]      # noqa: E731
     length = np.linalg.norm(b - a, axis=1).clip(1e-6)
@@ -145,7 +144,7 @@ def trace_tiles(c0: np.ndarray, r0: np.ndarray, owner: np.ndarray, last_col: np.
 
 
 def render_capsules(a: np.ndarray, b: np.ndarray, radius: np.ndarray, height: int | None = None,
-                    width: int | None = None, step: float = 1.0, camera: Camera = NYU_CAMERA) -> np.ndarray:
+                    width: int | None = None, step: float = 1.0, *, camera: Camera) -> np.ndarray:
     """Depth maps (n_img, height, width) float32 of capsules a, b (n_img, C, 3), radius (n_img, C);
     height and width default to the camera's image."""
     height = camera.height if height is None else height
@@ -154,7 +153,7 @@ def render_capsules(a: np.ndarray, b: np.ndarray, radius: np.ndarray, height: in
     flat_a, flat_b, flat_r = a.reshape(-1, 3), b.reshape(-1, 3), radius.reshape(-1)
     u0, u1, v0, v1 = capsule_boxes(flat_a, flat_b, flat_r, height, width, step, camera)
     c0, r0, owner = _tiles(u0, u1, v0, v1, flat_a, flat_b, flat_r, step, camera)
-    depth = trace_tiles(c0, r0, owner, u1, v1, flat_a, flat_b, flat_r, step, camera)
+    depth = trace_tiles(c0, r0, owner, u1, v1, flat_a, flat_b, flat_r, step, camera=camera)
     span = np.arange(TILE)
     corner = ((owner // n_caps) * height + r0) * width + c0                  # flat pixel of each tile's corner
     pixel = corner + (span * width)[:, None, None] + span[None, :, None]    # (T, T, n)
@@ -168,9 +167,9 @@ def render_capsules(a: np.ndarray, b: np.ndarray, radius: np.ndarray, height: in
 
 
 def render_plane(normal: np.ndarray, offset: float, height: int, width: int, step: float = 1.0,
-                 camera: Camera = NYU_CAMERA) -> np.ndarray:
+                 *, camera: Camera) -> np.ndarray:
     """Depth (height, width) of the plane normal . p = offset seen from the origin; 0 where it is behind."""
-    dx, dy = ray_slopes(np.arange(height)[:, None], np.arange(width)[None, :], step, camera)
+    dx, dy = ray_slopes(np.arange(height)[:, None], np.arange(width)[None, :], step, camera=camera)
     facing = dx * normal[0] + dy * normal[1] + normal[2]
     with np.errstate(divide="ignore", invalid="ignore"):
         depth = offset / facing

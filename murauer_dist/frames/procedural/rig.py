@@ -1,7 +1,7 @@
 """A fixed rig of three depth cameras of one kind: camera 1 frontal, cameras 2 and 3 at the sides.
 
-The cameras share the intrinsics and image size of `Rig.camera` (a datasets.Camera: NYU's by
-default, a dataset spec's for `synth-data --dataset`). Each camera has its own coordinates (x right,
+The cameras share the intrinsics and image size of `Rig.camera` (a datasets.Camera: the dataset
+spec's that `synth-data --dataset` names). Each camera has its own coordinates (x right,
 y up, z = depth; a y-down dataset flips y when the labels are written, frames.py). Camera 1's
 frame is the world frame; camera k sees p_k = R_k (p_1 - C_k). Cameras 2 and 3 sit on a circle around
 a pivot in front of camera 1 (where the hand moves), turned by +-yaw and looking at the pivot, so a
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from murauer_dist.frames.datasets import NYU, Camera
+from murauer_dist.frames.datasets import Camera
 
 
 def look_at(center: np.ndarray, target: np.ndarray, up=(0.0, 1.0, 0.0)) -> np.ndarray:
@@ -31,11 +31,11 @@ class Rig:
 
     rotations: np.ndarray
     centers: np.ndarray
-    camera: Camera = NYU.camera
+    camera: Camera                   # the dataset's (frames.GeneratorSettings passes its spec's)
 
     @classmethod
-    def default(cls, pivot_mm: float = 750.0, yaw_deg: float = 50.0, height_mm: float = 120.0,
-                camera: Camera = NYU.camera) -> "Rig":
+    def default(cls, pivot_mm: float = 750.0, yaw_deg: float = 50.0, height_mm: float = 120.0, *,
+                camera: Camera) -> "Rig":
         pivot = np.array([0.0, 0.0, pivot_mm])
         rotations, centers = [np.eye(3)], [np.zeros(3)]
         for side, lift in ((-1.0, height_mm), (1.0, -0.5 * height_mm)):   # cam 2 left/above, cam 3 right

@@ -21,7 +21,6 @@ from scipy import ndimage
 from murauer_dist.frames.procedural import render
 from murauer_dist.frames.procedural.rig import Rig
 from murauer_dist.frames.datasets import Camera
-from murauer_dist.geometry import NYU_CAMERA
 
 FAR_MM = 10000.0
 MEDIAN_TOLERANCE_PX = 0.25          # correlation window: disparity range (pixels) below which a pixel is kept
@@ -87,12 +86,12 @@ def render_clutter(scene: dict, rig: Rig, step: int = 4) -> np.ndarray:
         for normal, offset in scene["planes"]:
             cam_normal = rig.rotations[cam - 1] @ normal
             layers.append(render.render_plane(cam_normal, offset - normal @ rig.centers[cam - 1], height, width, step,
-                                              camera))
+                                              camera=camera))
         if scene["torso"] is not None:
             top, bottom, radius = scene["torso"]
             caps = [rig.to_camera(np.asarray(p)[None, None], cam) for p in (top, bottom)]
             layers.append(render.render_capsules(caps[0], caps[1], np.array([[radius]]), height, width, step,
-                                                 camera)[0])
+                                                 camera=camera)[0])
         for layer in layers:
             layer = np.where(layer > 0, layer, FAR_MM)
             depth[cam - 1] = np.where(depth[cam - 1] > 0, np.minimum(depth[cam - 1], layer), layer)
@@ -120,7 +119,7 @@ def hand_box(hand_depth: np.ndarray, pad: int = 12):
 
 
 def apply_sensor(hand_depth: np.ndarray, clutter: np.ndarray, rng: np.random.Generator, bank: np.ndarray,
-                 sensor: SensorModel, camera: Camera = NYU_CAMERA, light=None) -> np.ndarray:
+                 sensor: SensorModel, camera: Camera, light=None) -> np.ndarray:
     """A clean hand render (the camera's height, width) and its clutter -> what the sensor reads, uint16 mm.
 
     `light`: a realism.StructuredLight; when enabled, the per-pixel occlusion shadow (over the whole
