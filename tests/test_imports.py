@@ -21,7 +21,9 @@ For example ``import torch  # lazy: heavy: torch``, or, for a block::
 
 Import graph edges of a module's parent packages (``import a.b.c`` also runs ``a/__init__`` and
 ``a/b/__init__``) are not counted; a package's ``__init__`` that imports its submodules, and those
-submodules importing one another by absolute name, is the normal way packages work.
+submodules importing one another by absolute name, is the normal way packages work. Imports by
+name at run time (``importlib.import_module(...)``, as bench/__init__ and shards/__init__ do) are
+not seen.
 """
 import ast
 import re
@@ -82,8 +84,7 @@ def _imports_with_blocks(tree):
     out = []
 
     def walk(node, in_function):
-        block_start = None
-        for field, value in ast.iter_fields(node):
+        for _field, value in ast.iter_fields(node):
             children = value if isinstance(value, list) else [value]
             block_start = None
             for child in children:
@@ -95,7 +96,7 @@ def _imports_with_blocks(tree):
                     out.append((child, block_start if in_function else None))
                     continue
                 block_start = None
-                walk(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+                walk(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
 
     walk(tree, False)
     return out
