@@ -26,7 +26,8 @@ UNCOMPARED_KEYS = ("train.allow_config_change",)
 
 def config_changes(old: dict, new: dict) -> dict[str, tuple]:
     """{key: (old value, new value)} between two config trees; a key one tree lacks counts as its default
-    (a run saved before the key existed), keys this version does not know are ignored."""
+    (a run saved before the key existed), keys this version does not know are ignored (among them
+    config.RETIRED_KEYS, the NYU rules that moved into the dataset spec)."""
     defaults = flatten(Config().to_dict())
     old_flat, new_flat = flatten(old), flatten(new)
     changes = {}

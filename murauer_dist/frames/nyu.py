@@ -15,7 +15,6 @@ import os
 import re
 import struct
 import zlib
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
