@@ -143,7 +143,8 @@ class RefinerData:
             tars = shard_read.split_tars(self.cfg.data.shards, "val")
         except shard_read.ShardError:
             return []
-        members = list(streams.needed_members(STREAM, self.cfg.data.encoding).values())
+        members = list(streams.needed_members(STREAM, self.cfg.data.encoding, self.sources.layout,
+                                              self.cfg.data.view_camera).values())
         return shard_read.complete_samples(tars, members, self.cfg.loader.bad_samples)[:VAL_SAMPLES]
 
     def next(self):
