@@ -358,17 +358,22 @@ RETIRED_KEYS = {
 }
 
 
-def _retired(path: str, where: str, strict: bool) -> bool:
-    """True (after a one-line note) for a retired key; strict (a command-line override): ConfigError."""
-    if path not in RETIRED_KEYS:
-        return False
-    moved = (f"config key '{path}' is now {RETIRED_KEYS[path]} (configs/datasets/*.yaml, docs/datasets.md); "
-             f"make-shards takes it from the dataset")
-    if strict:
-        raise ConfigError(f"{moved}; drop the override (for other rules, write a dataset spec file and set "
-                          f"data.dataset=PATH)")
-    print(f"note: {where}: {moved}; the value here is ignored", file=sys.stderr)
-    return True
+def _check_retired(path: str) -> None:
+    """A command-line override of a retired key: a ConfigError that says where the rule went."""
+    if path in RETIRED_KEYS:
+        raise ConfigError(f"config key '{path}' is now {RETIRED_KEYS[path]} (configs/datasets/*.yaml, "
+                          f"docs/datasets.md); make-shards takes it from the dataset. Drop the override (for "
+                          f"other rules, write a dataset spec file and set data.dataset=PATH)")
+
+
+def _without_retired(values: dict, where: str) -> dict:
+    """`values` without the retired keys, after one line on stderr naming those it held (an old preset or
+    a checkpoint's config still loads)."""
+    retired = [key for key in values if key in RETIRED_KEYS]
+    if retired:
+        print(f"note: {where}: {', '.join(retired)} moved into the dataset spec (configs/datasets/*.yaml, "
+              f"docs/datasets.md); the value(s) here are ignored", file=sys.stderr)
+    return {key: value for key, value in values.items() if key not in RETIRED_KEYS}
 
 
 def _dataset_value(path: str, value: str) -> str:
@@ -484,9 +489,7 @@ def load_config(preset: str | os.PathLike | None = None, overrides: typing.Itera
     cfg, given = Config(), set()
     if preset:
         source = preset_path(preset)
-        for path, value in _preset_values(preset).items():
-            if _retired(path, f"preset {source}", strict=False):
-                continue
+        for path, value in _without_retired(_preset_values(preset), f"preset {source}").items():
             try:
                 _set(cfg, path, value)
             except ConfigError as err:
@@ -497,7 +500,7 @@ def load_config(preset: str | os.PathLike | None = None, overrides: typing.Itera
             raise ConfigError(f"override {item!r} must look like section.key=value")
         path, value = str(item).split("=", 1)
         path = path.strip().lstrip("-")
-        _retired(path, "override", strict=True)
+        _check_retired(path)
         _set(cfg, path, value)
         given.add(path)
     spec = dataset_spec(cfg.data.dataset)
@@ -515,9 +518,8 @@ def config_from_dict(tree: dict) -> Config:
     """Rebuild a config saved by `save_config` (e.g. from a checkpoint); ranges are not re-checked, so a
     run made under older rules still loads."""
     cfg = Config()
-    for path, value in flatten(tree).items():
-        if not _retired(path, "a saved run config", strict=False):
-            _set(cfg, path, value, check=False)
+    for path, value in _without_retired(flatten(tree), "a saved run config").items():
+        _set(cfg, path, value, check=False)
     return cfg
 
 
