@@ -127,6 +127,33 @@ def test_resume_after_interruption_gives_identical_bytes(layout, shard_set, tmp_
                        log=quiet)
 
 
+def test_shard_sets_made_before_the_rename_still_verify_resume_and_evaluate(layout, shard_set, tmp_path):
+    """A manifest of an older make-shards: settings say nyu_split / nyu_frames, no dataset_spec, no recorded
+    subject split. It verifies, a resumed make-shards keeps its shards (same fingerprint), and evaluate's
+    subject split comes from the rules of its source folder."""
+    import json
+    from murauer_dist.frames.datasets import dataset_spec
+    from murauer_dist.frames.sources import subject_split_of_manifest
+    old = tmp_path / "old"
+    shutil.copytree(shard_set, old)
+    for split in ("train", "val", "test"):
+        path = old / split / "manifest.json"
+        manifest = json.loads(path.read_text())
+        settings = manifest["settings"]
+        settings["nyu_split"], settings["nyu_frames"] = settings.pop("source_split"), settings.pop("source_frames")
+        manifest.pop("dataset_spec")
+        manifest["source"].pop("test_subject_split", None)
+        path.write_text(json.dumps(manifest))
+    assert verify_shard_set(str(old), log=quiet)["test"] == 4
+    lines = []
+    make_shard_set(str(layout), str(old), shard_size=2, workers=1, overrides=SMALL, log=lines.append)
+    assert any("test: " in line and "2 already finished, 0 to write" in line for line in lines), lines
+    spec = dataset_spec(str(REPO / "tests" / "data" / "nyu-small-rules.yaml"))
+    legacy = json.loads((shard_set / "test" / "manifest.json").read_text())
+    legacy["source"].pop("test_subject_split")
+    assert subject_split_of_manifest(legacy, spec) == 2 == spec.test_subject_split     # no procedural.json there
+
+
 def member_offset(tar_path: Path, name: str) -> tuple[int, int]:
     with tarfile.open(tar_path) as tar:
         info = tar.getmember(name)
