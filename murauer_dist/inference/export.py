@@ -38,6 +38,7 @@ from torch import nn
 from murauer_dist.atomic import atomic_write_bytes, atomic_write_text
 from murauer_dist.config import load_config
 from murauer_dist.errors import UserError
+from murauer_dist.frames.datasets import spec_of
 from murauer_dist.inference.checkpoints import PoseCheckpoint, RefinerCheckpoint, load_inference
 from murauer_dist.paths import output_file
 from murauer_dist.train.checkpoint import resolve_checkpoint
@@ -229,7 +230,6 @@ def describe_export(cfg, mapped: bool, fmt: str, fixed_batch: int | None, checkp
         if hasattr(cfg.data, key):
             info[key] = getattr(cfg.data, key)
     try:
-        from murauer_dist.frames.datasets import spec_of
         info["joint_labels"] = list(spec_of(cfg).joints.labels)
     except (ImportError, AttributeError, KeyError, ValueError):
         pass

@@ -95,9 +95,9 @@ class Predictor:
         start = time.perf_counter()
         names = names or ["?"] * len(depths)
         detected = np.stack([self.detect(depth, name).center_xyz for depth, name in zip(depths, names)])
+        seconds = time.perf_counter() - start
         found = self.at_centres(depths, detected, off_image="raise", names=names)
-        found.detected_xyz = detected
-        found.seconds["centre"] = time.perf_counter() - start - found.seconds["refiner"] - found.seconds["pose"]
+        found.detected_xyz, found.seconds["centre"] = detected, seconds
         return found
 
     def at_centres(self, depths, centres_xyz: np.ndarray, cubes=None, *, refine: bool = True,

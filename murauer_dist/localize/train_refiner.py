@@ -33,9 +33,13 @@ import torch
 from murauer_dist.config import load_config, public_dict
 from murauer_dist.batches import streams
 from murauer_dist.batches.augment import CUBE, SCALE, U_C, V_C, Z_C, jittered_center
+from murauer_dist.batches.loaders import DataSources
+from murauer_dist.batches.reference_backend import ReferenceStreamBackend
+from murauer_dist.batches.reference_pipeline import RawBatches, raw_loader
 from murauer_dist.shards import read as shard_read
 from murauer_dist.errors import UserError
 from murauer_dist.inference.refiner import build_refiner, save_refiner
+from murauer_dist.paths import output_file
 from murauer_dist.seeds import derive_seed
 from murauer_dist.tracking.progress import progress
 
@@ -121,8 +125,6 @@ class RefinerData:
     """Endless training batches and fixed validation batches (reference loader, unlabeled_real stream)."""
 
     def __init__(self, cfg):
-        from murauer_dist.batches.loaders import DataSources
-        from murauer_dist.batches.reference_backend import ReferenceStreamBackend
         self.cfg = stream_config(cfg)
         self.sources = DataSources(self.cfg, need_labeled=False)
         self.camera = self.sources.spec.camera
@@ -161,7 +163,6 @@ class RefinerData:
 
     def validation(self):
         """The val batches, the same draws every time (fixed seed, no shuffling)."""
-        from murauer_dist.batches.reference_pipeline import RawBatches, raw_loader
         if not self.val_samples:
             return
         dataset = RawBatches(self.cfg, STREAM, self.cfg.loader.eval_batch, {"main": self.val_samples},
@@ -200,7 +201,6 @@ def train_refiner(cfg, log=print) -> dict:
     r = cfg.refiner
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(derive_seed(r.seed, "refiner", "init"))
-    from murauer_dist.paths import output_file
     out = output_file(refiner_out(cfg), "refiner.out")
     data = RefinerData(cfg)
     model = build_refiner(cfg).to(device).train()
