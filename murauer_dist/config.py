@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.frames.datasets import DEFAULT_DATASET, dataset_spec
+from murauer_dist.frames.datasets import BUILT_IN, DEFAULT_DATASET, DatasetError, dataset_spec
 from murauer_dist.errors import UserError
 from murauer_dist.methods import METHODS, required_streams, synthetic_needs
 
@@ -379,7 +379,6 @@ def _without_retired(values: dict, where: str) -> dict:
 def _dataset_value(path: str, value: str) -> str:
     """data.dataset: a built-in name as it is; a spec file's path made absolute (a run finds it from
     anywhere); anything else a ConfigError naming the key."""
-    from murauer_dist.frames.datasets import BUILT_IN, DatasetError
     try:
         dataset_spec(value)
     except (DatasetError, UserError) as err:

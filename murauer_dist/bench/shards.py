@@ -20,6 +20,7 @@ import numpy as np
 import webdataset as wds
 
 from murauer_dist.frames.datasets import NYU
+from murauer_dist.frames.sources import source_rules
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.bench.machine import describe, machine
 from murauer_dist.config import load_config
@@ -40,7 +41,6 @@ def _quiet(*_args, **_kwargs) -> None:
 
 def _write_run(split: nyu.NyuSplit, frames: int, workers: int, encoding: str, folder: Path) -> dict:
     cfg = load_config(None, [f"data.encoding={encoding}", "data.val_fraction=0"])
-    from murauer_dist.frames.sources import source_rules
     plan = plan_splits(cfg, {"train": len(split)}, "train", source_rules(split.root, split.spec),
                        shard_size=max(1, frames // 8))[0]
     plan = dataclasses.replace(plan, stop=min(frames, plan.stop))

@@ -29,6 +29,7 @@ from murauer_dist.atomic import atomic_write_text
 from murauer_dist.batches.batch import to_device
 from murauer_dist.batches.streams import EVAL_STREAMS
 from murauer_dist.frames.datasets import DatasetSpec
+from murauer_dist.frames.sources import subject_split_of_manifest
 from murauer_dist.errors import UserError
 from murauer_dist.eval.metrics import compute_metrics
 from murauer_dist.eval.result_files import write_result_file
@@ -36,6 +37,7 @@ from murauer_dist.eval.score import format_table
 from murauer_dist.geometry import denormalize_joints
 from murauer_dist.inference.checkpoints import load_pose
 from murauer_dist.paths import output_folder, what_is
+from murauer_dist.shards.manifest import read_manifest
 from murauer_dist.tracking.progress import progress
 
 
@@ -169,8 +171,6 @@ def eval_dir(run_dir: str | Path, domain: str = "real", split: str = "test") -> 
 def subject_split_of(cfg, spec: DatasetSpec) -> int | None:
     """The test frame where the second test subject starts, as the test manifest of cfg.data.shards
     records it (frames/sources.py), or None for a one-subject test set."""
-    from murauer_dist.frames.sources import subject_split_of_manifest
-    from murauer_dist.shards.manifest import read_manifest
     return subject_split_of_manifest(read_manifest(Path(cfg.data.shards) / "test"), spec)
 
 

@@ -64,8 +64,7 @@ def subject_split_for(ground_truth: str, frames: int, spec: DatasetSpec) -> int 
     rows = Path(ground_truth).parent / "frames.txt"
     if recorded is None or not rows.is_file():
         return recorded
-    from murauer_dist.eval.evaluate import subject_split_row
-    return subject_split_row(np.loadtxt(rows, dtype=np.int64, ndmin=1), recorded)
+    return int(np.searchsorted(np.loadtxt(rows, dtype=np.int64, ndmin=1), recorded))   # frames are sorted
 
 
 def check_recorded_dataset(path: str, spec: DatasetSpec) -> None:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from murauer_dist.errors import UserError
+from murauer_dist.frames.spec_file import SpecFileError, build, merged, read_yaml
 
 DEFAULT_DATASET = "nyu"              # what a shard manifest or a config without a dataset key means
 SPEC_DIR = Path(__file__).resolve().parent.parent.parent / "configs" / "datasets"   # the built-in specs
@@ -137,12 +138,10 @@ class DatasetSpec:
 
 def spec_from_dict(tree: dict, origin: str = "a shard manifest's dataset_spec") -> DatasetSpec:
     """Rebuild a spec from to_dict's output (or a spec file's mapping), every key checked."""
-    from murauer_dist.frames.spec_file import build
     return build(DatasetSpec, tree, Path(origin), {})
 
 
 def _read_spec(path: Path, seen: tuple = ()) -> dict:
-    from murauer_dist.frames.spec_file import SpecFileError, merged, read_yaml
     if path.resolve() in seen:
         raise SpecFileError(f"dataset spec {path}: extends itself through 'base:'")
     tree, _ = read_yaml(path)
@@ -168,7 +167,6 @@ def _spec_path(name: str, folder: Path | None = None) -> Path | None:
 
 def load_spec_file(path: str | os.PathLike) -> DatasetSpec:
     """The spec of a YAML file, read and checked (SpecFileError names the file and key)."""
-    from murauer_dist.frames.spec_file import build, read_yaml
     path = Path(path)
     tree = _read_spec(path)
     _, lines = read_yaml(path)

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from murauer_dist.errors import UserError
 from murauer_dist.frames.datasets import DatasetSpec
 
 PROCEDURAL_RECORD = "procedural.json"          # the procedural dataset's own record (frames/procedural/generate.py)
@@ -41,7 +42,6 @@ def procedural_record(root: str | os.PathLike) -> dict | None:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        from murauer_dist.errors import UserError
         raise UserError(f"{path}: unreadable procedural dataset record ({err}); make the dataset again "
                         f"with `murauer-dist synth-data`") from None
     return record if isinstance(record, dict) else {}

@@ -31,7 +31,7 @@ from murauer_dist.shards.schema import (CROP_FIELDS, CROP_MEMBER, META_MEMBER, S
                                              SchemaError, check_member_size, decode_labels, frame_of_key,
                                              member_names, split_member_name)
 from murauer_dist.shards.writer import sample_digest
-from murauer_dist.frames.datasets import DatasetError, DatasetSpec, manifest_spec
+from murauer_dist.frames.datasets import NYU, DatasetError, DatasetSpec, manifest_spec
 from murauer_dist.errors import UserError
 
 PLAN_KEYS = tuple(field.name for field in dataclasses.fields(SplitPlan))
@@ -249,7 +249,6 @@ def _manifest_spec(manifest: dict) -> tuple[DatasetSpec, str | None]:
     try:
         return manifest_spec(manifest), None
     except (DatasetError, UserError) as err:
-        from murauer_dist.frames.datasets import NYU
         return NYU, f"manifest settings.dataset = {manifest['settings'].get('dataset')!r}: {err}"
 
 
