@@ -38,7 +38,9 @@ from murauer_dist.memory import keep_freed_memory
 from murauer_dist.tracking.progress import ProgressLines
 
 CHUNK_FRAMES = 8
-MAT_HEADER = "MATLAB 5.0 MAT-file, written by murauer_dist.frames.procedural"
+# The generator's name as the first release wrote it (module path since moved): same seed, same bytes.
+GENERATOR = "murauer_dist.data.procedural"
+MAT_HEADER = f"MATLAB 5.0 MAT-file, written by {GENERATOR}"
 OWN_PATTERNS = ("depth_?_???????.png", "synthdepth_?_???????.png", "joint_data.mat")
 _WORKER: dict = {}                                # per-process renderers, set by _init_worker
 
@@ -192,7 +194,7 @@ def _write_joints(path: Path, uvd: np.ndarray, xyz: np.ndarray) -> None:
 
 def _write_manifest(root: Path, seed: int, counts: dict, settings: GeneratorSettings) -> None:
     manifest = {
-        "generator": "murauer_dist.frames.procedural", "seed": seed, "frames": counts,
+        "generator": GENERATOR, "seed": seed, "frames": counts,
         "actors": {split: asdict(shape) for split, shape in ACTORS.items()}, "template": asdict(hand.TEMPLATE),
         "sensor": settings.sensor.to_dict(), "motion": asdict(settings.motion),
         "rig": {"rotations": settings.rig.rotations.tolist(), "centers_mm": settings.rig.centers.tolist()},
