@@ -42,6 +42,7 @@ from murauer_dist import geometry
 from murauer_dist.batches import streams
 from murauer_dist.batches.batch import stream_sizes
 from murauer_dist.shards import read as shard_read
+from murauer_dist.shards.labeled import ensure_labeled_shards, labeled_dir
 from murauer_dist.seeds import derive_seed
 
 
@@ -85,6 +86,16 @@ def stream_seed(seed: int, stage: str, epoch: int, stream: str, rank: int) -> in
     return derive_seed(seed, stage, epoch, stream, rank)
 
 
+def cut_labeled_subset(cfg) -> Path:
+    """SHARDS/labeled/seed{data.label_seed}-n{data.n_labeled}: cut from the train shards the first time a
+    run asks for it (shards.labeled: once, atomically, safe when ranks race), read as it is afterwards.
+    The one place where building batches writes shards."""
+    folder = labeled_dir(cfg.data.shards, cfg.data.n_labeled, cfg.data.label_seed)
+    if folder.is_dir():
+        return folder
+    return ensure_labeled_shards(cfg.data.shards, cfg.data.n_labeled, cfg.data.label_seed)
+
+
 class DataSources:
     """Shard tars and complete samples of the train, labeled and eval sets of a config."""
 
@@ -97,8 +108,7 @@ class DataSources:
         self.layout = shard_read.sample_layout(self.train_tars, self.spec)
         self.labeled_tars: list[str] = []
         if need_labeled:
-            folder = shard_read.labeled_folder(cfg.data.shards, cfg.data.n_labeled, cfg.data.label_seed)
-            self.labeled_tars = shard_read.split_tars(folder, "")
+            self.labeled_tars = shard_read.split_tars(cut_labeled_subset(cfg), "")
         self.skipped: dict[str, int] = {}
 
     def samples(self, which: str, stream: str) -> list[tuple[str, str]]:
@@ -383,12 +393,12 @@ EVAL_SPLITS = ("test", "val", "labeled")
 
 def eval_folder(cfg, split: str):
     """The shard folder of an eval split: SHARDS/test, SHARDS/val, or "labeled": the labeled real frames
-    the config trains on (SHARDS/labeled/seed{data.label_seed}-n{data.n_labeled}, made if missing), whose
+    the config trains on (cut_labeled_subset), whose
     error next to the held-out splits' tells fitting from generalising."""
     if split not in EVAL_SPLITS:
         raise ValueError(f"eval split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
     if split == "labeled":
-        return shard_read.labeled_folder(cfg.data.shards, cfg.data.n_labeled, cfg.data.label_seed)
+        return cut_labeled_subset(cfg)
     return Path(cfg.data.shards) / split
 
 

@@ -56,15 +56,6 @@ def split_tars(shards_dir: str | Path, split: str) -> list[str]:
     return tars
 
 
-def labeled_folder(shards_dir: str | Path, n: int, seed: int) -> Path:
-    """SHARDS/labeled/seed{S}-n{N}; made (idempotently) by the shard writer when it is not there yet."""
-    from murauer_dist.shards.labeled import ensure_labeled_shards, labeled_dir
-    folder = labeled_dir(shards_dir, n, seed)
-    if folder.is_dir():
-        return folder
-    return Path(ensure_labeled_shards(shards_dir, n, seed))
-
-
 @lru_cache(maxsize=256)
 def _scan(path: str, mtime_ns: int) -> TarIndex:
     keys: list[str] = []
