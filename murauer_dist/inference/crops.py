@@ -30,7 +30,8 @@ def frame_crops(frames, centers_uvd: np.ndarray, cube_mm, crop_size: int,
     usable = np.zeros(len(centers), dtype=bool)
     if not len(centers):
         return crops, usable
-    cubes = np.broadcast_to(np.asarray(cube_mm, dtype=np.float64), (len(centers),))
+    per_frame = np.ndim(cube_mm) > 0
+    cubes = np.asarray(cube_mm, dtype=np.float64).reshape(-1) if per_frame else cube_mm
     scale = crop_scale(centers[:, 2], cubes, crop_size, camera)            # as CropWindow.around
     offsets = (np.arange(crop_size) + 0.5 - crop_size / 2.0)[None, :] / scale[:, None]
     cols = np.floor(centers[:, 0:1] + offsets).astype(np.int64)           # as crop_depth
@@ -44,5 +45,6 @@ def frame_crops(frames, centers_uvd: np.ndarray, cube_mm, crop_size: int,
         crop = np.asarray(depth)[np.clip(rows[index], 0, height - 1)][:, np.clip(cols[index], 0, width - 1)]
         crops[index] = np.where(row_ok[:, None] & col_ok[None, :], crop, 0)
         usable[index] = True
-    crops[usable] = normalize_depth(crops[usable], centers[usable, 2][:, None, None], cubes[usable][:, None, None])
+    crops[usable] = normalize_depth(crops[usable], centers[usable, 2][:, None, None],
+                                    cubes[usable][:, None, None] if per_frame else cubes)
     return crops, usable
