@@ -21,6 +21,7 @@ from murauer_dist.atomic import atomic_write_text
 from murauer_dist.frames.datasets import BUILT_IN, DEFAULT_DATASET, DatasetError, dataset_spec
 from murauer_dist.errors import UserError
 from murauer_dist.methods import METHODS, required_streams, synthetic_needs
+from murauer_dist.tracking.secrets import scrub_secrets
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -524,7 +525,6 @@ def config_from_dict(tree: dict) -> Config:
 
 def public_dict(cfg: Config) -> dict:
     """The config tree as it may be written anywhere: credentials redacted (tracking/secrets.py)."""
-    from murauer_dist.tracking.secrets import scrub_secrets
     return scrub_secrets(cfg.to_dict())
 
 

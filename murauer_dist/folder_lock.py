@@ -20,9 +20,11 @@ import os
 import socket
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from murauer_dist.errors import UserError, with_path
+from murauer_dist.tracking.secrets import redact_text
 
 LOCK_NAME = ".murauer-lock"
 
@@ -53,7 +55,6 @@ def _read_record(handle) -> dict:
 
 
 def _command_line() -> str:
-    from murauer_dist.tracking.secrets import redact_text
     text = " ".join(["murauer-dist", *sys.argv[1:]]) if sys.argv else "murauer-dist"
     return redact_text(text if len(text) <= 300 else text[:297] + "...")
 
@@ -158,6 +159,5 @@ def check_not_locked(folder: str | os.PathLike, what: str, doing: str) -> None:
 def folder_lock(folder: str | os.PathLike, what: str, enabled: bool = True, log=None):
     """FolderLock(folder, what) as a context manager; a no-op when not `enabled` (e.g. on ranks > 0)."""
     if not enabled:
-        from contextlib import nullcontext
         return nullcontext()
     return FolderLock(folder, what, log=log)

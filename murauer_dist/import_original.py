@@ -43,8 +43,12 @@ import torch
 from torch import nn
 
 from murauer_dist.atomic import atomic_open
+from murauer_dist.config import load_config, public_dict
 from murauer_dist.errors import UserError
+from murauer_dist.methods import METHODS, uses_mapping
+from murauer_dist.models import build_model
 from murauer_dist.paths import output_file, what_is
+from murauer_dist.train.checkpoint import describe_non_finite, non_finite_tensors, plain
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
 DROPPED = {"fc3_h1.weight", "fc3_h1.bias"}      # the original's second, unused pose output layer
@@ -194,11 +198,6 @@ def import_original(source: str | Path, out: str | Path, preset: str = "nyu", ov
     method: the method the file was trained with; it decides the evaluation path (murauer and the
     other mapped methods: real -> f -> m -> p; synth_only, e.g. the released synthetic-only
     pre-trained model: f -> p)."""
-    from murauer_dist.config import load_config, public_dict
-    from murauer_dist.methods import METHODS, uses_mapping
-    from murauer_dist.models import build_model
-    from murauer_dist.train.checkpoint import describe_non_finite, non_finite_tensors, plain
-
     if method not in METHODS:
         raise ImportOriginalError(f"import-original: --method must be one of {', '.join(METHODS)}, got {method!r}")
     source, out = Path(source), output_file(out, "import-original OUT")

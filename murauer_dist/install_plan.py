@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 DALI_WHEELS = {12: "nvidia-dali-cuda120", 13: "nvidia-dali-cuda130"}      # CUDA major -> wheel
@@ -117,10 +118,6 @@ def torch_versions() -> tuple:
 
 
 def installed_dali() -> tuple:
-    try:
-        from importlib import metadata
-    except ImportError:                                   # python < 3.8: cannot tell, assume none
-        return ()
     names = set()
     for dist in metadata.distributions():
         name = (dist.metadata.get("Name") or "").lower().replace("_", "-")

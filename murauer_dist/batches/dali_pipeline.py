@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.pipeline import Pipeline, do_not_convert
 import nvidia.dali.math as dmath
@@ -25,6 +26,7 @@ from murauer_dist.shards import schema
 from murauer_dist.shards.read import dali_index_paths
 from murauer_dist.batches.streams import needed_members, synth_field
 from murauer_dist.frames.datasets import Camera, spec_of
+from murauer_dist.geometry import stored_size
 from murauer_dist.seeds import derive_seed
 
 SOURCE_INFO_BYTES = 1024       # "shard.tar:offset:key.member", zero-padded to one width for the iterator
@@ -37,7 +39,6 @@ def resolve_device(device: str, training_device=None) -> str:
     if device == "auto":
         if training_device is not None:
             return "gpu" if getattr(training_device, "type", str(training_device)) == "cuda" else "cpu"
-        import torch
         return "gpu" if torch.cuda.is_available() else "cpu"
     if device not in ("gpu", "cpu"):
         raise ValueError(f"loader device must be auto, gpu or cpu, got {device!r}")
@@ -110,7 +111,6 @@ class StreamGraph:
         self.cfg, self.device, self.seed, self.part, self.layout = cfg, device, seed, part, layout
         self.camera = spec_of(cfg).camera          # the loaders checked data.dataset against the shards
         self.crop_size = cfg.data.crop_size
-        from murauer_dist.geometry import stored_size
         self.stored_size = stored_size(cfg.data.crop_size, cfg.data.crop_margin)
         aug = cfg.augment
         on = bool(aug.enabled)

@@ -166,10 +166,10 @@ class ReaderFactory:
         parts = {which: _part(len(s), self.rank, self.world, epoch) for which, s in self.samples[stream].items()}
         probability = self.labeled_probability if stream == "views" else 0.0
         if self.cfg.loader.backend == "dali":
-            from murauer_dist.batches.dali_backend import DaliStreamBackend
+            from murauer_dist.batches.dali_backend import DaliStreamBackend  # lazy: optional: nvidia.dali
             return DaliStreamBackend(self.cfg, stream, self.sizes[stream], self.sources, parts, seed, probability,
                                     self.device)
-        from murauer_dist.batches.reference_backend import ReferenceStreamBackend
+        from murauer_dist.batches.reference_backend import ReferenceStreamBackend  # lazy: heavy: webdataset
         return ReferenceStreamBackend(self.cfg, stream, self.sizes[stream], self.samples[stream], parts, seed,
                                      probability, self.sources.stored, self.sources.layout)
 
@@ -430,10 +430,10 @@ class EvalLoader:
         if not len(self.part):
             return
         if self.cfg.loader.backend == "dali":
-            from murauer_dist.batches.dali_backend import dali_eval_raw
+            from murauer_dist.batches.dali_backend import dali_eval_raw  # lazy: optional: nvidia.dali
             raws = dali_eval_raw(self.cfg, self.tars, (self.rank, self.world), self.device, self.layout, self.stream)
         else:
-            from murauer_dist.batches.reference_backend import reference_eval_raw
+            from murauer_dist.batches.reference_backend import reference_eval_raw  # lazy: heavy: webdataset
             raws = reference_eval_raw(self.cfg, [self.samples[i] for i in self.part], self.stored, self.layout,
                                       self.stream)
         for raw in raws:

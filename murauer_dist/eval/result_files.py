@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.frames.datasets import Camera
+from murauer_dist.frames.datasets import DATASETS, Camera
 from murauer_dist.errors import UserError
 from murauer_dist.geometry import uvd_to_xyz, xyz_to_uvd
+from murauer_dist.paths import what_is
 
 FORMATS = ("uvd", "xyz")
 # A point is consistent with a format when it lands (with this slack in pixels) in the image and
@@ -96,7 +97,6 @@ def _describe_units(fractions: dict[str, float], camera: Camera) -> str:
 
 def _other_cameras_hint(values: np.ndarray, fmt: str, camera: Camera) -> str:
     """'; they fit the camera of dataset X (pass --dataset X)' when another known dataset's camera fits."""
-    from murauer_dist.frames.datasets import DATASETS
     fitting = [spec.name for spec in DATASETS.values() if spec.camera != camera
                and (fmt if fmt != "auto" else "uvd") in plausible_formats(values, spec.camera)]
     return f"; they fit the camera of dataset {fitting[0]!r} (pass --dataset {fitting[0]})" if fitting else ""
@@ -123,7 +123,6 @@ def resolve_format(values: np.ndarray, fmt: str, path: str, camera: Camera) -> s
 
 def _joint_count_hint(values: int) -> str:
     """'; 48 values are the 16 joints of dataset X (pass --dataset X)' when a known dataset has that many."""
-    from murauer_dist.frames.datasets import DATASETS
     names = [spec.name for spec in DATASETS.values() if 3 * spec.joints.count == values]
     return (f"; {values} values are the {values // 3} joints of dataset {names[0]!r} (pass --dataset {names[0]})"
             if names else "")
@@ -181,7 +180,6 @@ def read_result_file(path: str | Path, fmt: str, expected_rows: int | None, num_
     path = str(path)
     _check_fmt(fmt, allow_auto=True)
     if not Path(path).is_file():
-        from murauer_dist.paths import what_is
         raise ResultFormatError(f"{path}: no such result file (it {what_is(path)})")
     values = _parse_lines(_read_text(path), path, num_joints)
     if values.shape[0] == 0:

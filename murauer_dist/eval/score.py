@@ -165,7 +165,7 @@ def format_table(results: dict[str, dict], max_threshold: int = MAX_THRESHOLD_MM
 
 def write_scores(out_dir: str | Path, results: dict[str, dict], ground_truth: str) -> dict[str, Path]:
     """scores.json (all metrics of every method) and success_rate.png (the curves overlaid)."""
-    from murauer_dist.eval.plots import plot_success_curves
+    from murauer_dist.eval.plots import plot_success_curves  # lazy: heavy: matplotlib
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "scores.json"

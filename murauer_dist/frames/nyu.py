@@ -26,6 +26,7 @@ from scipy.io.matlab import MatReadError
 from murauer_dist.frames.datasets import DatasetSpec
 from murauer_dist.frames.readers import SPLITS, FrameLabels
 from murauer_dist.errors import UserError
+from murauer_dist.paths import what_is
 
 __all__ = ["FrameLabels", "NyuSplit", "LayoutError", "CorruptImageError", "decode_depth_png", "encode_depth_png",
            "depth_filename", "DOMAINS", "SPLITS"]
@@ -141,7 +142,6 @@ class NyuSplit:
         self.spec = spec
         self.folder = self.root / split
         if not self.root.is_dir():
-            from murauer_dist.paths import what_is
             raise LayoutError(f"dataset root {self.root} {what_is(self.root)}, expected an NYU-layout folder; {MAKE_HINT}")
         if not self.folder.is_dir():
             raise LayoutError(f"{self.folder} is missing: an NYU-layout root holds train/ and test/; {MAKE_HINT}")

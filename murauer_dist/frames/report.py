@@ -19,12 +19,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from murauer_dist.frames.datasets import NYU          # the report measures against NYU's own files
 from murauer_dist import geometry
 from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist.frames import nyu
 from murauer_dist.errors import UserError
+from murauer_dist.frames.procedural.shown import label_distance, shown_poses
+from murauer_dist.paths import output_folder
 
 # Real NYU files shipped as package data (origins and licence: nyu_reference/SOURCES.md).
 NYU_FILES = Path(__file__).resolve().parent / "nyu_reference"
@@ -78,17 +81,14 @@ def crop_stats(depth: np.ndarray, center_uvd) -> dict:
 
 
 def _close(mask: np.ndarray, radius: int) -> np.ndarray:
-    from scipy import ndimage
     return ndimage.binary_closing(mask, iterations=radius, border_value=0)
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
     return ndimage.binary_erosion(mask)
 
 
 def _local_std(image: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
     mean = ndimage.uniform_filter(image, 3)
     return np.sqrt(np.maximum(ndimage.uniform_filter(image * image, 3) - mean * mean, 0.0))
 
@@ -110,7 +110,6 @@ def data_report(root: str, out: str = "", frames: int = 200, seed: int = 0, refe
         raise DataReportError(f"{root} is not an NYU-layout dataset (train/ and test/ joint_data.mat)")
     if not (ref / NYU_GT).is_file() or not (ref / NYU_FRAME).is_file():
         raise DataReportError(f"the real NYU reference files are missing from {ref} ({NYU_GT}, {NYU_FRAME})")
-    from murauer_dist.paths import output_folder
     output_folder(Path(out) if out else root_path / "report", "data-report --out")
     rng = np.random.default_rng(seed)
     gt_uvd = np.loadtxt(ref / NYU_GT).reshape(-1, 14, 3)
@@ -156,7 +155,6 @@ def data_report(root: str, out: str = "", frames: int = 200, seed: int = 0, refe
 def label_noise(root: Path) -> dict | None:
     """Mean joint distance (14 evaluated joints) of the test labels from the poses the real frames show;
     None where they are the same (no fitting error) or unknown (real data)."""
-    from murauer_dist.frames.procedural.shown import label_distance, shown_poses
     poses = shown_poses(root)
     if poses is None:
         return None
@@ -192,9 +190,9 @@ def markdown(report: dict) -> str:
 
 
 def _figure(path: Path, real_frame: np.ndarray, gt_uvd: np.ndarray, test, indices, twins) -> None:
-    import matplotlib
+    import matplotlib  # lazy: heavy: matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib  # lazy: heavy: matplotlib
 
     def crop_image(depth, center):
         window = geometry.CropWindow.around(center, CUBE, CROP, camera=NYU.camera)

@@ -168,7 +168,7 @@ def dali_index_paths(tars: list[str]) -> list[str]:
     stream) and logs a warning for each. Written to a temp file and renamed, so ranks racing to
     make the same index are harmless; an index older than its tar is made again.
     """
-    from wds2idx import IndexCreator     # shipped with the DALI wheel
+    from wds2idx import IndexCreator  # lazy: optional: wds2idx (ships with the DALI wheel)
 
     paths = []
     for tar in tars:

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy.io import loadmat
 
 from murauer_dist.frames.procedural.frames import FrameRenderer, GeneratorSettings, make_split_sequence
 from murauer_dist.frames.procedural.realism import DEFAULT_PROFILE, PROFILES, changed_parameters
@@ -52,7 +53,6 @@ def shown_poses(root: str | Path, split: str = "test") -> dict[str, np.ndarray] 
 
 
 def _check_labels(mat_path: Path, labels: np.ndarray) -> None:
-    from scipy.io import loadmat
     stored = loadmat(mat_path, variable_names=["joint_xyz"])["joint_xyz"][0]
     if stored.shape != labels.shape:
         raise ShownPoseError(f"{mat_path}: joint_xyz holds {stored.shape[0]} frames x {stored.shape[1]} joints for "
