@@ -125,11 +125,13 @@ class Predictor:
             if off_image == "raise" and errors:
                 raise next(iter(errors.values()))
             rows = np.flatnonzero(usable)
-        crops = crops if len(rows) == len(crops) else crops[rows]         # no copy when every row is kept
+        if len(rows) < len(centres):                                       # no copies when every row is kept
+            crops, centres, usable = crops[rows], centres[rows], usable[rows]
+            cube = cube if np.ndim(cube) == 0 else cube[rows]
         normalised = self.pose(crops[:, None]) if len(rows) else np.zeros((0, 0, 3), np.float32)
-        joints = denormalize_joints(normalised, centres[rows], cube if np.ndim(cube) == 0 else cube[rows])
+        joints = denormalize_joints(normalised, centres, cube)
         done = time.perf_counter()
-        return Prediction(joints, centres[rows], crops, ~usable[rows], rows, self.camera, errors=errors,
+        return Prediction(joints, centres, crops, ~usable, rows, self.camera, errors=errors,
                           seconds={"centre": 0.0, "refiner": refined - start, "pose": done - refined})
 
     def crop_error(self, depth: np.ndarray, centre_xyz: np.ndarray, cube_mm: float, frame: str) -> CropError:
