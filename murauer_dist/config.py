@@ -188,7 +188,7 @@ class LocalizeConfig:
 
 @dataclass
 class RefinerConfig:
-    """The centre refiner (murauer_dist/localize/refiner.py) and `murauer-dist train-refiner`."""
+    """The centre refiner (murauer_dist/inference/refiner.py; trained by localize/train_refiner.py) and `murauer-dist train-refiner`."""
     out: str = ""                        # checkpoint file; "": TRAIN_OUT/refiner.pt (train.out)
     steps: int = ranged(6000, ge=1)      # val centre error 11.5 mm after 3000 steps, 9.8 mm after 6000 (demo data)
     batch: int = ranged(64, ge=1)

@@ -27,13 +27,14 @@ import torch
 
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.batches.batch import to_device
+from murauer_dist.batches.loaders import EVAL_SPLITS, build_eval_loader
 from murauer_dist.batches.streams import EVAL_STREAMS
-from murauer_dist.frames.datasets import DatasetSpec
-from murauer_dist.frames.sources import subject_split_of_manifest
 from murauer_dist.errors import UserError
 from murauer_dist.eval.metrics import compute_metrics
 from murauer_dist.eval.result_files import write_result_file
 from murauer_dist.eval.score import format_table
+from murauer_dist.frames.datasets import DatasetSpec
+from murauer_dist.frames.sources import subject_split_of_manifest
 from murauer_dist.geometry import denormalize_joints
 from murauer_dist.inference.checkpoints import load_pose
 from murauer_dist.paths import output_folder, what_is
@@ -137,7 +138,7 @@ def write_evaluation(out_dir: str | Path, pred_xyz: np.ndarray, gt_xyz: np.ndarr
     for the overlay grid; subject_split: frame where the second test subject starts (NYU: 2440);
     spec: the dataset (camera of the uvd files, joint labels, bones).
     """
-    from murauer_dist.eval.plots import plot_overlays, plot_per_joint_error, plot_success_curves
+    from murauer_dist.eval.plots import plot_overlays, plot_per_joint_error, plot_success_curves  # lazy: heavy: matplotlib
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = np.arange(len(pred_xyz)) if frames is None else np.asarray(frames, np.int64)
@@ -188,7 +189,6 @@ def evaluate_command(checkpoint: str, test_shards: str = "", out: str = "", batc
     split: "test" (the protocol), "val", or "labeled" (the labeled real frames the run trained on: next
     to the held-out splits' error, how well the model fits its own training frames).
     """
-    from murauer_dist.batches.loaders import EVAL_SPLITS, build_eval_loader
     if domain not in EVAL_STREAMS:
         raise EvaluationError(f"evaluate: --domain must be one of {sorted(EVAL_STREAMS)}, got {domain!r}")
     if split not in EVAL_SPLITS:
