@@ -117,6 +117,22 @@ def encode_depth_png(depth_mm: np.ndarray, encoding: str) -> bytes:
     return buffer.getvalue()
 
 
+def read_depth_frame(path: Path, spec: DatasetSpec, which: str) -> np.ndarray:
+    """uint16 depth in mm of one frame file of dataset `spec`; a missing or unreadable file, or one of
+    another size than the camera's, is a LayoutError naming the path (and `which` frame it is)."""
+    if not path.is_file():
+        raise LayoutError(f"{path} is missing ({which})")
+    try:
+        depth = decode_depth_png(path, spec.depth_encoding)
+    except OSError as err:
+        raise LayoutError(f"{path}: not a readable PNG ({err})") from err
+    camera = spec.camera
+    if depth.shape != (camera.height, camera.width):
+        raise LayoutError(f"{path}: {depth.shape[1]}x{depth.shape[0]} pixels, expected "
+                          f"{camera.width}x{camera.height} (dataset {spec.name!r})")
+    return depth
+
+
 def depth_filename(domain: str, cam: int, index: int) -> str:
     """File name of 0-based frame `index` (NYU numbers files from 1)."""
     return f"{DOMAINS[domain]}_{cam}_{index + 1:07d}.png"
@@ -251,15 +267,4 @@ class NyuSplit:
 
     def depth(self, index: int, cam: int, domain: str = "real") -> np.ndarray:
         """uint16 depth in mm (height, width of the camera). A missing or unreadable file names its path."""
-        path = self.depth_path(index, cam, domain)
-        if not path.is_file():
-            raise LayoutError(f"{path} is missing (frame {index}, camera {cam}, {domain})")
-        try:
-            depth = decode_depth_png(path, self.spec.depth_encoding)
-        except OSError as err:
-            raise LayoutError(f"{path}: not a readable PNG ({err})") from err
-        camera = self.spec.camera
-        if depth.shape != (camera.height, camera.width):
-            raise LayoutError(f"{path}: {depth.shape[1]}x{depth.shape[0]} pixels, expected "
-                              f"{camera.width}x{camera.height}")
-        return depth
+        return read_depth_frame(self.depth_path(index, cam, domain), self.spec, f"frame {index}, camera {cam}, {domain}")

@@ -17,7 +17,7 @@ import numpy as np
 
 from murauer_dist import geometry
 from murauer_dist.frames.datasets import DatasetSpec
-from murauer_dist.frames.nyu import LayoutError, decode_depth_png
+from murauer_dist.frames.nyu import LayoutError, read_depth_frame
 from murauer_dist.frames.readers import SPLITS, FrameLabels
 
 LABELS_FILE = "labels.txt"
@@ -100,15 +100,5 @@ class PngUvdSplit:
 
     def depth(self, index: int, cam: int, domain: str = "real") -> np.ndarray:
         """uint16 depth in mm (height, width of the camera). A missing or unreadable file names its path."""
-        path = self.depth_path(index, cam, domain)
-        if not path.is_file():
-            raise LayoutError(f"{path} is missing (frame {index}, line {index + 1} of {self.labels_path.name})")
-        try:
-            depth = decode_depth_png(path, self.spec.depth_encoding)
-        except OSError as err:
-            raise LayoutError(f"{path}: not a readable 16-bit depth PNG ({err})") from err
-        camera = self.spec.camera
-        if depth.shape != (camera.height, camera.width):
-            raise LayoutError(f"{path}: {depth.shape[1]}x{depth.shape[0]} pixels, dataset {self.spec.name!r} has "
-                              f"{camera.width}x{camera.height}")
-        return depth
+        return read_depth_frame(self.depth_path(index, cam, domain), self.spec,
+                                f"frame {index}, line {index + 1} of {self.labels_path.name}")

@@ -192,7 +192,7 @@ def markdown(report: dict) -> str:
 def _figure(path: Path, real_frame: np.ndarray, gt_uvd: np.ndarray, test, indices, twins) -> None:
     import matplotlib  # lazy: heavy: matplotlib
     matplotlib.use("Agg")
-    import matplotlib  # lazy: heavy: matplotlib
+    import matplotlib.pyplot as plt  # lazy: heavy: matplotlib
 
     def crop_image(depth, center):
         window = geometry.CropWindow.around(center, CUBE, CROP, camera=NYU.camera)

@@ -1,14 +1,7 @@
 """`murauer-dist predict CHECKPOINT INPUT --out DIR`: 3D hand poses of raw depth frames, no ground truth.
 
-INPUT is one of
-    an NYU-layout folder       ROOT/{test,train}/depth_1_*.png (--split, default test) or a split folder
-                               itself: camera 1's real frames, in the dataset's depth encoding
-    a folder of depth PNGs     *.png in name order: NYU's RGB encoding ((G << 8) | B, "nyu-rgb") or 16-bit
-                               grayscale in mm ("gray16"); detected from the first file, or --format
-    a .npy file                a stack (N, H, W) (or one frame (H, W)) of depth in mm, 0 = no depth
-Frames must have the camera's image size (the checkpoint's dataset: data.dataset).
-
-INPUT is opened by inference/frames_in.py. Per frame, the Predictor (inference/predictor.py): the
+INPUT: raw depth frames (an NYU-layout folder, a folder of depth PNGs or a .npy stack), opened by
+inference/frames_in.py. Per frame, the Predictor (inference/predictor.py): the
 hand's centre (the closest object's centre of mass, localize/centre.py; then the refiner's
 iterations when --refiner is given), the crop around it (the checkpoint's crop size and
 data.cube_mm or --cube-mm), the pose (the path the model was trained for), de-normalised to
