@@ -85,7 +85,8 @@ def torchrun(tmp_path: Path, out: Path, overrides: list[str], nproc: int = 2, ma
                f"--max-restarts={max_restarts}", "--monitor-interval=0.5", str(launcher),
                "train", "tiny", *TINY, f"train.out={out}", *overrides]
     python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
-    run_env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "DS_ACCELERATOR": "cpu",
+    # no OMP_NUM_THREADS here: torchrun sets it per worker, as it does for a user
+    run_env = {**os.environ, "WANDB_MODE": "disabled", "DS_ACCELERATOR": "cpu",
                "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(REPO / ".cache/torch_extensions")),
                "PYTHONPATH": python_path, **(env or {})}
     process = subprocess.Popen(command, cwd=tmp_path, env=run_env, stdout=subprocess.PIPE,
