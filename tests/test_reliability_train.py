@@ -69,7 +69,7 @@ def one_thread():
 def child_env(tmp_path: Path, **extra) -> dict:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("WANDB_", "MURAUER_"))}
     python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
-    env.update({"PYTHONPATH": python_path, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled",
+    env.update({"PYTHONPATH": python_path, "WANDB_MODE": "disabled",
                 "NETRC": str(tmp_path / "no-netrc")})
     env.update(extra)
     return env
