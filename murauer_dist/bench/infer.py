@@ -44,7 +44,8 @@ import numpy as np
 import torch
 
 from murauer_dist.atomic import atomic_write_text
-from murauer_dist.bench.machine import describe, machine, usable_cores
+from murauer_dist.bench.machine import describe, machine
+from murauer_dist.cores import usable_cores
 from murauer_dist.config import load_config
 from murauer_dist.errors import UserError
 from murauer_dist.frames.datasets import spec_of

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import sys
 
+from murauer_dist.cores import usable_cores
+
 
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux; platform.processor() elsewhere)."""
@@ -25,14 +27,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown"
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask of a container or job), else all."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def load_average_1min() -> float | None:

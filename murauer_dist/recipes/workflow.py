@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from murauer_dist.bench.machine import usable_cores
 from murauer_dist.config import Config, load_config
+from murauer_dist.cores import usable_cores
 from murauer_dist.frames.datasets import DEFAULT_DATASET
 from murauer_dist.errors import UserError
 
