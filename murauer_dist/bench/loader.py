@@ -113,14 +113,27 @@ def _rollover_run(cfg, epochs: int, iters: int, step_ms: float, device: str) -> 
             "memory_median_mb": statistics.median(memory), "memory_peak_mb": max(memory)}
 
 
+def _run_overrides(overrides, device: str, shards: str, root: str = "") -> list[str]:
+    """The overrides every run of a loader benchmark shares: the user's, then the loader device and data folders."""
+    return [*overrides, f"loader.device={device}", *([f"data.shards={shards}"] if shards else []),
+            *([f"data.root={root}"] if root else [])]
+
+
+def _report(summary: dict, out: str, print_table) -> dict:
+    """Print the table; write the summary as JSON to `out` when given."""
+    print_table(summary)
+    if out:
+        atomic_write_text(out, json.dumps(summary, indent=2))
+    return summary
+
+
 def rollover_bench(shards: str, out: str, preset: str, repeats: int, step_ms: float, device: str, epochs: int,
                    iters: int, *overrides: str) -> dict:
     """The data wait at each epoch rollover vs ordinary steps, DALI and reference (see the module doc)."""
     if epochs < 2 or iters < 2:
         raise SystemExit(f"--rollover needs at least 2 epochs of 2 steps, got --epochs {epochs} --iters {iters}")
     host = machine()
-    base = [*overrides, f"loader.device={device}", f"train.iters_per_epoch={iters}"]
-    base += [f"data.shards={shards}"] if shards else []
+    base = _run_overrides([*overrides, f"train.iters_per_epoch={iters}"], device, shards)
     results = {}
     for backend in ("dali", "reference"):
         cfg = load_config(preset, base + [f"loader.backend={backend}"])
@@ -129,10 +142,7 @@ def rollover_bench(shards: str, out: str, preset: str, repeats: int, step_ms: fl
     summary = {"mode": "rollover", "crop_size": cfg.data.crop_size, "threads": cfg.loader.num_threads,
                "shuffle_buffer": cfg.loader.shuffle_buffer, "device": device, "epochs": epochs, "iters": iters,
                "step_ms": step_ms, "repeats": repeats, "machine": host, "backends": results}
-    _print_rollover(summary)
-    if out:
-        atomic_write_text(out, json.dumps(summary, indent=2))
-    return summary
+    return _report(summary, out, _print_rollover)
 
 
 def _print_rollover(summary: dict) -> None:
@@ -157,9 +167,7 @@ def main(shards: str = "", root: str = "", batches: int = 30, out: str = "", pre
     if rollover:
         return rollover_bench(shards, out, preset, repeats, step_ms, device, epochs, iters, *overrides)
     host = machine()                                      # before the runs: the load of other jobs
-    base = [*overrides, f"loader.device={device}"]
-    base += [f"data.shards={shards}"] if shards else []
-    base += [f"data.root={root}"] if root else []
+    base = _run_overrides(overrides, device, shards, root)
     results = {}
     for name, overrides_of_run, stage in (("dali", ["loader.backend=dali"], "pretrain"),
                                           ("reference", ["loader.backend=reference"], "pretrain"),
@@ -175,10 +183,7 @@ def main(shards: str = "", root: str = "", batches: int = 30, out: str = "", pre
                "device": device, "cpus": os.cpu_count(), "machine": host, "step_ms": step_ms, "loaders": results,
                "dali_vs_original_per_core": results["dali"]["samples_per_cpu_s"]
                / results["original_style"]["samples_per_cpu_s"]}
-    _print(summary)
-    if out:
-        atomic_write_text(out, json.dumps(summary, indent=2))
-    return summary
+    return _report(summary, out, _print)
 
 
 def _print(summary: dict) -> None:
