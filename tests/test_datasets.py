@@ -122,7 +122,7 @@ def test_qvga_shards_record_the_dataset(qvga):
 
 
 def test_loaders_refuse_shards_of_another_dataset(qvga):
-    from murauer_dist.batches.loaders import build_eval_loader
+    from murauer_dist.batches.eval_loader import build_eval_loader
     cfg = load_config("tiny", [f"data.shards={qvga['shards']}"])
     with pytest.raises(UserError, match=r"shards of dataset 'qvga', but the config says data.dataset=nyu; "
                                         r"set data.dataset=qvga model.num_joints=16"):

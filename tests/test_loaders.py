@@ -16,7 +16,8 @@ from murauer_dist.frames.datasets import NYU
 from murauer_dist import geometry
 from murauer_dist.config import load_config
 from murauer_dist.batches import augment
-from murauer_dist.batches.loaders import build_eval_loader, build_train_stream
+from murauer_dist.batches.eval_loader import build_eval_loader
+from murauer_dist.batches.loaders import build_train_stream
 from murauer_dist.shards.read import ShardError
 
 from shard_fixture import make_shard_set

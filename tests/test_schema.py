@@ -14,7 +14,7 @@ import webdataset as wds
 from murauer_dist.frames.datasets import NYU
 from murauer_dist import geometry
 from murauer_dist.config import load_config
-from murauer_dist.batches.loaders import build_eval_loader
+from murauer_dist.batches.eval_loader import build_eval_loader
 from murauer_dist.shards import read, schema
 from murauer_dist.shards.cli import make_shard_set
 from murauer_dist.shards.handmade import make_nyu_layout

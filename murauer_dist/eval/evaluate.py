@@ -27,7 +27,7 @@ import torch
 
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.batches.batch import to_device
-from murauer_dist.batches.loaders import EVAL_SPLITS, build_eval_loader
+from murauer_dist.batches.eval_loader import EVAL_SPLITS, build_eval_loader
 from murauer_dist.batches.streams import EVAL_STREAMS
 from murauer_dist.errors import UserError
 from murauer_dist.eval.metrics import compute_metrics

@@ -30,7 +30,7 @@ import torch
 from murauer_dist.atomic import atomic_write_text
 from murauer_dist.errors import UserError
 from murauer_dist.frames.readers import open_split
-from murauer_dist.batches.loaders import build_eval_loader
+from murauer_dist.batches.eval_loader import build_eval_loader
 from murauer_dist.eval.evaluate import _shards_root, eval_dir, predict, subject_split_of, write_evaluation
 from murauer_dist.inference.checkpoints import PoseCheckpoint, RefinerCheckpoint, load_pose, load_refiner
 from murauer_dist.inference.predictor import Predictor, apply_localize_overrides, torch_pose

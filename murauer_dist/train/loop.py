@@ -20,7 +20,8 @@ import torch
 from murauer_dist import dist
 from murauer_dist.config import ConfigError, check_for_training
 from murauer_dist.batches.batch import stream_sizes, to_device
-from murauer_dist.batches.loaders import build_eval_loader, build_train_stream
+from murauer_dist.batches.eval_loader import build_eval_loader
+from murauer_dist.batches.loaders import build_train_stream
 from murauer_dist.methods import STAGES, uses_mapping
 from murauer_dist.models import build_discriminator, build_model, compile_networks
 from murauer_dist.seeds import derive_seed

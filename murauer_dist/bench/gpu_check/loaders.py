@@ -80,7 +80,7 @@ def loaders_section(opts: Options, budget: Budget, data: dict) -> dict:
 
 def _eval_frames(cfg, device) -> tuple[dict, float]:
     """{frame: {field: CPU tensor}} of the test split's eval batches, and the seconds it took."""
-    from murauer_dist.batches.loaders import build_eval_loader  # lazy: optional: torch (see spec.py)
+    from murauer_dist.batches.eval_loader import build_eval_loader  # lazy: optional: torch (see spec.py)
     started = time.perf_counter()
     frames = {}
     for batch in build_eval_loader(cfg, "test", 0, 1, device):
