@@ -11,23 +11,24 @@ from scipy.spatial.transform import Rotation
 from murauer_dist.frames.datasets import NYU
 from murauer_dist import geometry
 from murauer_dist.frames.nyu import NyuSplit
-from murauer_dist.frames.procedural import hand, realism
+from murauer_dist.frames.procedural import hand, realism, render
 from murauer_dist.frames.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
 from murauer_dist.frames.procedural.generate import SynthDataError, synth_data
 
 CUBE, CROP = 300.0, 128
 FIT = realism.PROFILES["nyu-fit"]
 
-# Files of `synth_data(frames_train=6, frames_test=4, seed=3)` as they were before realism profiles existed:
-# the training split and the second actor's test frames are byte-identical since. Only the record and the
-# test labels changed when the default test split became NYU-like (test frame 0 of 4 by the training actor).
+# Files of `synth_data(frames_train=6, frames_test=4, seed=3)` of the default profile, pinned. The
+# synthetic twins are the same bytes as before realism profiles existed; the real frames and the labels
+# changed when the actors' thicknesses and the sensor's strengths went back to sourced values
+# (docs/data.md, "Sources": the thenar pad joint follows the palm's thickness).
 DEFAULT_SHA256 = {
-    "procedural.json": "62647d29c4b2884332aed2bef39764fbf37830510d63be2003fc90bce1d7dd0e",
-    "train/joint_data.mat": "6b2c14831518b8e6031da8d87ce105e8829f6b853225a3308a8550e9017c52e0",
-    "test/joint_data.mat": "0c9ccb8c120141fa043abe7ed19cc681994d1c791eea00ff108071f66442f916",
-    "train/depth_1_0000001.png": "57ec1085e2662c7ea241b7a572b8de90432145073f37bbce78cf1e92ecf81137",
+    "procedural.json": "3b05eb5c3f766f1d10c33f48c9a9037ffaf6c8a19cd7282d33a080cf67bf9fe6",
+    "train/joint_data.mat": "652c425308a808a7e0c4160624e773fb4a1023c931a6d02081e39b9a0d47aea9",
+    "test/joint_data.mat": "c39ef527526e15f387ff410d8de0e13bc821a6d1b98eef8575a14f3b4f317de8",
+    "train/depth_1_0000001.png": "9b17f351f8a7da895fa48d9f87c06a9aedf06c0157f6dafa1c3a5ddd90110851",
     "train/synthdepth_1_0000001.png": "57415114278c9594985bfe6db5a7498bdfb319b24ebdf218d4942c6fee449905",
-    "test/depth_2_0000003.png": "18a4ce9110894ea93a2acc98f048e61f0823e970a15d72d5f0a7a576bdd0ac17",
+    "test/depth_2_0000003.png": "e393365c746506eb050e4278d541a1691bd0710e3c0096c346a366bf3ae95827",
     "test/synthdepth_3_0000002.png": "c70b6af39fcd650c67e903a42d5fa8e6fcf142d84ff7a620abc4d44727f52cc1",
 }
 
@@ -101,6 +102,25 @@ def test_labels_and_twin_are_at_the_fitted_pose(fitted):
         assert 1.0 < error.mean() < 30.0                            # the labels miss the rendered hand
 
 
+def test_twin_is_the_model_the_labels_come_from():
+    """nyu-fit's synthetic twin is a render of the fitted model whose joints are the labels (as NYU's):
+    the actor's proportions at the fitted pose, to float precision, and the stored twin image is that
+    model drawn alone."""
+    settings = GeneratorSettings(realism=FIT)
+    seq = make_split_sequence(7, "test", 3, settings)
+    renderer = FrameRenderer(7, "test", seq, settings)
+    rig = settings.rig
+    for index in range(3):
+        frame, twin = renderer.render(index), renderer.twin(index)
+        assert np.abs(renderer.camera_xyz(twin.joints) - frame["xyz"]).max() < 1e-9
+        caps = twin.capsules
+        alone = render.render_capsules(rig.to_camera(caps["a"], 1)[None], rig.to_camera(caps["b"], 1)[None],
+                                       caps["radius"][None], camera=rig.camera)[0]
+        assert np.array_equal(np.round(alone).astype(np.uint16), frame["synth"][0])
+        template = renderer.camera_xyz(renderer.posed(index, hand.TEMPLATE, fitted=True).joints)
+        assert np.linalg.norm(template - frame["xyz"], axis=-1).mean() > 1.0     # not the template hand
+
+
 def pixels_far_from_palm(depth, labels, distance_mm):
     """In-cube pixels of a depth map farther than `distance_mm` from the labelled palm centre (3D)."""
     u, v = np.meshgrid(np.arange(depth.shape[1]), np.arange(depth.shape[0]))
@@ -113,8 +133,10 @@ def pixels_far_from_palm(depth, labels, distance_mm):
 def test_forearm_in_real_frames_short_wrist_in_twins(fitted):
     """The real frame shows the arm into the crop cube; the twin ends a stub beyond the wrist."""
     arm = FIT.forearm
-    stub = abs(hand._WRIST_Y) + 6 + arm.twin_wrist_mm + hand._FOREARM_RADIUS       # template wrist stub's far end
-    beyond = max(hand.TEMPLATE.reach_mm(), stub) + 8.0                             # plus the fitted-pose offset
+    shape = ACTORS["train"]                                                        # the twin is the fitted actor
+    stub = abs(hand._WRIST_Y) * shape.palm_length * shape.length + 6 + arm.twin_wrist_mm \
+        + hand._FOREARM_RADIUS * shape.forearm_thickness                           # its wrist stub's far end
+    beyond = max(shape.reach_mm(), stub) + 8.0                                     # plus the fitted-pose offset
     data = NyuSplit(fitted, "train", NYU)
     real = [pixels_far_from_palm(data.depth(i, 1, "real"), data.labels(i, 1), beyond) for i in range(len(data))]
     twin = [pixels_far_from_palm(data.depth(i, 1, "synth"), data.labels(i, 1), beyond) for i in range(len(data))]
@@ -165,6 +187,31 @@ def test_workflow_refuses_a_dataset_made_with_other_profile_parameters(fitted, t
                                    f"data.root={copy}", "data.synth_realism=nyu-fit"])
     with pytest.raises(UserError, match=r"other parameters of the realism profile 'nyu-fit' \(fitting differ"):
         ensure_dataset(cfg)
+
+
+@pytest.mark.parametrize("key, name, old", [("sensor", "noise_disparity", 0.7),
+                                            ("actors", "train", {"finger_thickness": 1.35})])
+def test_workflow_refuses_a_dataset_made_with_other_hand_or_sensor_parameters(fitted, tmp_path, key, name, old):
+    """Data made by a generator whose sensor strengths or hand shapes were others (the values before they
+    went back to sourced ones) is not reused: the message names the parameter and what to delete."""
+    import shutil
+    from murauer_dist.config import load_config
+    from murauer_dist.errors import UserError
+    from murauer_dist.recipes.workflow import ensure_dataset
+    copy = tmp_path / "older"
+    shutil.copytree(fitted, copy)
+    record = json.loads((copy / "procedural.json").read_text())
+    if isinstance(old, dict):
+        record[key][name].update(old)
+    else:
+        record[key][name] = old
+    (copy / "procedural.json").write_text(json.dumps(record))
+    cfg = load_config("demo-cpu", ["data.synth_frames_train=4", "data.synth_frames_test=2", "data.synth_seed=5",
+                                   f"data.root={copy}", "data.synth_realism=nyu-fit"])
+    with pytest.raises(UserError, match=rf"other hand or sensor parameters \({key}\.{name} differ.*delete"):
+        ensure_dataset(cfg)
+    ensure_dataset(load_config("demo-cpu", ["data.synth_frames_train=4", "data.synth_frames_test=2",
+                                            "data.synth_seed=5", f"data.root={fitted}", "data.synth_realism=nyu-fit"]))
 
 
 def test_workflow_refuses_a_dataset_made_before_the_two_actor_test_split(tmp_path):

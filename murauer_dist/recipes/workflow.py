@@ -68,6 +68,15 @@ def _check_procedural_record(root: Path, cfg: Config) -> None:
         raise WorkflowError(f"{record}: this dataset was made with other parameters of the realism profile "
                             f"{made_realism!r} ({', '.join(changed)} differ from this version's); delete {root} and "
                             f"{cfg.data.shards} to make both again")
+    # lazy: heavy: scipy
+    from murauer_dist.frames.procedural.generate import GeneratorSettings, model_record
+    model = model_record(GeneratorSettings.for_dataset(cfg.data.dataset, realism=wanted_profile))
+    stale = [f"{key}.{name}" for key, values in model.items() for name in values
+             if (made.get(key) or {}).get(name) != values[name]]
+    if stale:
+        raise WorkflowError(f"{record}: this dataset was made by a generator with other hand or sensor parameters "
+                            f"({', '.join(stale[:4])}{' ...' if len(stale) > 4 else ''} differ from this version's); "
+                            f"delete {root} and {cfg.data.shards} to make both again")
     wanted_split = wanted_profile.test_subject_split(cfg.data.synth_frames_test)
     made_split = made.get("test_subject_split")
     if made_split != wanted_split:           # datasets made before the test split had two subjects

@@ -2,9 +2,10 @@
 
 "real" = the actor's hand (train or test actor) seen by the sensor model, with clutter;
 "synth" = the template hand at the same palm position, rotation and joint angles, rendered clean.
-With the "nyu-fit" realism profile (realism.py) the labels and the synthetic twin are at the fitted
-pose instead (as NYU's: from a model fitted to the real frame) and the real frame shows the actor's arm.
-Labels are the actor's joints (as NYU's, from the real hand); they lie inside the template hand too,
+With the "nyu-fit" realism profile (realism.py) the labels and the synthetic twin are one model at the
+fitted pose instead (as NYU's: the twin is a render of the model fitted to the real frame, whose joints
+are the labels), and the real frame shows the actor's arm.
+In the default profile the labels are the actor's joints; they lie inside the template hand too,
 because only bone lengths and thicknesses differ by a few per cent.
 Every random draw comes from (seed, split, frame) or (seed, split, segment): the output of a frame
 does not depend on which worker makes it or in which order.
@@ -127,16 +128,12 @@ class FrameRenderer:
             labeled, capsules = actor, [actor.capsules, template.capsules]
         else:
             # NYU: the real frame shows the actor at its true pose with its arm; labels and synthetic twin
-            # come from the hand model fitted to that frame (the actor's proportions, a short wrist).
-            arm = (lambda twin: partial(realism.forearm_capsules, model=profile.forearm, twin=twin)) \
-                if profile.forearm is not None else (lambda twin: None)
-            shape = self.actor(index)
-            surface = (partial(realism.surface_capsules, model=profile.surface)
-                       if profile.surface is not None else None)
-            actor = self.posed(index, shape, arm=arm(False), surface=surface)
-            template = self.posed(index, hand.TEMPLATE, fitted=True, arm=arm(True))
-            labeled = self.posed(index, shape, fitted=True) if profile.fitting.enabled else actor
-            capsules = realism.pad_capsules([actor, template])
+            # come from the hand model fitted to that frame.
+            actor = self.posed(index, self.actor(index), arm=self._arm(twin=False), surface=self._surface())
+            twin = self.twin(index)
+            labeled = twin if profile.twin == "fitted" else \
+                self.posed(index, self.actor(index), fitted=True) if profile.fitting.enabled else actor
+            capsules = realism.pad_capsules([actor, twin])
         a = np.stack([rig.to_camera(c["a"], cam) for c in capsules for cam in (1, 2, 3)])
         b = np.stack([rig.to_camera(c["b"], cam) for c in capsules for cam in (1, 2, 3)])
         radius = np.stack([c["radius"] for c in capsules for _ in (1, 2, 3)])
@@ -148,6 +145,22 @@ class FrameRenderer:
         xyz = self.camera_xyz(labeled.joints)
         return {"real": real, "synth": np.round(clean[3:]).astype(np.uint16),
                 "xyz": xyz, "uvd": geometry.xyz_to_uvd(xyz, camera)}
+
+    def _arm(self, twin: bool):
+        forearm = self.settings.realism.forearm
+        return None if forearm is None else partial(realism.forearm_capsules, model=forearm, twin=twin)
+
+    def _surface(self):
+        surface = self.settings.realism.surface
+        return None if surface is None else partial(realism.surface_capsules, model=surface)
+
+    def twin(self, index: int) -> hand.HandModel:
+        """The synthetic twin's hand of frame `index` (a realism profile with an arm, a surface or a fit):
+        twin="fitted" renders the labels' own model (the actor's proportions at the fitted pose, with its
+        soft tissue), so its joints are the labels; "template" the template hand at the fitted pose."""
+        if self.settings.realism.twin == "fitted":
+            return self.posed(index, self.actor(index), fitted=True, arm=self._arm(twin=True), surface=self._surface())
+        return self.posed(index, hand.TEMPLATE, fitted=True, arm=self._arm(twin=True))
 
     def camera_xyz(self, joints: np.ndarray) -> np.ndarray:
         """(3 cameras, J, 3) joint coordinates in each camera's axes (the dataset's y direction)."""

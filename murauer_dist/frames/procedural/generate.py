@@ -192,11 +192,18 @@ def _write_joints(path: Path, uvd: np.ndarray, xyz: np.ndarray) -> None:
     atomic_write_bytes(path, bytes(data))
 
 
+def model_record(settings: GeneratorSettings) -> dict:
+    """The hands' and the sensor's parameters as procedural.json records them (JSON types): data made by
+    a generator with other values is not reused."""
+    record = {"actors": {split: asdict(shape) for split, shape in ACTORS.items()}, "template": asdict(hand.TEMPLATE),
+              "sensor": settings.sensor.to_dict()}
+    return json.loads(json.dumps(record))
+
+
 def _write_manifest(root: Path, seed: int, counts: dict, settings: GeneratorSettings) -> None:
     manifest = {
-        "generator": GENERATOR, "seed": seed, "frames": counts,
-        "actors": {split: asdict(shape) for split, shape in ACTORS.items()}, "template": asdict(hand.TEMPLATE),
-        "sensor": settings.sensor.to_dict(), "motion": asdict(settings.motion),
+        "generator": GENERATOR, "seed": seed, "frames": counts, **model_record(settings),
+        "motion": asdict(settings.motion),
         "rig": {"rotations": settings.rig.rotations.tolist(), "centers_mm": settings.rig.centers.tolist()},
     }
     if settings.dataset != DEFAULT_DATASET:                       # absent: nyu (and files made before)

@@ -80,10 +80,10 @@ class HandShape:
 TEMPLATE = HandShape()
 # Two actors (train and test), as in NYU: bigger/thicker, and a second unseen shape for testing.
 ACTOR_TRAIN = HandShape("actor-train", length=1.04, finger_length=(1.06, 1.02, 1.05, 1.03, 1.0),
-                        palm_width=1.05, palm_length=1.02, finger_thickness=1.35, palm_thickness=1.2,
+                        palm_width=1.05, palm_length=1.02, finger_thickness=1.18, palm_thickness=1.15,
                         forearm_thickness=1.1)
 ACTOR_TEST = HandShape("actor-test", length=0.96, finger_length=(0.97, 1.03, 1.0, 1.04, 1.05),
-                       palm_width=0.96, palm_length=1.03, finger_thickness=1.3, palm_thickness=1.15,
+                       palm_width=0.96, palm_length=1.03, finger_thickness=1.1, palm_thickness=1.05,
                        forearm_thickness=0.95)
 
 

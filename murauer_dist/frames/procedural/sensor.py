@@ -33,15 +33,17 @@ class SensorModel:
     baseline_mm: float = 75.0              # projector-camera baseline: shadow width and disparity scale
     subpixel: float = 8.0                  # disparity steps of 1/subpixel pixel (the unit of the noise)
     quantise: bool = True                  # round the disparity to whole steps
-    noise_disparity: float = 0.7           # noise std in disparity steps (z^2-dependent in mm)
+    # Kinect v1's axial noise at the hands' median depth (800 mm), 1.50 mm (Nguyen et al. 2012: 1.2 mm +
+    # 1.9 mm (z/m - 0.4)^2), with the quantisation step's share (docs/data.md, "Sources").
+    noise_disparity: float = 0.78          # noise std in disparity steps (z^2-dependent in mm)
     noise_correlation_px: float = 2.5      # blob size of the noise (Gaussian sigma; the sensor correlates windows)
     edge_threshold_mm: float = 18.0        # a 3x3 depth range above this marks a depth edge
     edge_blur: float = 0.6                 # weight of the 3x3 mean on edge pixels (mixed pixels)
     flying_pixels: float = 0.25            # fraction of edge pixels set to a random near/far mix
-    edge_dropout: float = 0.7              # fraction of edge-band pixels read as 0
+    edge_dropout: float = 0.55             # fraction of edge-band pixels read as 0
     edge_band_px: int = 1                  # dilation of the edge mask before dropout
     shadow: float = 1.0                    # 1 = full projector shadow, 0 = none
-    holes_per_image: float = 4.0           # mean number of random elliptic holes near the hand
+    holes_per_image: float = 2.5           # mean number of random elliptic holes near the hand
     hole_radius_px: tuple = (2.0, 7.0)
     speckle_dropout: float = 0.01          # random single-pixel dropout near the hand
     wall_probability: float = 0.9
