@@ -244,6 +244,32 @@ def test_default_cells():
         "train.init_checkpoint=OUT/stage1/checkpoints/final-pretrain.pt", "data.n_labeled=100"]
 
 
+def test_each_training_seed_is_paired_with_its_label_seed():
+    """Training seed i trains with label seed i (the labeled subset varies with the seed); Synth only,
+    which uses no labels, varies the training seed only."""
+    cells = exp.plan_cells(("synth_only", "real_synth", "murauer"), (10, 100), (1, 2), (100,),
+                           {"lambda_g": (1e-4, 1e-3)}, label_seeds=(7, 8))
+    assert [c.name for c in cells if c.method == "synth_only"] == ["synth_only-s1", "synth_only-s2"]
+    assert {c.name for c in cells if c.method == "real_synth"} == {
+        "real_synth-n10-s1-l7", "real_synth-n10-s2-l8", "real_synth-n100-s1-l7", "real_synth-n100-s2-l8"}
+    assert {(c.seed, c.label_seed) for c in cells if c.method == "murauer"} == {(1, 7), (2, 8)}
+    assert "murauer-n10-s2-l8-lambda_g=0.001" in {c.name for c in cells}
+    stage1 = exp.Path("OUT/stage1/checkpoints/final-pretrain.pt")
+    assert exp.Cell("real_synth", 10, 1, (), 7).overrides(stage1)[-2:] == ["data.n_labeled=10", "data.label_seed=7"]
+    assert not any("label_seed" in item for c in cells if c.method == "synth_only" for item in c.overrides(stage1))
+    # default: each training seed is its own label seed; "fixed": the config's data.label_seed for every cell
+    assert exp.parse_label_seeds("", (1, 2, 3)) == (1, 2, 3) and exp.parse_label_seeds(None, (4,)) == (4,)
+    assert exp.parse_label_seeds("11,12,13", (1, 2, 3)) == (11, 12, 13)
+    assert exp.parse_label_seeds("fixed", (1, 2)) is None
+    assert exp.plan_cells(("real_synth",), (10,), (1, 2), (), None, None)[0].name == "real_synth-n10-s1"
+    with pytest.raises(exp.ExperimentError, match="one label seed per training seed"):
+        exp.parse_label_seeds("5,6", (1, 2, 3))
+    with pytest.raises(exp.ExperimentError, match="--label-seeds must be distinct"):
+        exp.parse_label_seeds("5,5,6", (1, 2, 3))
+    with pytest.raises(exp.ExperimentError, match="one label seed per training seed"):
+        exp.experiment_command("label-efficiency", seeds="1,2", label_seeds="3")
+
+
 def test_cells_with_weight_candidates_and_option_errors():
     select = exp.parse_select("lambda_g=1e-4,1e-3;loss.lambda_m=1e-5")
     assert select == {"lambda_g": (1e-4, 1e-3), "lambda_m": (1e-5,)}
@@ -282,7 +308,7 @@ def _fake_error(run_dir):
 @pytest.fixture
 def fake_workflow(monkeypatch):
     """The experiment with training and evaluation replaced by files: every call is recorded."""
-    calls = {"train": [], "evaluate": []}
+    calls = {"train": [], "evaluate": [], "labeled": []}
 
     def run_training(preset, overrides, log_file=None):
         cfg = load_config(preset, overrides)
@@ -308,7 +334,8 @@ def fake_workflow(monkeypatch):
     monkeypatch.setattr(exp.workflow, "evaluate_run", evaluate_run)
     monkeypatch.setattr(exp.workflow, "ensure_dataset", lambda cfg: None)
     monkeypatch.setattr(exp.workflow, "ensure_shards", lambda cfg, preset, overrides: None)
-    monkeypatch.setattr(exp, "check_labeled_request", lambda shards, n, seed: None)    # no shards in the fake
+    monkeypatch.setattr(exp, "check_labeled_request",                                 # no shards in the fake
+                        lambda shards, n, seed: calls["labeled"].append((n, seed, len(calls["train"]))))
     return calls
 
 
@@ -319,7 +346,13 @@ def test_experiment_runs_every_cell_once_and_skips_finished_ones(tmp_path, fake_
     assert len(fake_workflow["evaluate"]) == 4 * 27       # test and labeled training frames, real and twins
     assert {split for _, _, split in fake_workflow["evaluate"]} == {"test", "labeled"}
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["seeds"] == [1, 2, 3] and len(results["cells"]) == 27
+    assert results["seeds"] == [1, 2, 3] and results["label_seeds"] == [1, 2, 3] and len(results["cells"]) == 27
+    # every (n, label seed) is checked before stage 1 trains; the cells record their label seed
+    assert sorted(fake_workflow["labeled"]) == [(n, seed, 0) for n in (10, 100, 1000) for seed in (1, 2, 3)]
+    assert {(c["seed"], c["label_seed"]) for c in results["cells"] if c["method"] == "murauer"} == {(1, 1), (2, 2),
+                                                                                                 (3, 3)}
+    assert {c["label_seed"] for c in results["cells"] if c["method"] == "synth_only"} == {None}
+    assert "murauer-n100-s2-l2" in trained
     real = results["summary"]["murauer"]["100"]["real"]
     assert real["mean"] == pytest.approx(12.5 + 0.2) and real["std"] == pytest.approx(0.1)
     assert real["values"] == pytest.approx([12.6, 12.7, 12.8])
@@ -354,8 +387,8 @@ def test_weights_are_chosen_on_validation_and_only_chosen_cells_see_the_test_spl
     assert [entry["val_mean_error_mm"] for entry in choice["tried"]] == pytest.approx([11.0, 10.0, 11.0])
     assert choice["chosen"] == {"lambda_g": 1e-3} and choice["used"]["lambda_g"] == 1e-3
     evaluated = {name for name, _, _ in fake_workflow["evaluate"]}
-    assert evaluated == {"real_synth-n100-s1", "real_synth-n100-s2", "murauer-n100-s1-lambda_g=0.001",
-                         "murauer-n100-s2-lambda_g=0.001"}
+    assert evaluated == {"real_synth-n100-s1-l1", "real_synth-n100-s2-l2", "murauer-n100-s1-l1-lambda_g=0.001",
+                         "murauer-n100-s2-l2-lambda_g=0.001"}
     text = (tmp_path / "results.md").read_text()
     assert "lambda_g=0.0001 (11.00); lambda_g=0.001 (10.00); lambda_g=0.01 (11.00)" in text
     with pytest.raises(exp.ExperimentError, match="val_fraction"):

@@ -1,13 +1,16 @@
 """`murauer-dist experiment label-efficiency`: MURAUER's gain over the paper's baselines vs labeled frames.
 
 The protocol (README "Label efficiency on the embedded dataset"; docs/method.md §6.2):
-- cells = methods x n x training seeds: synthetic only (no labeled real data: one cell per seed,
+- cells = methods x n x seeds: synthetic only (no labeled real data: one cell per seed,
   shown at every n), the paper's "Real & Synth" baseline, its two ablations (distribution matching
-  only, view prediction only; by default at n = 100 only) and MURAUER, each for every training seed
-  (train.seed: stream order and augmentation draws);
-- the same data for every cell (one dataset, one set of shards, the labeled subset of data.label_seed)
-  and the same stage 1: OUT/stage1 trains it once, every cell starts stage 2 from its
-  final-pretrain.pt;
+  only, view prediction only; by default at n = 100 only) and MURAUER, each for every seed pair:
+  training seed i (train.seed: stream order and augmentation draws) with label seed i
+  (data.label_seed: which n real frames carry labels; --label-seeds, by default the training seed),
+  so the spread over seeds includes the choice of labeled frames; Synth only uses no labels and
+  varies the training seed only (--label-seeds fixed: every cell uses the config's data.label_seed);
+- the same data for every cell (one dataset, one set of shards; each label seed's subsets are nested
+  in n) and the same stage 1 (it uses no labeled frames): OUT/stage1 trains it once, every cell
+  starts stage 2 from its final-pretrain.pt;
 - every run is an ordinary `murauer-dist train` in a child process, then `evaluate` on the real test
   frames and on their synthetic twins (real minus twin error: the domain gap a model has left);
   finished runs and evaluations are skipped when the experiment is started again;
@@ -84,6 +87,21 @@ def parse_ints(value, what: str) -> tuple[int, ...]:
     return numbers
 
 
+def parse_label_seeds(value, seeds: tuple[int, ...]) -> tuple[int, ...] | None:
+    """--label-seeds: one label seed per training seed (paired by position); "" or None: each training
+    seed is its own label seed; "fixed": None, every cell uses the config's data.label_seed."""
+    if value is None or str(value).strip() in ("", "()"):
+        return tuple(seeds)
+    if str(value).strip() == "fixed":
+        return None
+    label_seeds = parse_ints(value, "--label-seeds")
+    if len(label_seeds) != len(seeds):
+        raise ExperimentError(f"experiment: --label-seeds has {len(label_seeds)} value(s) and --seeds "
+                              f"{len(seeds)}; give one label seed per training seed (paired by position), "
+                              f"or leave --label-seeds out to use each training seed as its label seed")
+    return label_seeds
+
+
 def parse_methods(value) -> tuple[str, ...]:
     methods = tuple(_items(value, "--methods"))
     unknown = [name for name in methods if name not in REGISTRY]
@@ -123,16 +141,19 @@ def parse_select(value) -> dict[str, tuple[float, ...]]:
 
 @dataclass(frozen=True)
 class Cell:
-    """One stage-2 training run: a method at n labeled frames (None: it uses none) with one seed and,
-    where --select varies them, one candidate's loss weights."""
+    """One stage-2 training run: a method at n labeled frames (None: it uses none) with one training
+    seed, the label seed paired with it (None: the config's data.label_seed) and, where --select varies
+    them, one candidate's loss weights."""
     method: str
     n: int | None
     seed: int
     weights: tuple[tuple[str, float], ...] = ()
+    label_seed: int | None = None
 
     @property
     def name(self) -> str:
-        parts = [self.method, *([f"n{self.n}"] if self.n is not None else []), f"s{self.seed}"]
+        parts = [self.method, *([f"n{self.n}"] if self.n is not None else []), f"s{self.seed}",
+                 *([f"l{self.label_seed}"] if self.label_seed is not None else [])]
         return "-".join(parts + [f"{key}={value:g}" for key, value in self.weights])
 
     @property
@@ -145,6 +166,8 @@ class Cell:
                  f"train.init_checkpoint={stage1}"]
         if self.n is not None:
             items.append(f"data.n_labeled={self.n}")
+        if self.label_seed is not None:
+            items.append(f"data.label_seed={self.label_seed}")
         return items + [f"loss.{key}={value!r}" for key, value in self.weights]
 
 
@@ -164,9 +187,15 @@ def weight_candidates(method: str, select: dict) -> list[tuple[tuple[str, float]
     return [tuple(zip(keys, values)) for values in itertools.product(*(select[key] for key in keys))]
 
 
-def plan_cells(methods, ns, seeds, ablation_ns=DEFAULT_ABLATION_NS, select=None) -> list[Cell]:
-    """Every stage-2 run of the experiment, in training order (method, n, weights, seed)."""
+def plan_cells(methods, ns, seeds, ablation_ns=DEFAULT_ABLATION_NS, select=None,
+               label_seeds: tuple[int, ...] | None = None) -> list[Cell]:
+    """Every stage-2 run of the experiment, in training order (method, n, weights, seed). Training seed
+    i is paired with label_seeds[i] (None: every cell uses the config's data.label_seed); a method
+    without labeled frames gets no label seed."""
     select = select or {}
+    if label_seeds is not None and len(label_seeds) != len(seeds):
+        raise ExperimentError(f"experiment: {len(label_seeds)} label seeds for {len(seeds)} training seeds; "
+                              f"they are paired by position")
     missing = [n for n in ablation_ns if n not in ns]
     if missing and any(method in ABLATIONS for method in methods):
         raise ExperimentError(f"experiment: --ablation-ns {', '.join(map(str, missing))} not in --ns "
@@ -179,8 +208,10 @@ def plan_cells(methods, ns, seeds, ablation_ns=DEFAULT_ABLATION_NS, select=None)
         method_ns = ([None] if not uses_labels(method) else
                      [n for n in ns if n in ablation_ns] if method in ABLATIONS else list(ns))
         for n in method_ns:
+            paired = label_seeds if label_seeds is not None and n is not None else [None] * len(seeds)
+            pairs = list(zip(seeds, paired))
             for weights in weight_candidates(method, select):
-                cells.extend(Cell(method, n, seed, weights) for seed in seeds)
+                cells.extend(Cell(method, n, seed, weights, label_seed) for seed, label_seed in pairs)
     return cells
 
 
@@ -243,7 +274,8 @@ def validation_error(run_dir: Path) -> float:
 def cell_record(cell: Cell, metrics: dict, weights: dict) -> dict:
     """One evaluated cell as results.json lists it."""
     real, synth, train = metrics["real"], metrics["synth"], metrics["train"]
-    record = {"method": cell.method, "n": cell.n, "seed": cell.seed, "run": cell.name, "weights": weights,
+    record = {"method": cell.method, "n": cell.n, "seed": cell.seed, "label_seed": cell.label_seed,
+              "run": cell.name, "weights": weights,
               "real": real["mean_error_mm"], "synth": synth["mean_error_mm"],
               "gap": real["mean_error_mm"] - synth["mean_error_mm"],
               "subject1": real.get("subject1_mean_error_mm"), "subject2": real.get("subject2_mean_error_mm"),
@@ -284,36 +316,35 @@ def choose(cells: list[Cell], val_error) -> tuple[list[Cell], list[dict]]:
     return chosen, records
 
 
-def label_efficiency(preset: str, out: Path, overrides: list[str], methods=DEFAULT_METHODS, ns=DEFAULT_NS,
-                     seeds=DEFAULT_SEEDS, ablation_ns=DEFAULT_ABLATION_NS, select: dict | None = None) -> dict:
-    select = select or {}
-    cfg = load_config(preset, overrides)
-    start = time.perf_counter()
+def check_labeled_subsets(cfg, cells: list[Cell]) -> None:
+    """Every (n, label seed) the cells train with can be cut from the shards (before stage 1, not after it)."""
+    requests = {(cell.n, cfg.data.label_seed if cell.label_seed is None else cell.label_seed)
+                for cell in cells if cell.n is not None}
+    for n, label_seed in sorted(requests):
+        check_labeled_request(cfg.data.shards, n, label_seed)
+
+
+def _check_cfg(cfg, select: dict) -> None:
     if cfg.train.pretrain_epochs < 1:
         raise ExperimentError("experiment: every cell starts from one shared stage 1, so train.pretrain_epochs "
                               "must be >= 1")
     if select and cfg.data.val_fraction <= 0:
         raise ExperimentError("experiment: --select chooses on the validation split, but data.val_fraction=0 holds "
                               "none out; set data.val_fraction > 0")
-    cells = plan_cells(methods, ns, seeds, ablation_ns, select)
-    stage1_dir = out / STAGE1_DIR
-    stage1 = stage1_dir / "checkpoints" / "final-pretrain.pt"
-    for cell in cells:                               # every cell's config is valid before anything runs
-        load_config(preset, [*overrides, *cell.overrides(stage1)])
-    print(f"[experiment] {len(cells)} stage-2 runs: {', '.join(methods)} x n in {', '.join(map(str, ns))} "
-          f"x seeds {', '.join(map(str, seeds))}" + (f"; selecting {', '.join(select)} on the validation split"
-                                                     if select else ""))
-    keep_freed_memory()                      # this process and the generator / shard workers it forks
-    workflow.ensure_dataset(cfg)
-    workflow.ensure_shards(cfg, preset, overrides)
-    for n in sorted({cell.n for cell in cells if cell.n is not None}):      # before stage 1, not after it
-        check_labeled_request(cfg.data.shards, n, cfg.data.label_seed)
-    _train_once(preset, [*overrides, "train.method=synth_only"], stage1_dir)
-    for cell in cells:
-        _train_once(preset, [*overrides, *cell.overrides(stage1)], out / cell.name)
-    chosen, selection = choose(cells, lambda cell: validation_error(out / cell.name))
+
+
+def _plan_text(cells: list[Cell], methods, ns, seeds, label_seeds, cfg, select: dict) -> str:
+    paired = ", ".join(map(str, label_seeds)) if label_seeds is not None else f"fixed {cfg.data.label_seed}"
+    return (f"[experiment] {len(cells)} stage-2 runs: {', '.join(methods)} x n in {', '.join(map(str, ns))} "
+            f"x seeds {', '.join(map(str, seeds))} (label seeds {paired})"
+            + (f"; selecting {', '.join(select)} on the validation split" if select else ""))
+
+
+def _evaluate_chosen(chosen: list[Cell], selection: list[dict], preset: str, overrides: list[str], out: Path,
+                     cfg, shown: dict | None) -> list[dict]:
+    """results.json's cell records of the reported cells; each choice records the weights used."""
+    stage1 = out / STAGE1_DIR / "checkpoints" / "final-pretrain.pt"
     records = []
-    shown = shown_poses(cfg.data.root)                # None unless labels are fitted poses (nyu-fit)
     with workflow.torch_thread_count(workflow.torch_threads(cfg)):
         for cell in chosen:
             loss = load_config(preset, [*overrides, *cell.overrides(stage1)]).loss
@@ -322,9 +353,38 @@ def label_efficiency(preset: str, out: Path, overrides: list[str], methods=DEFAU
     for choice in selection:                          # the values the reported runs were trained with
         choice["used"] = next(record["weights"] for record in records
                               if (record["method"], record["n"]) == (choice["method"], choice["n"]))
+    return records
+
+
+def label_efficiency(preset: str, out: Path, overrides: list[str], methods=DEFAULT_METHODS, ns=DEFAULT_NS,
+                     seeds=DEFAULT_SEEDS, ablation_ns=DEFAULT_ABLATION_NS, select: dict | None = None,
+                     label_seeds: tuple[int, ...] | None = None) -> dict:
+    """label_seeds: one per training seed (None: every cell uses the config's data.label_seed)."""
+    select = select or {}
+    cfg = load_config(preset, overrides)
+    start = time.perf_counter()
+    _check_cfg(cfg, select)
+    cells = plan_cells(methods, ns, seeds, ablation_ns, select, label_seeds)
+    stage1_dir = out / STAGE1_DIR
+    stage1 = stage1_dir / "checkpoints" / "final-pretrain.pt"
+    for cell in cells:                               # every cell's config is valid before anything runs
+        load_config(preset, [*overrides, *cell.overrides(stage1)])
+    print(_plan_text(cells, methods, ns, seeds, label_seeds, cfg, select))
+    keep_freed_memory()                      # this process and the generator / shard workers it forks
+    workflow.ensure_dataset(cfg)
+    workflow.ensure_shards(cfg, preset, overrides)
+    check_labeled_subsets(cfg, cells)                 # before stage 1, not after it
+    _train_once(preset, [*overrides, "train.method=synth_only"], stage1_dir)
+    for cell in cells:
+        _train_once(preset, [*overrides, *cell.overrides(stage1)], out / cell.name)
+    chosen, selection = choose(cells, lambda cell: validation_error(out / cell.name))
+    shown = shown_poses(cfg.data.root)                # None unless labels are fitted poses (nyu-fit)
+    records = _evaluate_chosen(chosen, selection, preset, overrides, out, cfg, shown)
     summary = summarize(records, ns)
     report = {"preset": preset, "overrides": list(overrides), "methods": list(methods), "n": list(ns),
-              "seeds": list(seeds), "ablation_n": [n for n in ablation_ns if n in ns], "stage1": str(stage1),
+              "seeds": list(seeds), "label_seeds": None if label_seeds is None else list(label_seeds),
+              "fixed_label_seed": cfg.data.label_seed if label_seeds is None else None,
+              "ablation_n": [n for n in ablation_ns if n in ns], "stage1": str(stage1),
               "select": {key: list(values) for key, values in select.items()}, "selection": selection,
               "summary": summary, "targets": check_targets(summary, ns), "cells": records,
               # a property of the data, the same for every cell: the test labels' distance from the shown poses
@@ -340,7 +400,9 @@ def label_efficiency(preset: str, out: Path, overrides: list[str], methods=DEFAU
 
 def experiment_command(name: str, preset: str = "label-efficiency", out: str = "runs/label-efficiency",
                        overrides=(), methods=DEFAULT_METHODS, ns=DEFAULT_NS, seeds=DEFAULT_SEEDS,
-                       ablation_ns=DEFAULT_ABLATION_NS, select="", select_on: str = "val") -> dict:
+                       ablation_ns=DEFAULT_ABLATION_NS, select="", select_on: str = "val", label_seeds="") -> dict:
+    """label_seeds: "1,2,3" (one per training seed, paired by position), "" (each training seed is its
+    own label seed) or "fixed" (every cell uses the config's data.label_seed)."""
     if name != "label-efficiency":
         raise UserError(f"unknown experiment {name!r}; available: label-efficiency")
     if str(select_on) != "val":
@@ -348,8 +410,9 @@ def experiment_command(name: str, preset: str = "label-efficiency", out: str = "
                               f"split only ('val'); the test split is never used for a choice")
     ns = tuple(sorted(parse_ints(ns, "--ns")))
     ablation_ns = ns if str(ablation_ns) == "all" else parse_ints(ablation_ns, "--ablation-ns")
-    options = dict(methods=parse_methods(methods), ns=ns, seeds=parse_ints(seeds, "--seeds"), ablation_ns=ablation_ns,
-                   select=parse_select(select))
+    seeds = parse_ints(seeds, "--seeds")
+    options = dict(methods=parse_methods(methods), ns=ns, seeds=seeds, ablation_ns=ablation_ns,
+                   select=parse_select(select), label_seeds=parse_label_seeds(label_seeds, seeds))
     out_dir = output_folder(out, "experiment --out")
     with FolderLock(out_dir, "experiment --out"):      # one experiment per folder; its runs lock their own
         return label_efficiency(preset, out_dir, list(overrides), **options)

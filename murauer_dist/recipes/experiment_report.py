@@ -155,11 +155,22 @@ def _weights_text(weights: dict) -> str:
     return ", ".join(f"{key}={value:g}" for key, value in weights.items()) or "the preset's values"
 
 
+def _seeds_text(report: dict) -> str:
+    """Which seeds each cell ran with: training seed i paired with label seed i, or one fixed subset."""
+    seeds = ", ".join(map(str, report["seeds"]))
+    if report.get("label_seeds") is None:
+        fixed = report.get("fixed_label_seed")
+        return (f"Training seeds {seeds} per cell, every cell with the same labeled subset"
+                + (f" (data.label_seed={fixed})" if fixed is not None else ""))
+    pairs = ", ".join(f"{seed}/{label}" for seed, label in zip(report["seeds"], report["label_seeds"]))
+    return (f"Seed pairs (training seed / label seed: which labeled real frames) {pairs} per cell (Synth only: "
+            f"the training seeds)")
+
+
 def report_markdown(report: dict) -> str:
     summary, methods, ns = report["summary"], report["methods"], report["n"]
-    seeds = ", ".join(map(str, report["seeds"]))
     lines = [f"# Label efficiency ({report['preset']})", "",
-             f"Training seeds {seeds} per cell, one shared stage 1 ({STAGE1_DIR}/), the same data for every cell; "
+             f"{_seeds_text(report)}, one shared stage 1 ({STAGE1_DIR}/), the same dataset and shards for every cell; "
              f"mean ± sample standard deviation over the seeds. n = labeled real frames (Synth only uses none: "
              f"the same models at every n). - = not run.", ""]
     lines += _table(summary, methods, ns, "real", "Mean joint error (mm), real test frames")
