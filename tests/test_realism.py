@@ -296,6 +296,12 @@ def test_data_report_measures_against_the_real_nyu_files(fitted, tmp_path):
     assert 0 < report["real_vs_twin"]["silhouette_xor"]["mean"] < 1
     assert 1.0 < report["label_noise"]["mean_mm"] < 30.0 and "Test labels vs the poses" in \
         (tmp_path / "report" / "data-report.md").read_text()
+    compared = {row["statistic"]: row for row in report["nyu_comparison"]}
+    assert set(compared) == set(report["crops"]["nyu_real"])                   # every statistic NYU's frame has
+    background = compared["background_mm"]
+    assert background["nyu"] == 2001 and background["verdict"] == \
+        ("close" if abs(background["procedural"] - 2001) <= 0.25 * 2001 else "off")
+    assert "| hand pixels | 5.08e+03 |" in (tmp_path / "report" / "data-report.md").read_text()
 
 
 def test_correlation_window_is_scipys_median_up_to_the_tolerance():
