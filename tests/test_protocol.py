@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from murauer_dist.recipes import experiment as exp
-from murauer_dist.recipes.experiment_report import check_targets, summarize
+from murauer_dist.recipes.experiment_report import check_targets, paired_differences, paired_interval, summarize
 from murauer_dist.config import ConfigError, load_config, save_config
 from murauer_dist.batches.batch import fake_batch, stream_sizes
 from murauer_dist.methods import FIVE_STREAMS, METHODS
@@ -353,6 +353,13 @@ def test_experiment_runs_every_cell_once_and_skips_finished_ones(tmp_path, fake_
                                                                                                  (3, 3)}
     assert {c["label_seed"] for c in results["cells"] if c["method"] == "synth_only"} == {None}
     assert "murauer-n100-s2-l2" in trained
+    # paired differences against Real & Synth: every labeled method at each n it ran, over 3 pairs
+    assert {(e["method"], e["n"]) for e in results["paired"]} == {("murauer", n) for n in (10, 100, 1000)} | {
+        ("dm_only", 100), ("view_only", 100)}
+    (paired,) = [e for e in results["paired"] if (e["method"], e["n"]) == ("murauer", 100)]
+    assert paired["pairs"] == [[1, 1], [2, 2], [3, 3]] and paired["mean"] == pytest.approx(-4.5)
+    row = "| MURAUER (full) | 100 | 1/1, 2/2, 3/3 | -4.50, -4.50, -4.50 | -4.50 | [-4.50, -4.50] | 0.74x |"
+    assert row in (tmp_path / "results.md").read_text()
     real = results["summary"]["murauer"]["100"]["real"]
     assert real["mean"] == pytest.approx(12.5 + 0.2) and real["std"] == pytest.approx(0.1)
     assert real["values"] == pytest.approx([12.6, 12.7, 12.8])
@@ -396,11 +403,45 @@ def test_weights_are_chosen_on_validation_and_only_chosen_cells_see_the_test_spl
                                overrides=("data.val_fraction=0",), select="lambda_g=1e-4,1e-3")
 
 
+def _records(errors: dict) -> list[dict]:
+    """Cell records from {(method, n): [error per seed pair]}: the i-th error has training and label seed i + 1."""
+    return [{"method": m, "n": n, "seed": index + 1, "label_seed": None if n is None else index + 1, "real": e,
+             "synth": e, "gap": 0.0, "subject1": None, "subject2": None}
+            for (m, n), values in errors.items() for index, e in enumerate(values)]
+
+
 def _summary(errors: dict) -> dict:
     """A summary from {(method, n): [error per seed]}."""
-    records = [{"method": m, "n": n, "real": e, "synth": e, "gap": 0.0, "subject1": None, "subject2": None}
-               for (m, n), values in errors.items() for e in values]
-    return summarize(records, (10, 100))
+    return summarize(_records(errors), (10, 100))
+
+
+def _targets(errors: dict) -> list[dict]:
+    records = _records(errors)
+    return check_targets(summarize(records, (10, 100)), (10, 100), paired_differences(records))
+
+
+def _t_quantile_2(p: float) -> float:
+    """Student's t quantile with 2 degrees of freedom, in closed form."""
+    return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+
+
+def test_paired_differences_against_the_closed_form():
+    result = paired_interval([1.0, 2.0, 3.0])
+    half_width = _t_quantile_2(0.975) * 1.0 / math.sqrt(3)            # std 1, 2 degrees of freedom
+    assert result["mean"] == pytest.approx(2.0) and result["std"] == pytest.approx(1.0)
+    assert result["half_width"] == pytest.approx(half_width) and half_width == pytest.approx(2.4841, abs=1e-4)
+    assert result["ci95"] == pytest.approx([2.0 - half_width, 2.0 + half_width])
+    single = paired_interval([-1.5])
+    assert single["ci95"] is None and single["half_width"] is None and "no interval" in single["note"]
+    # only the (training seed, label seed) pairs both methods ran are compared
+    records = _records({("real_synth", 100): [10.0, 20.0, 30.0], ("murauer", 100): [9.0, 18.0, 27.0],
+                        ("synth_only", None): [40.0], ("dm_only", 100): [11.0]})
+    records.append({**records[0], "seed": 9, "label_seed": 9, "real": 99.0})           # baseline only
+    (dm_only, murauer) = sorted(paired_differences(records), key=lambda entry: entry["method"])
+    assert murauer["pairs"] == [[1, 1], [2, 2], [3, 3]] and murauer["differences"] == pytest.approx([-1, -2, -3])
+    assert murauer["mean"] == pytest.approx(-2.0) and murauer["ci95"][1] == pytest.approx(-2.0 + half_width)
+    assert murauer["ratio_of_means"] == pytest.approx(54 / 60)
+    assert dm_only["pairs"] == [[1, 1]] and dm_only["ci95"] is None
 
 
 def test_aggregation_and_targets_on_fake_results():
@@ -412,22 +453,26 @@ def test_aggregation_and_targets_on_fake_results():
     assert summary["real_synth"]["100"]["real"]["mean"] == pytest.approx(16.2)
     assert summary["real_synth"]["100"]["real"]["std"] == pytest.approx(0.2)          # sample std (n - 1)
     assert summary["synth_only"]["10"]["real"]["seeds"] == 3
-    assert [t["holds"] for t in check_targets(summary, (10, 100))] == [True, True, True]
-    # 0.8x holds but the seeds scatter more than half the difference
+    assert [t["holds"] for t in _targets(good)] == [True, True, True]
+    # 0.8x holds but the paired differences (-6, -4, -2) scatter: the 95 % interval reaches above 0
     noisy = {**good, ("murauer", 100): [10.0, 12.2, 14.4]}
-    first = check_targets(_summary(noisy), (10, 100))[0]
-    assert first["holds"] is False and "0.75x" in first["detail"]
-    # within 2 std but not 0.8x
+    first = _targets(noisy)[0]
+    assert first["holds"] is False and "0.75x" in first["detail"] and "interval [-8.97, +0.97]" in first["detail"]
+    # the seed pairs scatter both methods alike: the paired differences (-4, -3.8, -3.6) do not
+    shared = {**good, ("real_synth", 100): [14.0, 16.0, 18.0], ("murauer", 100): [10.0, 12.2, 14.4]}
+    assert _targets(shared)[0]["holds"] is True
+    # a clear paired difference but not 0.8x
     close = {**good, ("murauer", 100): [13.5, 13.6, 13.7]}
-    assert check_targets(_summary(close), (10, 100))[0]["holds"] is False
+    assert _targets(close)[0]["holds"] is False
     # an ablation worse than the baseline breaks the paper's order at n = 100, not the three-method order
     swapped = {**good, ("view_only", 100): [16.5, 16.6, 16.7]}
-    assert [t["holds"] for t in check_targets(_summary(swapped), (10, 100))] == [True, False, True]
+    assert [t["holds"] for t in _targets(swapped)] == [True, False, True]
     # MURAUER worse than the baseline at n = 10
     worse = {**good, ("murauer", 10): [20.5, 20.6, 20.7]}
-    assert check_targets(_summary(worse), (10, 100))[2]["holds"] is False
-    # one seed: no standard deviation, so the first target cannot be decided; missing cells: not measured
+    assert _targets(worse)[2]["holds"] is False
+    # one seed pair: no interval, so the first target cannot be decided; missing cells: not measured
     single = {key: values[:1] for key, values in good.items()}
-    assert check_targets(_summary(single), (10, 100))[0]["holds"] is None
+    assert _targets(single)[0]["holds"] is None and "one pair: no interval" in _targets(single)[0]["detail"]
     partial = {key: values for key, values in good.items() if key[0] not in exp.ABLATIONS}
-    assert [t["holds"] for t in check_targets(_summary(partial), (10, 100))] == [True, None, True]
+    assert [t["holds"] for t in _targets(partial)] == [True, None, True]
+    assert check_targets(_summary(good), (10, 100))[0]["holds"] is None       # no paired differences given

@@ -19,9 +19,10 @@ The protocol (README "Label efficiency on the embedded dataset"; docs/method.md 
   test frames show (frames/procedural/shown.py): the domain gap a mapping could still remove;
 - loss weights may be chosen per method and n from a small list (--select) by the mean validation
   error over the seeds; the test split is never used for a choice, and the values tried are recorded;
-- OUT/results.json (every cell, mean and sample standard deviation over seeds, the choices, the
-  targets), OUT/results.md (the tables), OUT/label_efficiency.png (error vs n with error bars) and
-  OUT/error_sources.png (the decomposition per n).
+- OUT/results.json (every cell, mean and sample standard deviation over seeds, the paired differences
+  against Real & Synth with their 95 % t intervals, the choices, the targets), OUT/results.md (the
+  tables), OUT/label_efficiency.png (error vs n with error bars) and OUT/error_sources.png (the
+  decomposition per n).
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ from murauer_dist.frames.datasets import DEFAULT_DATASET, dataset_spec
 from murauer_dist.errors import UserError
 from murauer_dist.eval.evaluate import eval_dir
 from murauer_dist.eval.result_files import read_result_file
-from murauer_dist.recipes.experiment_report import ABLATIONS, STAGE1_DIR, check_targets, summarize, write_report
+from murauer_dist.recipes.experiment_report import (ABLATIONS, STAGE1_DIR, check_targets, paired_differences,
+                                                    summarize, write_report)
 from murauer_dist.folder_lock import FolderLock
 from murauer_dist.memory import keep_freed_memory
 from murauer_dist.methods import METHODS as REGISTRY
@@ -380,13 +382,14 @@ def label_efficiency(preset: str, out: Path, overrides: list[str], methods=DEFAU
     chosen, selection = choose(cells, lambda cell: validation_error(out / cell.name))
     shown = shown_poses(cfg.data.root)                # None unless labels are fitted poses (nyu-fit)
     records = _evaluate_chosen(chosen, selection, preset, overrides, out, cfg, shown)
-    summary = summarize(records, ns)
+    summary, paired = summarize(records, ns), paired_differences(records)
     report = {"preset": preset, "overrides": list(overrides), "methods": list(methods), "n": list(ns),
               "seeds": list(seeds), "label_seeds": None if label_seeds is None else list(label_seeds),
               "fixed_label_seed": cfg.data.label_seed if label_seeds is None else None,
               "ablation_n": [n for n in ablation_ns if n in ns], "stage1": str(stage1),
               "select": {key: list(values) for key, values in select.items()}, "selection": selection,
-              "summary": summary, "targets": check_targets(summary, ns), "cells": records,
+              "summary": summary, "paired": paired, "targets": check_targets(summary, ns, paired),
+              "cells": records,
               # a property of the data, the same for every cell: the test labels' distance from the shown poses
               "label_noise_mm": (None if shown is None else
                                  float(label_distance(shown, list(dataset_spec(cfg.data.dataset).joints.evaluated))

@@ -1,10 +1,12 @@
-"""The label-efficiency experiment's results: aggregation over seeds, the issue's targets, and the
+"""The label-efficiency experiment's results: aggregation over seeds, paired differences against the
+"Real & Synth" baseline (same training and label seeds), the issue's targets, and the
 report (OUT/results.json, the markdown tables of OUT/results.md, the error-vs-n plot
 OUT/label_efficiency.png). Pure functions of the per-cell records that experiment.py collects.
 """
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -17,7 +19,8 @@ STAGE1_DIR = "stage1"
 # (12.17 vs 15.74 mm, 0.77x) and its order of methods (docs/method.md §6.2).
 TARGET_N = 100
 TARGET_RATIO = 0.8
-TARGET_STD_FACTOR = 2.0
+BASELINE = "real_synth"
+CONFIDENCE = 0.95                 # two-sided t interval of a mean paired difference
 LABELS = {name: method.label for name, method in REGISTRY.items()}
 TICKS = {name: method.short or method.label for name, method in REGISTRY.items()}
 
@@ -55,9 +58,49 @@ def _mean(summary: dict, method: str, n: int, quantity: str = "real") -> float |
     return stats["mean"] if stats else None
 
 
-def _std(summary: dict, method: str, n: int) -> float | None:
-    stats = summary.get(method, {}).get(str(n), {}).get("real")
-    return stats["std"] if stats else None
+def paired_interval(differences: list[float]) -> dict:
+    """The mean of paired differences, their sample std and the two-sided CONFIDENCE t interval of the
+    mean (k - 1 degrees of freedom); with one pair there is no interval (ci95 None)."""
+    count, mean = len(differences), statistics.fmean(differences)
+    if count < 2:
+        return {"count": count, "mean": mean, "std": None, "half_width": None, "ci95": None,
+                "note": "one pair: no interval"}
+    from scipy.stats import t  # lazy: heavy: scipy.stats
+    std = statistics.stdev(differences)
+    half_width = float(t.ppf(0.5 + CONFIDENCE / 2, count - 1)) * std / math.sqrt(count)
+    return {"count": count, "mean": mean, "std": std, "half_width": half_width,
+            "ci95": [mean - half_width, mean + half_width], "note": ""}
+
+
+def _real_by_pair(records: list[dict]) -> dict:
+    """{(method, n): {(training seed, label seed): real test error}} of the methods that use labels."""
+    real: dict = {}
+    for record in records:
+        if record["n"] is not None:
+            pair = (record.get("seed"), record.get("label_seed"))
+            real.setdefault((record["method"], record["n"]), {})[pair] = float(record["real"])
+    return real
+
+
+def paired_differences(records: list[dict]) -> list[dict]:
+    """Per n and labeled method other than the baseline: method - Real & Synth in real test error for
+    every (training seed, label seed) both ran, the mean, its 95 % t interval and the ratio of the
+    two methods' means over those pairs. Pairs share the labeled frames and stream order, so the
+    seeds' common effect cancels."""
+    real = _real_by_pair(records)
+    entries = []
+    for (method, n), values in real.items():
+        base = real.get((BASELINE, n))
+        pairs = [pair for pair in values if method != BASELINE and base and pair in base]
+        if not pairs:
+            continue
+        differences = [values[pair] - base[pair] for pair in pairs]
+        method_mean = statistics.fmean(values[pair] for pair in pairs)
+        base_mean = statistics.fmean(base[pair] for pair in pairs)
+        entries.append({"method": method, "n": n, "baseline": BASELINE, "pairs": [list(pair) for pair in pairs],
+                        "differences": differences, **paired_interval(differences),
+                        "ratio_of_means": method_mean / base_mean})
+    return sorted(entries, key=lambda entry: entry["n"])
 
 
 def _order_holds(summary: dict, n: int, chain: list[tuple[str, ...]]) -> tuple[bool | None, str]:
@@ -72,27 +115,32 @@ def _order_holds(summary: dict, n: int, chain: list[tuple[str, ...]]) -> tuple[b
     return holds, f"n={n}: {text}"
 
 
-def check_targets(summary: dict, ns) -> list[dict]:
-    """The issue's targets on the mean real test error: [{"target", "holds" (True/False/None), "detail"}]."""
-    targets = []
-    m, r = _mean(summary, "murauer", TARGET_N), _mean(summary, "real_synth", TARGET_N)
-    name = (f"MURAUER <= {TARGET_RATIO:g}x Real & Synth at n={TARGET_N}, the difference > {TARGET_STD_FACTOR:g}x "
-            f"the larger standard deviation")
+def _ratio_target(summary: dict, paired: list[dict]) -> dict:
+    """MURAUER's mean real test error at most TARGET_RATIO x the baseline's, and the paired interval of
+    their difference entirely below 0 (None: not measured, or one pair: no interval)."""
+    name = (f"MURAUER <= {TARGET_RATIO:g}x Real & Synth at n={TARGET_N} (mean real test error), and the "
+            f"{CONFIDENCE:.0%} t interval of the paired difference MURAUER - Real & Synth (same training and "
+            f"label seeds) entirely below 0")
+    m, r = _mean(summary, "murauer", TARGET_N), _mean(summary, BASELINE, TARGET_N)
     if m is None or r is None:
-        targets.append({"target": name, "holds": None, "detail": f"not measured (needs murauer and real_synth at "
-                                                                 f"n={TARGET_N})"})
-    else:
-        stds = [_std(summary, "murauer", TARGET_N), _std(summary, "real_synth", TARGET_N)]
-        ratio, difference = m / r, r - m
-        detail = f"{m:.2f} vs {r:.2f} mm ({ratio:.2f}x), difference {difference:+.2f} mm"
-        if None in stds:
-            holds = None
-            detail += "; no standard deviation with one seed"
-        else:
-            bound = TARGET_STD_FACTOR * max(stds)
-            holds = ratio <= TARGET_RATIO and difference > bound
-            detail += f", {TARGET_STD_FACTOR:g}x the larger std {bound:.2f} mm"
-        targets.append({"target": name, "holds": holds, "detail": detail})
+        return {"target": name, "holds": None,
+                "detail": f"not measured (needs murauer and real_synth at n={TARGET_N})"}
+    detail = f"{m:.2f} vs {r:.2f} mm ({m / r:.2f}x)"
+    entry = next((e for e in paired if (e["method"], e["n"]) == ("murauer", TARGET_N)), None)
+    if entry is None:
+        return {"target": name, "holds": None, "detail": detail + "; no (training seed, label seed) pair ran both"}
+    detail += f", paired difference {entry['mean']:+.2f} mm over {entry['count']} pair(s)"
+    if entry["ci95"] is None:
+        return {"target": name, "holds": None, "detail": detail + "; one pair: no interval"}
+    low, high = entry["ci95"]
+    detail += f", {CONFIDENCE:.0%} interval [{low:+.2f}, {high:+.2f}] mm"
+    return {"target": name, "holds": m / r <= TARGET_RATIO and high < 0, "detail": detail}
+
+
+def check_targets(summary: dict, ns, paired: list[dict] = ()) -> list[dict]:
+    """The issue's targets on the mean real test error: [{"target", "holds" (True/False/None), "detail"}];
+    paired: paired_differences of the cells (the first target needs MURAUER's at n = TARGET_N)."""
+    targets = [_ratio_target(summary, list(paired))]
     holds, detail = _order_holds(summary, TARGET_N, [("synth_only",), ("real_synth",), ABLATIONS, ("murauer",)])
     targets.append({"target": f"the paper's order at n={TARGET_N}: Synth only > Real & Synth > {{distribution "
                               f"matching only, view prediction only}} > MURAUER", "holds": holds, "detail": detail})
@@ -151,6 +199,26 @@ def _decomposition(summary: dict, methods, ns, label_noise_mm: float | None) -> 
     return lines
 
 
+def _paired_table(paired: list[dict]) -> list[str]:
+    """Each labeled method against Real & Synth on the same (training seed, label seed) pairs."""
+    if not paired:
+        return []
+    lines = ["", f"Paired differences, method - Real & Synth, real test error (mm): one difference per (training "
+                 f"seed, label seed) pair both ran, their mean and its {CONFIDENCE:.0%} t interval (an interval "
+                 f"that excludes 0: the difference is larger than the pairs' scatter), and the ratio of the two "
+                 f"methods' means over the same pairs:", "",
+             f"| method | n | pairs | differences | mean | {CONFIDENCE:.0%} interval | ratio of means |",
+             "|---" * 7 + "|"]
+    for entry in paired:
+        pairs = ", ".join(f"{seed}/{label}" for seed, label in entry["pairs"])
+        differences = ", ".join(f"{value:+.2f}" for value in entry["differences"])
+        interval = ("one pair: no interval" if entry["ci95"] is None else
+                    f"[{entry['ci95'][0]:+.2f}, {entry['ci95'][1]:+.2f}]")
+        lines.append(f"| {LABELS[entry['method']]} | {entry['n']} | {pairs} | {differences} | {entry['mean']:+.2f} "
+                     f"| {interval} | {entry['ratio_of_means']:.2f}x |")
+    return lines
+
+
 def _weights_text(weights: dict) -> str:
     return ", ".join(f"{key}={value:g}" for key, value in weights.items()) or "the preset's values"
 
@@ -180,6 +248,7 @@ def report_markdown(report: dict) -> str:
             m, r = _mean(summary, "murauer", n), _mean(summary, "real_synth", n)
             ratios.append(f"{m / r:.2f}x" if m is not None and r is not None else "-")
         lines.append("| MURAUER / Real & Synth | " + " | ".join(ratios) + " |")
+    lines += _paired_table(report.get("paired", []))
     for subject in ("subject1", "subject2"):
         if any(cell.get(subject) for by_n in summary.values() for cell in by_n.values()):
             lines += ["", *_table(summary, methods, ns, subject, f"Mean joint error (mm), test {subject}")]
