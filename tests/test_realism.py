@@ -296,6 +296,8 @@ def test_data_report_measures_against_the_real_nyu_files(fitted, tmp_path):
     assert 0 < report["real_vs_twin"]["silhouette_xor"]["mean"] < 1
     assert 1.0 < report["label_noise"]["mean_mm"] < 30.0 and "Test labels vs the poses" in \
         (tmp_path / "report" / "data-report.md").read_text()
+    side = report["crops"]["procedural_real_view"]                              # the view-prediction target
+    assert side["hand_px"] > 100 and report["crops"]["procedural_synth_view"]["background_mm"] == 0
     compared = {row["statistic"]: row for row in report["nyu_comparison"]}
     assert set(compared) == set(report["crops"]["nyu_real"])                   # every statistic NYU's frame has
     background = compared["background_mm"]

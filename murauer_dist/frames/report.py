@@ -5,7 +5,8 @@ that ships inside the package (frames/nyu_reference/: NYU's test ground truth an
   poses of the error of the nearest sampled pose (14 evaluated joints, palm-centred, not rotated);
 - crop statistics (camera 1, palm-centred 300 mm cube, 128 px crop), per domain, next to the real frame's:
   hand pixels, invalid (0) pixels inside the closed hand silhouette, local depth std on the hand, silhouette edge length per
-  sqrt(area), the background value (median raw depth outside the cube);
+  sqrt(area), the background value (median raw depth outside the cube); the same for camera 3, the side
+  view that view prediction reconstructs (procedural_real_view / _synth_view; NYU's frame is camera 1 only);
 - real vs synthetic twin per pose: silhouette disagreement and mean |depth difference| on shared pixels;
 - label noise, where labels are fitted poses (nyu-fit): how far the test labels lie from the poses the
   real frames show, next to the most NYU's can be (no method beats label noise it cannot see, so it is
@@ -33,6 +34,7 @@ from murauer_dist.paths import output_folder
 NYU_FILES = Path(__file__).resolve().parent / "nyu_reference"
 NYU_GT, NYU_FRAME = "nyu_test_groundtruth_label.txt.gz", "test/depth_1_0000001.png"
 CUBE, CROP = 300.0, 128
+VIEW_CAMERA = 3                   # the view-prediction target (config data.view_camera's default)
 SAMPLES = (10, 100, 1000)
 # The lowest mean error on NYU's test labels in docs/method.md §6.4 (Rad et al., feature mapping): NYU's
 # frame-independent label noise must be below it.
@@ -125,13 +127,16 @@ def data_report(root: str, out: str = "", frames: int = 200, seed: int = 0, refe
     crops = {"nyu_real": crop_stats(real_frame, gt_uvd[0, NYU.joints.center])}
     test = nyu.NyuSplit(root_path, "test", NYU)
     chosen = np.sort(rng.choice(len(test), size=min(frames, len(test)), replace=False))
-    per_domain: dict[str, list] = {"real": [], "synth": []}
+    per_domain: dict[str, list] = {"real": [], "synth": [], "real_view": [], "synth_view": []}
     twins = []
     for index in chosen:
-        labels = test.labels(int(index), 1)
+        labels, side = test.labels(int(index), 1), test.labels(int(index), VIEW_CAMERA)
         real, synth = test.depth(int(index), 1, "real"), test.depth(int(index), 1, "synth")
         per_domain["real"].append(crop_stats(real, labels.center_uvd))
         per_domain["synth"].append(crop_stats(synth, labels.center_uvd))
+        for domain in ("real", "synth"):      # what view prediction's target shows after cropping
+            per_domain[f"{domain}_view"].append(crop_stats(test.depth(int(index), VIEW_CAMERA, domain),
+                                                           side.center_uvd))
         twins.append(twin_difference(real, synth, labels.center_uvd))
     for domain, rows in per_domain.items():
         crops[f"procedural_{domain}"] = {key: float(np.nanmedian([row[key] for row in rows])) for key in rows[0]}
@@ -225,17 +230,18 @@ def _figure(path: Path, real_frame: np.ndarray, gt_uvd: np.ndarray, test, indice
         window = geometry.CropWindow.around(center, CUBE, CROP, camera=NYU.camera)
         return geometry.normalize_depth(geometry.crop_depth(depth, window), center[2], CUBE)
 
-    fig, axes = plt.subplots(2, len(indices) + 1, figsize=(2.2 * (len(indices) + 1), 4.6))
+    fig, axes = plt.subplots(4, len(indices) + 1, figsize=(2.2 * (len(indices) + 1), 9.2))
     axes[0, 0].imshow(crop_image(real_frame, gt_uvd[NYU.joints.center]), cmap="gray", vmin=-1, vmax=1)
     axes[0, 0].set_title("NYU real", fontsize=8)
     axes[1, 0].hist([row["silhouette_xor"] for row in twins], bins=20)
     axes[1, 0].set_title("real vs twin: silhouette xor", fontsize=8)
+    rows = [(1, "real"), (1, "synth"), (VIEW_CAMERA, "real"), (VIEW_CAMERA, "synth")]
     for column, index in enumerate(indices, start=1):
-        labels = test.labels(int(index), 1)
-        for row, domain in enumerate(("real", "synth")):
-            axes[row, column].imshow(crop_image(test.depth(int(index), 1, domain), labels.center_uvd), cmap="gray",
+        for row, (camera, domain) in enumerate(rows):
+            center = test.labels(int(index), camera).center_uvd
+            axes[row, column].imshow(crop_image(test.depth(int(index), camera, domain), center), cmap="gray",
                                      vmin=-1, vmax=1)
-            axes[row, column].set_title(f"test {int(index)} {domain}", fontsize=8)
+            axes[row, column].set_title(f"test {int(index)} cam {camera} {domain}", fontsize=8)
     for ax in axes.flat:
         if ax is not axes[1, 0]:
             ax.set_axis_off()
