@@ -5,12 +5,15 @@ import json
 import math
 import signal
 
+import numpy as np
 import pytest
 import torch
 
 from murauer_dist.recipes import experiment as exp
 from murauer_dist.recipes.experiment_report import check_targets, paired_differences, paired_interval, summarize
 from murauer_dist.config import ConfigError, load_config, save_config
+from murauer_dist.eval.result_files import write_result_file
+from murauer_dist.frames.datasets import DEFAULT_DATASET, dataset_spec
 from murauer_dist.batches.batch import fake_batch, stream_sizes
 from murauer_dist.methods import FIVE_STREAMS, METHODS
 from murauer_dist.models import build_discriminator, build_model
@@ -305,6 +308,28 @@ def _fake_error(run_dir):
     return BASE[method] - shrink + 0.1 * seed
 
 
+def _write_predictions(folder, frames, shift_mm):
+    """An evaluation's frames.txt and results_xyz.txt: every joint of frame row k at a fixed pose moved by
+    (k + 1) * shift_mm (so the twin's and the real frame's predictions lie (k + 1) * |shift| apart)."""
+    spec = dataset_spec(DEFAULT_DATASET)
+    joints = np.arange(spec.joints.count)
+    base = np.stack([joints * 10.0, joints * -5.0, np.full(len(joints), 400.0)], axis=-1)
+    pred = np.stack([base + (row + 1) * np.asarray(shift_mm) for row in range(len(frames))])
+    folder.mkdir(parents=True, exist_ok=True)
+    write_result_file(folder / "results_xyz.txt", pred, "xyz", spec.camera)
+    (folder / "frames.txt").write_text("".join(f"{frame}\n" for frame in frames))
+
+
+def test_per_frame_gap_of_two_result_files(tmp_path):
+    spec = dataset_spec(DEFAULT_DATASET)
+    _write_predictions(exp.eval_dir(tmp_path, "real"), [3, 5, 8], (0.0, 0.0, 0.0))
+    _write_predictions(exp.eval_dir(tmp_path, "synth"), [3, 5, 8], (3.0, 4.0, 0.0))     # rows 5, 10, 15 mm apart
+    assert exp.frame_gap(tmp_path, spec) == pytest.approx(10.0, abs=1e-3)
+    _write_predictions(exp.eval_dir(tmp_path, "synth"), [3, 5, 9], (3.0, 4.0, 0.0))
+    with pytest.raises(exp.ExperimentError, match="different test frames"):
+        exp.frame_gap(tmp_path, spec)
+
+
 @pytest.fixture
 def fake_workflow(monkeypatch):
     """The experiment with training and evaluation replaced by files: every call is recorded."""
@@ -327,6 +352,8 @@ def fake_workflow(monkeypatch):
         metrics = {"mean_error_mm": error, "subject1_mean_error_mm": None, "subject2_mean_error_mm": None}
         target = exp.eval_dir(run_dir, domain, split)
         target.mkdir(parents=True)
+        # the twins' predictions lie 5 and 10 mm from the real frames' (gap per frame 7.5 mm)
+        _write_predictions(target, [0, 1], (0.0, 0.0, 0.0) if domain == "real" else (3.0, 4.0, 0.0))
         (target / "metrics.json").write_text(json.dumps(metrics))
         return metrics
 
@@ -368,8 +395,11 @@ def test_experiment_runs_every_cell_once_and_skips_finished_ones(tmp_path, fake_
     assert results["summary"]["real_synth"]["100"]["train_real"]["mean"] == pytest.approx(
         results["summary"]["real_synth"]["100"]["real"]["mean"] - 5.0)
     assert results["summary"]["real_synth"]["100"]["shown"] is None          # tiny's data: labels are shown poses
-    assert "| n=100 | real test | twins | labeled train real | labeled train twins |" in \
-        (tmp_path / "results.md").read_text()
+    assert results["summary"]["real_synth"]["100"]["gap_per_frame"]["mean"] == pytest.approx(7.5, abs=1e-3)
+    assert [cell["gap_per_frame"] for cell in results["cells"]] == [pytest.approx(7.5, abs=1e-3)] * 27
+    text = (tmp_path / "results.md").read_text()
+    assert ("| n=100 | real test | twins | gap (difference of means) | gap per frame | labeled train real | "
+            "labeled train twins |") in text and "are differences of means" in text
     assert [t["holds"] for t in report["targets"]] == [True, True, True]
     assert (tmp_path / "label_efficiency.png").stat().st_size > 0
     assert (tmp_path / "error_sources.png").stat().st_size > 0

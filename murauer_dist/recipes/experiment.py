@@ -12,7 +12,9 @@ The protocol (README "Label efficiency on the embedded dataset"; docs/method.md 
   in n) and the same stage 1 (it uses no labeled frames): OUT/stage1 trains it once, every cell
   starts stage 2 from its final-pretrain.pt;
 - every run is an ordinary `murauer-dist train` in a child process, then `evaluate` on the real test
-  frames and on their synthetic twins (real minus twin error: the domain gap a model has left);
+  frames and on their synthetic twins (real minus twin error: the domain gap a model has left, as a
+  difference of means; and per frame, the mean distance between the predictions on a real frame and
+  on its twin);
   finished runs and evaluations are skipped when the experiment is started again;
 - where the error comes from: each reported cell is also scored on its labeled training frames (fit vs
   generalisation) and, on procedural data whose labels are fitted poses, against the poses the real
@@ -247,17 +249,37 @@ def _metrics_of(run_dir: Path, domain: str = "real", split: str = "test") -> dic
     return workflow.evaluate_run(run_dir, domain=domain, split=split)
 
 
+def _predictions(run_dir: Path, domain: str, spec) -> tuple[np.ndarray, np.ndarray]:
+    """The test frames an evaluation scored and its predictions on them, (N, J, 3) camera mm."""
+    folder = eval_dir(run_dir, domain)
+    frames = np.loadtxt(folder / "frames.txt", dtype=np.int64, ndmin=1)
+    pred = read_result_file(folder / "results_xyz.txt", "xyz", len(frames), spec.joints.count, spec.camera).xyz
+    return frames, pred
+
+
+def frame_gap(run_dir: Path, spec) -> float:
+    """The domain gap per frame (mm): the mean over the test frames of the mean joint distance between the
+    prediction on a real frame and on its synthetic twin. Both evaluations crop around the same label
+    centre, so the two predictions share the crop window; unlike real minus twin error, errors in
+    different directions do not cancel."""
+    real_frames, real = _predictions(run_dir, "real", spec)
+    synth_frames, synth = _predictions(run_dir, "synth", spec)
+    if not np.array_equal(real_frames, synth_frames):
+        raise ExperimentError(f"{run_dir}: {eval_dir(run_dir, 'real').name} and {eval_dir(run_dir, 'synth').name} "
+                              f"scored different test frames; delete both folders to evaluate the run again")
+    return float(np.linalg.norm(real - synth, axis=-1).mean(axis=1).mean())
+
+
 def _evaluated(run_dir: Path, shown: dict | None) -> dict:
-    """Test errors (real frames and twins), the same on the labeled training frames, and, where the
-    data know them (shown: shown_poses of the dataset), the real frames' error against the poses they show."""
+    """Test errors (real frames and twins) and the per-frame distance between their predictions, the
+    errors on the labeled training frames, and, where the data know them (shown: shown_poses of the
+    dataset), the real frames' error against the poses they show."""
     metrics = {domain: _metrics_of(run_dir, domain) for domain in ("real", "synth")}
     metrics["train"] = {domain: _metrics_of(run_dir, domain, "labeled") for domain in ("real", "synth")}
+    spec = dataset_spec(metrics["real"].get("dataset", DEFAULT_DATASET))
+    metrics["gap_per_frame_mm"] = frame_gap(run_dir, spec)
     if shown is not None:
-        folder = eval_dir(run_dir)
-        spec = dataset_spec(metrics["real"].get("dataset", DEFAULT_DATASET))
-        frames = np.loadtxt(folder / "frames.txt", dtype=np.int64, ndmin=1)
-        pred = read_result_file(folder / "results_xyz.txt", "xyz", len(frames), spec.joints.count,
-                                spec.camera).xyz
+        frames, pred = _predictions(run_dir, "real", spec)
         metrics["shown_mean_error_mm"] = shown_pose_error(pred, frames, shown, list(spec.joints.evaluated))
     return metrics
 
@@ -279,7 +301,7 @@ def cell_record(cell: Cell, metrics: dict, weights: dict) -> dict:
     record = {"method": cell.method, "n": cell.n, "seed": cell.seed, "label_seed": cell.label_seed,
               "run": cell.name, "weights": weights,
               "real": real["mean_error_mm"], "synth": synth["mean_error_mm"],
-              "gap": real["mean_error_mm"] - synth["mean_error_mm"],
+              "gap": real["mean_error_mm"] - synth["mean_error_mm"], "gap_per_frame": metrics["gap_per_frame_mm"],
               "subject1": real.get("subject1_mean_error_mm"), "subject2": real.get("subject2_mean_error_mm"),
               "train_real": train["real"]["mean_error_mm"], "train_synth": train["synth"]["mean_error_mm"]}
     if "shown_mean_error_mm" in metrics:

@@ -28,6 +28,8 @@ TICKS = {name: method.short or method.label for name, method in REGISTRY.items()
 # ---- aggregation and targets -------------------------------------------------------------------------
 
 QUANTITIES = ("real", "synth", "gap", "subject1", "subject2",
+              # the per-frame gap: mean distance between the predictions on a real frame and on its twin
+              "gap_per_frame",
               # where the error comes from: the labeled training frames (real, twins), and where the data
               # know them, the poses the real test frames show (their labels are fitted poses)
               "train_real", "train_synth", "shown", "gap_shown")
@@ -170,6 +172,7 @@ def _table(summary: dict, methods, ns, quantity: str, title: str, signed: bool =
 
 
 DECOMPOSITION = (("real", "real test", False), ("synth", "twins", False),
+                 ("gap", "gap (difference of means)", True), ("gap_per_frame", "gap per frame", False),
                  ("shown", "real vs shown pose", False), ("gap_shown", "gap vs shown pose", True),
                  ("train_real", "labeled train real", False), ("train_synth", "labeled train twins", False))
 
@@ -179,12 +182,16 @@ def _decomposition(summary: dict, methods, ns, label_noise_mm: float | None) -> 
     and on its labeled training frames: what a method could still gain, and where."""
     has_shown = any(cell.get("shown") for by_n in summary.values() for cell in by_n.values())
     columns = [column for column in DECOMPOSITION if has_shown or column[0] not in ("shown", "gap_shown")]
-    lines = ["", "Where the error comes from (mm): real test frames; their synthetic twins; "
+    lines = ["", "Where the error comes from (mm): real test frames; their synthetic twins; the gap between the "
+                 "two, as a difference of means and per frame; "
              + ("the real frames against the poses they show (the labels are fitted poses) and that minus the "
                 "twins' error (the domain gap proper); " if has_shown else "")
              + "the labeled real training frames and their twins (Synth only: the twins of data.n_labeled "
                "frames, synthetic frames it trained on). Training-frame error close to the test error: the "
-               "model underfits, and no regulariser lowers it."]
+               "model underfits, and no regulariser lowers it.",
+             "", "The gap columns other than \"gap per frame\" are differences of means (errors in different "
+                 "directions cancel); gap per frame is the mean over test frames of the mean joint distance "
+                 "between the predictions on a real frame and on its synthetic twin (the same crop window)."]
     for n in ns:
         lines += ["", f"| n={n} | " + " | ".join(title for _, title, _ in columns) + " |",
                   "|---" * (len(columns) + 1) + "|"]
@@ -314,7 +321,7 @@ def _plot_sources(summary: dict, methods, ns, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # lazy: heavy: matplotlib
     present = [n for n in ns if any(str(n) in summary.get(method, {}) for method in methods)]
-    columns = [column for column in DECOMPOSITION if column[0] != "gap_shown"
+    columns = [column for column in DECOMPOSITION if column[0] not in ("gap", "gap_shown", "gap_per_frame")
                and any((summary.get(m, {}).get(str(n)) or {}).get(column[0]) for m in methods for n in present)]
     if not present or not columns:
         return
