@@ -5,9 +5,12 @@ The file is wandb's own format (https://docs.wandb.ai/guides/sweeps/define-sweep
 optionally `name`, `run_cap`, `program`/`command` (used by `wandb agent`, ignored locally).
 Every parameter name and every value it can take is checked against the config tree with
 `load_config(preset, ["key=value"])`, so a typo fails here and not in run 7 of 20.
+A sweep chooses on the validation split: `metric.name` must name a validation metric (a name with a
+`val` part, e.g. main/val_mean_error_mm, and no `test` in it); the test split is never used for a choice.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,7 @@ DISTRIBUTIONS = {
     "normal": (), "q_normal": (), "log_normal": (), "q_log_normal": (),
     "beta": (), "q_beta": (),
 }
+VALIDATION_PARTS = ("val", "validation")       # a part of a metric name (split on / _ - .) that names the split
 PARAMETER_KEYS = ("value", "values", "distribution", "min", "max", "mu", "sigma", "q", "a", "b", "probabilities")
 
 
@@ -110,6 +114,24 @@ def format_value(value) -> str:
     return str(value)
 
 
+def is_validation_metric(name: str) -> bool:
+    """Whether a logged metric name is measured on the validation split: one of its parts (training
+    logs STAGE/val_mean_error_mm) is "val", and it says nothing of the test split."""
+    lowered = str(name).lower()
+    parts = re.split(r"[^a-z0-9]+", lowered)
+    return "test" not in lowered and any(part in VALIDATION_PARTS for part in parts)
+
+
+def _metric_problems(metric: dict) -> list[str]:
+    problems, name = [], metric.get("name")
+    if not is_validation_metric(name):
+        problems.append(f"'metric.name' is {name!r}, not a validation metric: a sweep chooses on the validation "
+                        f"split, never on the test split; name one, e.g. main/val_mean_error_mm")
+    if metric.get("goal", "minimize") not in GOALS:
+        problems.append(f"'metric.goal' is {metric.get('goal')!r}; expected one of {', '.join(GOALS)}")
+    return problems
+
+
 def _header_problems(raw: dict) -> list[str]:
     problems = []
     unknown = sorted(set(raw) - set(TOP_LEVEL_KEYS))
@@ -120,8 +142,8 @@ def _header_problems(raw: dict) -> list[str]:
     metric = raw.get("metric")
     if not isinstance(metric, dict) or not metric.get("name"):
         problems.append("'metric' must be a mapping with 'name' (e.g. main/val_mean_error_mm) and 'goal'")
-    elif metric.get("goal", "minimize") not in GOALS:
-        problems.append(f"'metric.goal' is {metric.get('goal')!r}; expected one of {', '.join(GOALS)}")
+    else:
+        problems += _metric_problems(metric)
     if not isinstance(raw.get("parameters"), dict) or not raw["parameters"]:
         problems.append("'parameters' must be a non-empty mapping of dotted config keys")
     run_cap = raw.get("run_cap", 0)
