@@ -17,6 +17,7 @@ from murauer_dist.frames.datasets import DEFAULT_DATASET, dataset_spec
 from murauer_dist.batches.batch import fake_batch, stream_sizes
 from murauer_dist.methods import FIVE_STREAMS, METHODS
 from murauer_dist.models import build_discriminator, build_model
+from murauer_dist.sweep.spec import is_validation_metric
 from murauer_dist.train import loop
 from murauer_dist.train.engine import current_lr
 from murauer_dist.train.engine_factory import build_engines
@@ -431,6 +432,18 @@ def test_weights_are_chosen_on_validation_and_only_chosen_cells_see_the_test_spl
     with pytest.raises(exp.ExperimentError, match="val_fraction"):
         exp.experiment_command("label-efficiency", preset="tiny", out=str(tmp_path / "x"),
                                overrides=("data.val_fraction=0",), select="lambda_g=1e-4,1e-3")
+
+
+def test_a_choice_reads_the_validation_metric_only(tmp_path):
+    assert is_validation_metric(exp.SELECTION_METRIC)
+    records = [{"step": 5, "main/val_mean_error_mm": 11.0, "main/test_mean_error_mm": 3.0},
+               {"step": 6, "main/test_mean_error_mm": 2.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    assert exp.validation_error(tmp_path) == 11.0
+    chosen, (record,) = exp.choose([exp.Cell("murauer", 100, 1, (("lambda_g", 1e-3),)),
+                                    exp.Cell("murauer", 100, 1, (("lambda_g", 1e-4),))],
+                                   lambda cell: exp.validation_error(tmp_path) + cell.weights[0][1])
+    assert record["chosen"] == {"lambda_g": 1e-4} and record["by"] == "lowest mean validation error"
 
 
 def _records(errors: dict) -> list[dict]:

@@ -61,6 +61,7 @@ DEFAULT_NS = (10, 100, 1000)
 DEFAULT_SEEDS = (1, 2, 3)
 DEFAULT_ABLATION_NS = (100,)
 WEIGHT_KEYS = tuple(LossConfig.__dataclass_fields__)            # beta, lambda_c, lambda_g, lambda_m
+SELECTION_METRIC = "main/val_mean_error_mm"    # the only metric a choice reads: stage 2's validation error
 
 
 class ExperimentError(UserError):
@@ -286,8 +287,7 @@ def _evaluated(run_dir: Path, shown: dict | None) -> dict:
 
 def validation_error(run_dir: Path) -> float:
     """The final model's mean joint error on the validation split (the last one the run logged)."""
-    values = [record["main/val_mean_error_mm"] for record in read_metrics(run_dir)
-              if "main/val_mean_error_mm" in record]
+    values = [record[SELECTION_METRIC] for record in read_metrics(run_dir) if SELECTION_METRIC in record]
     value = float(values[-1]) if values else float("nan")
     if not math.isfinite(value):
         raise ExperimentError(f"{run_dir}: no finite validation error in metrics.jsonl (needed by --select); "
