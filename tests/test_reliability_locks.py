@@ -87,3 +87,20 @@ def test_a_second_command_in_a_folder_in_use_is_refused_and_a_dead_holders_lock_
     assert f"taking over the lock left by pid {first.pid}" in stderr, stderr
     assert "resuming from" in stdout and "training stopped" in stdout, stdout
     assert not (out / LOCK_NAME).exists()
+
+
+def test_a_second_generator_on_the_same_data_root_stops_and_deletes_nothing(tmp_path):
+    """Two experiments that share data.root: the second one's generator (with overwrite, as the
+    workflow calls it) must not clear the files the first one is writing."""
+    import pytest
+    from murauer_dist.folder_lock import FolderLock, FolderLockedError
+    from murauer_dist.frames.procedural.generate import synth_data
+    root = tmp_path / "data"
+    synth_data(root, frames_train=2, frames_test=1, seed=3, workers=1, progress=False)
+    before = sorted(path.name for path in (root / "train").iterdir())
+    with FolderLock(root, "synth-data OUT"):                 # the first generator, still writing
+        with pytest.raises(FolderLockedError, match="synth-data OUT"):
+            synth_data(root, frames_train=2, frames_test=1, seed=3, workers=1, progress=False, overwrite=True)
+        assert sorted(path.name for path in (root / "train").iterdir()) == before
+    again = synth_data(root, frames_train=2, frames_test=1, seed=3, workers=1, progress=False, overwrite=True)
+    assert sorted(path.name for path in (again / "train").iterdir()) == before and not (root / ".murauer-lock").exists()

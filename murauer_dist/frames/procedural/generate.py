@@ -30,6 +30,7 @@ from tqdm import tqdm
 from murauer_dist.atomic import atomic_write_bytes
 from murauer_dist.frames import nyu
 from murauer_dist.frames.procedural import hand, png
+from murauer_dist.folder_lock import LOCK_NAME, FolderLock
 from murauer_dist.frames.procedural.realism import DEFAULT_PROFILE, PROFILES as REALISM_PROFILES
 from murauer_dist.frames.procedural.frames import ACTORS, FrameRenderer, GeneratorSettings, make_split_sequence
 from murauer_dist.frames.datasets import DATASETS, DEFAULT_DATASET
@@ -72,11 +73,20 @@ def synth_data(out: str | os.PathLike, frames_train: int = 4000, frames_test: in
         raise SynthDataError(f"--realism must be one of {', '.join(REALISM_PROFILES)}, got {realism!r}")
     if settings is not None and realism is not None and settings.realism.name != realism:
         raise SynthDataError(f"realism {realism!r} and settings of realism {settings.realism.name!r} disagree")
-    root = _prepare_output(Path(out), overwrite)
+    _check_writable(Path(out))
+    # One generator per folder: a second one (another experiment on the same data.root) would clear the
+    # files this one is writing.
+    with FolderLock(out, "synth-data OUT"):
+        return _generate(_prepare_output(Path(out), overwrite), int(seed), counts, settings, dataset, realism,
+                         workers, progress, timings)
+
+
+def _generate(root: Path, seed: int, counts: dict, settings, dataset, realism, workers: int, progress,
+              timings) -> Path:
     keep_freed_memory()                     # here and in the forked workers: no fresh pages per image
     settings = settings or GeneratorSettings.for_dataset(dataset or DEFAULT_DATASET,
                                                          realism=REALISM_PROFILES[realism or DEFAULT_PROFILE])
-    sequences = {split: make_split_sequence(int(seed), split, n, settings) for split, n in counts.items()}
+    sequences = {split: make_split_sequence(seed, split, n, settings) for split, n in counts.items()}
     total = sum(counts.values())
     if progress is None and not sys.stderr.isatty():
         view = ProgressLines(total, "synth-data", unit="frames")
@@ -85,10 +95,10 @@ def synth_data(out: str | os.PathLike, frames_train: int = 4000, frames_test: in
     with view as bar:
         for split in counts:
             (root / split).mkdir(parents=True, exist_ok=True)
-        labels = _render_all(root, int(seed), sequences, settings, workers, _Progress(bar, timings))
+        labels = _render_all(root, seed, sequences, settings, workers, _Progress(bar, timings))
     for split, (uvd, xyz) in labels.items():
         _write_joints(root / split / "joint_data.mat", uvd, xyz)
-    _write_manifest(root, int(seed), counts, settings)
+    _write_manifest(root, seed, counts, settings)
     return root
 
 
@@ -98,8 +108,8 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
-def _prepare_output(root: Path, overwrite: bool) -> Path:
-    """Check that `root` can take the dataset before anything is written; clear our old files."""
+def _check_writable(root: Path) -> None:
+    """Stop before anything is written when `root` cannot take the dataset."""
     if root.exists() and not root.is_dir():
         raise SynthDataError(f"output {root} exists and is not a folder")
     ancestor = root
@@ -107,7 +117,11 @@ def _prepare_output(root: Path, overwrite: bool) -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise SynthDataError(f"cannot write the dataset to {root}: {ancestor} is not a writable folder")
-    if root.exists() and any(root.iterdir()):
+
+
+def _prepare_output(root: Path, overwrite: bool) -> Path:
+    """Clear our old files from `root` (with overwrite; else it must be empty but for the lock)."""
+    if any(path.name != LOCK_NAME for path in root.iterdir()):
         if not overwrite:
             raise SynthDataError(f"output folder {root} is not empty; choose another OUT or pass --overwrite")
         for split in nyu.SPLITS:
