@@ -23,12 +23,12 @@ FIT = realism.PROFILES["nyu-fit"]
 # changed when the actors' thicknesses and the sensor's strengths went back to sourced values
 # (docs/data.md, "Sources": the thenar pad joint follows the palm's thickness).
 DEFAULT_SHA256 = {
-    "procedural.json": "3b05eb5c3f766f1d10c33f48c9a9037ffaf6c8a19cd7282d33a080cf67bf9fe6",
+    "procedural.json": "4593425d670cd60b6af1cff49bd850e94b304e18598c27cd23fe16778b552932",
     "train/joint_data.mat": "652c425308a808a7e0c4160624e773fb4a1023c931a6d02081e39b9a0d47aea9",
     "test/joint_data.mat": "c39ef527526e15f387ff410d8de0e13bc821a6d1b98eef8575a14f3b4f317de8",
-    "train/depth_1_0000001.png": "9b17f351f8a7da895fa48d9f87c06a9aedf06c0157f6dafa1c3a5ddd90110851",
+    "train/depth_1_0000001.png": "5b419f334b688d4efde2e2125611a0db29f138be9b157480c59655a573164595",
     "train/synthdepth_1_0000001.png": "57415114278c9594985bfe6db5a7498bdfb319b24ebdf218d4942c6fee449905",
-    "test/depth_2_0000003.png": "e393365c746506eb050e4278d541a1691bd0710e3c0096c346a366bf3ae95827",
+    "test/depth_2_0000003.png": "d5acfad55f05fa634a330dc46edeb13cbd3f4bc3e4912bba23d5db489bb32d75",
     "test/synthdepth_3_0000002.png": "c70b6af39fcd650c67e903a42d5fa8e6fcf142d84ff7a620abc4d44727f52cc1",
 }
 
