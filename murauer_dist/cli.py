@@ -141,17 +141,19 @@ def demo(*overrides: str, out: str = "runs/demo", preset: str = "demo-cpu") -> N
 def experiment(name: str = "label-efficiency", *overrides: str, preset: str = "label-efficiency",
                out: str = "runs/label-efficiency", methods: str = "synth_only,real_synth,dm_only,view_only,murauer",
                ns: str = "10,100,1000", seeds: str = "1,2,3", ablation_ns: str = "100", select: str = "",
-               select_on: str = "val") -> None:
+               select_on: str = "val", label_seeds: str = "") -> None:
     """Label-efficiency experiment: METHODS x NS x SEEDS stage-2 runs from one shared stage 1.
 
     --methods, --ns, --seeds: comma-separated lists; --ablation-ns: the n values of dm_only and
-    view_only ("all": every n); --select "lambda_g=1e-4,1e-3;lambda_m=1e-5,1e-4": loss weights tried
-    per method and n, chosen by the mean validation error over the seeds (--select-on val, the only
-    split allowed for a choice).
+    view_only ("all": every n); --label-seeds: one label seed (data.label_seed: which n real frames carry
+    labels) per training seed, paired by position (default: each training seed is its own label seed;
+    "fixed": data.label_seed for every cell); --select "lambda_g=1e-4,1e-3;lambda_m=1e-5,1e-4": loss
+    weights tried per method and n, chosen by the mean validation error over the seeds (--select-on
+    val, the only split allowed for a choice).
     """
     from murauer_dist.recipes.experiment import experiment_command  # lazy: fast cli
     experiment_command(name, preset=preset, out=out, overrides=overrides, methods=methods, ns=ns, seeds=seeds,
-                       ablation_ns=ablation_ns, select=select, select_on=select_on)
+                       ablation_ns=ablation_ns, select=select, select_on=select_on, label_seeds=label_seeds)
 
 
 def export(checkpoint: str, format: str = "onnx", out: str = "", batch: str = "dynamic", check: bool = True) -> None:

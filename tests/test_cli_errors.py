@@ -74,6 +74,14 @@ def test_evaluate_a_run_folder_without_checkpoints(tmp_path):
     assert_one_line_error(run_cli("evaluate", str(tmp_path / "run")), str(tmp_path / "run"), "murauer-dist train")
 
 
+def test_experiment_label_seeds_from_the_command_line(tmp_path):
+    """--label-seeds reaches the experiment: a list that does not pair with --seeds is refused before
+    anything is made."""
+    result = run_cli("experiment", "--seeds", "1,2", "--label-seeds", "7", "--out", str(tmp_path / "out"))
+    assert_one_line_error(result, "--label-seeds", "--seeds")
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_experiment_is_one_line(tmp_path):
     assert_one_line_error(run_cli("experiment", "ablations", "--out", str(tmp_path)), "ablations", "label-efficiency")
 
