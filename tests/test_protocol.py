@@ -519,3 +519,18 @@ def test_aggregation_and_targets_on_fake_results():
     partial = {key: values for key, values in good.items() if key[0] not in exp.ABLATIONS}
     assert [t["holds"] for t in _targets(partial)] == [True, None, True]
     assert check_targets(_summary(good), (10, 100))[0]["holds"] is None       # no paired differences given
+
+
+def test_baseline_and_murauer_ratios_next_to_the_papers():
+    """The baseline's ratio to Synth only (no MURAUER term: an anchor for the data) and MURAUER's to the
+    baseline, per n, beside the paper's NYU ratios; a method not run gives no ratio."""
+    from murauer_dist.recipes.experiment_report import _ratio_table, ratio_rows
+    summary = _summary({("synth_only", None): [20.0, 20.0], ("real_synth", 10): [19.0, 19.4],
+                        ("real_synth", 100): [15.0, 15.0], ("murauer", 10): [15.2, 15.2]})
+    rows = {row["n"]: row for row in ratio_rows(summary, (10, 100))}
+    assert rows[10]["baseline_over_synth"] == pytest.approx(19.2 / 20.0)
+    assert rows[10]["paper_baseline_over_synth"] == 0.97 and rows[100]["paper_baseline_over_synth"] == 0.74
+    assert rows[10]["murauer_over_baseline"] == pytest.approx(15.2 / 19.2)
+    assert rows[100]["murauer_over_baseline"] is None and rows[100]["paper_murauer_over_baseline"] == 0.77
+    table = "\n".join(_ratio_table(list(rows.values())))
+    assert "| Real & Synth / Synth only | 0.96x | 0.75x |" in table and "| MURAUER / Real & Synth | 0.79x | - |" in table

@@ -21,6 +21,10 @@ TARGET_N = 100
 TARGET_RATIO = 0.8
 BASELINE = "real_synth"
 CONFIDENCE = 0.95                 # two-sided t interval of a mean paired difference
+# The paper's NYU numbers that involve no MURAUER term (docs/method.md §6.2): Real & Synth over Synth only
+# (21.27 mm) per n, an anchor for how the embedded data treat the baseline; and MURAUER over Real & Synth.
+PAPER_BASELINE_RATIO = {10: 0.97, 100: 0.74, 1000: 0.70, 10000: 0.62}
+PAPER_MURAUER_RATIO = {10: 0.79, 100: 0.77, 1000: 0.73}
 LABELS = {name: method.label for name, method in REGISTRY.items()}
 TICKS = {name: method.short or method.label for name, method in REGISTRY.items()}
 
@@ -103,6 +107,31 @@ def paired_differences(records: list[dict]) -> list[dict]:
                         "differences": differences, **paired_interval(differences),
                         "ratio_of_means": method_mean / base_mean})
     return sorted(entries, key=lambda entry: entry["n"])
+
+
+def ratio_rows(summary: dict, ns) -> list[dict]:
+    """Per n: Real & Synth / Synth only and MURAUER / Real & Synth here and in the paper (None: not run)."""
+    rows = []
+    for n in ns:
+        synth, base, murauer = (_mean(summary, method, n) for method in ("synth_only", BASELINE, "murauer"))
+        rows.append({"n": n, "baseline_over_synth": base / synth if base and synth else None,
+                     "paper_baseline_over_synth": PAPER_BASELINE_RATIO.get(n),
+                     "murauer_over_baseline": murauer / base if murauer and base else None,
+                     "paper_murauer_over_baseline": PAPER_MURAUER_RATIO.get(n)})
+    return rows
+
+
+def _ratio_table(rows: list[dict]) -> list[str]:
+    text = lambda value: "-" if value is None else f"{value:.2f}x"          # noqa: E731
+    lines = ["", "Ratios of mean real test errors, here and in the paper (NYU). The baseline's ratio involves no "
+                 "MURAUER term: it says how the data treat labeled real frames.", "",
+             "| ratio | " + " | ".join(f"n={row['n']}" for row in rows) + " |", "|---" * (len(rows) + 1) + "|"]
+    for key, name in (("baseline_over_synth", "Real & Synth / Synth only"),
+                      ("paper_baseline_over_synth", "paper: Real & Synth / Synth only"),
+                      ("murauer_over_baseline", "MURAUER / Real & Synth"),
+                      ("paper_murauer_over_baseline", "paper: MURAUER / Real & Synth")):
+        lines.append(f"| {name} | " + " | ".join(text(row[key]) for row in rows) + " |")
+    return lines
 
 
 def _order_holds(summary: dict, n: int, chain: list[tuple[str, ...]]) -> tuple[bool | None, str]:
@@ -255,6 +284,7 @@ def report_markdown(report: dict) -> str:
             m, r = _mean(summary, "murauer", n), _mean(summary, "real_synth", n)
             ratios.append(f"{m / r:.2f}x" if m is not None and r is not None else "-")
         lines.append("| MURAUER / Real & Synth | " + " | ".join(ratios) + " |")
+    lines += _ratio_table(ratio_rows(summary, ns))
     lines += _paired_table(report.get("paired", []))
     for subject in ("subject1", "subject2"):
         if any(cell.get(subject) for by_n in summary.values() for cell in by_n.values()):
@@ -348,6 +378,7 @@ def _plot_sources(summary: dict, methods, ns, path: Path) -> None:
 
 
 def write_report(report: dict, out: Path) -> str:
+    report.setdefault("ratios", ratio_rows(report["summary"], report["n"]))
     atomic_write_text(out / "results.json", json.dumps(report, indent=2))
     table = report_markdown(report)
     atomic_write_text(out / "results.md", table)
