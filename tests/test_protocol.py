@@ -534,3 +534,22 @@ def test_baseline_and_murauer_ratios_next_to_the_papers():
     assert rows[100]["murauer_over_baseline"] is None and rows[100]["paper_murauer_over_baseline"] == 0.77
     table = "\n".join(_ratio_table(list(rows.values())))
     assert "| Real & Synth / Synth only | 0.96x | 0.75x |" in table and "| MURAUER / Real & Synth | 0.79x | - |" in table
+
+
+def test_view_decoder_loss_first_and_last_tenth(tmp_path):
+    """The view decoder's own loss curve, summarised per cell from the run's metrics.jsonl; a run without
+    view prediction has none, and the report shows the ratio end / start."""
+    import json
+    from murauer_dist.recipes.experiment import view_loss
+    from murauer_dist.recipes.experiment_report import _view_loss_table
+    lines = [{"step": step, "main/L_view": 100.0 - step} for step in range(1, 41)] + [{"step": 41, "main/L_total": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    got = view_loss(tmp_path)
+    assert got == {"view_loss_start": pytest.approx(97.5), "view_loss_end": pytest.approx(61.5)}   # steps 1-4, 37-40
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "metrics.jsonl").write_text(json.dumps({"step": 1, "main/L_total": 1.0}) + "\n")
+    assert view_loss(tmp_path / "plain") is None
+    records = [{"method": "view_only", "n": 10, "seed": seed, "real": 20.0, "synth": 19.0, "gap": 1.0,
+                "view_loss_start": 100.0, "view_loss_end": end} for seed, end in ((1, 60.0), (2, 40.0))]
+    table = "\n".join(_view_loss_table(summarize(records, (10,)), ["real_synth", "view_only"], (10,)))
+    assert "| 10 | 100.00 ± 0.00 | 50.00 ± 14.14 | 0.50x |" in table

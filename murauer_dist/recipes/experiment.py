@@ -279,10 +279,24 @@ def _evaluated(run_dir: Path, shown: dict | None) -> dict:
     metrics["train"] = {domain: _metrics_of(run_dir, domain, "labeled") for domain in ("real", "synth")}
     spec = dataset_spec(metrics["real"].get("dataset", DEFAULT_DATASET))
     metrics["gap_per_frame_mm"] = frame_gap(run_dir, spec)
+    metrics["view_loss"] = view_loss(run_dir)
     if shown is not None:
         frames, pred = _predictions(run_dir, "real", spec)
         metrics["shown_mean_error_mm"] = shown_pose_error(pred, frames, shown, list(spec.joints.evaluated))
     return metrics
+
+
+VIEW_LOSS = "main/L_view"
+
+
+def view_loss(run_dir: Path) -> dict | None:
+    """The view decoder's own loss over stage 2: the mean of the first and of the last tenth of the logged
+    values of main/L_view (None for a method without view prediction): whether it fits the target views."""
+    values = [record[VIEW_LOSS] for record in read_metrics(run_dir) if VIEW_LOSS in record]
+    if not values:
+        return None
+    tenth = max(len(values) // 10, 1)
+    return {"view_loss_start": statistics.fmean(values[:tenth]), "view_loss_end": statistics.fmean(values[-tenth:])}
 
 
 def validation_error(run_dir: Path) -> float:
@@ -304,6 +318,7 @@ def cell_record(cell: Cell, metrics: dict, weights: dict) -> dict:
               "gap": real["mean_error_mm"] - synth["mean_error_mm"], "gap_per_frame": metrics["gap_per_frame_mm"],
               "subject1": real.get("subject1_mean_error_mm"), "subject2": real.get("subject2_mean_error_mm"),
               "train_real": train["real"]["mean_error_mm"], "train_synth": train["synth"]["mean_error_mm"]}
+    record.update(metrics.get("view_loss") or {})
     if "shown_mean_error_mm" in metrics:
         record["shown"] = metrics["shown_mean_error_mm"]
         record["gap_shown"] = record["shown"] - record["synth"]

@@ -36,7 +36,9 @@ QUANTITIES = ("real", "synth", "gap", "subject1", "subject2",
               "gap_per_frame",
               # where the error comes from: the labeled training frames (real, twins), and where the data
               # know them, the poses the real test frames show (their labels are fitted poses)
-              "train_real", "train_synth", "shown", "gap_shown")
+              "train_real", "train_synth", "shown", "gap_shown",
+              # the view decoder's own loss (main/L_view), first and last tenth of stage 2
+              "view_loss_start", "view_loss_end")
 
 
 def _stats(values: list[float]) -> dict:
@@ -235,6 +237,22 @@ def _decomposition(summary: dict, methods, ns, label_noise_mm: float | None) -> 
     return lines
 
 
+def _view_loss_table(summary: dict, methods, ns) -> list[str]:
+    """The view decoder's loss at the start and the end of stage 2, per method with view prediction and n."""
+    rows = []
+    for method in methods:
+        for n in ns:
+            start, end = (summary.get(method, {}).get(str(n), {}).get(key) for key in ("view_loss_start", "view_loss_end"))
+            if start and end:
+                rows.append(f"| {LABELS[method]} | {n} | {_cell_text(start)} | {_cell_text(end)} | "
+                            f"{end['mean'] / start['mean']:.2f}x |")
+    if not rows:
+        return []
+    return ["", "View prediction's own loss (main/L_view: L1 over the predicted view's pixels), mean of the first "
+                "and of the last tenth of stage 2's logged values:", "",
+            "| method | n | start | end | end / start |", "|---|---|---|---|---|", *rows]
+
+
 def _paired_table(paired: list[dict]) -> list[str]:
     """Each labeled method against Real & Synth on the same (training seed, label seed) pairs."""
     if not paired:
@@ -292,6 +310,7 @@ def report_markdown(report: dict) -> str:
     lines += ["", *_table(summary, methods, ns, "gap", "Domain gap left: real test error minus the error on the "
                                                          "same frames' synthetic twins (mm)", signed=True)]
     lines += _decomposition(summary, methods, ns, report.get("label_noise_mm"))
+    lines += _view_loss_table(summary, methods, ns)
     lines += ["", "Loss weights (chosen by the mean validation error over the seeds; the test split is never "
                   "used for a choice):", "", "| method | n | tried (validation error, mm) | chosen |",
               "|---|---|---|---|"]
