@@ -140,7 +140,7 @@ def demo(*overrides: str, out: str = "runs/demo", preset: str = "demo-cpu") -> N
 
 def experiment(name: str = "label-efficiency", *overrides: str, preset: str = "label-efficiency",
                out: str = "runs/label-efficiency", methods: str = "synth_only,real_synth,dm_only,view_only,murauer",
-               ns: str = "10,100,1000", seeds: str = "1,2,3", ablation_ns: str = "100", select: str = "",
+               ns: str = "10,100", seeds: str = "1,2,3", ablation_ns: str = "10", select: str = "",
                select_on: str = "val", label_seeds: str = "") -> None:
     """Label-efficiency experiment: METHODS x NS x SEEDS stage-2 runs from one shared stage 1.
 

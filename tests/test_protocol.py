@@ -237,8 +237,8 @@ def test_stream_rules_cover_the_new_entries():
 def test_default_cells():
     cells = exp.plan_cells(exp.DEFAULT_METHODS, exp.DEFAULT_NS, exp.DEFAULT_SEEDS)
     count = {method: sum(cell.method == method for cell in cells) for method in exp.DEFAULT_METHODS}
-    assert count == {"synth_only": 3, "real_synth": 9, "dm_only": 3, "view_only": 3, "murauer": 9}
-    assert {cell.n for cell in cells if cell.method in exp.ABLATIONS} == {100}
+    assert count == {"synth_only": 3, "real_synth": 6, "dm_only": 3, "view_only": 3, "murauer": 6}
+    assert {cell.n for cell in cells if cell.method in exp.ABLATIONS} == {10}
     assert {cell.n for cell in cells if cell.method == "synth_only"} == {None}
     assert len({cell.name for cell in cells}) == len(cells)
     cell = exp.Cell("murauer", 100, 2)
@@ -368,7 +368,8 @@ def fake_workflow(monkeypatch):
 
 
 def test_experiment_runs_every_cell_once_and_skips_finished_ones(tmp_path, fake_workflow, capsys):
-    report = exp.experiment_command("label-efficiency", preset="tiny", out=str(tmp_path), seeds=(1, 2, 3))
+    report = exp.experiment_command("label-efficiency", preset="tiny", out=str(tmp_path), seeds=(1, 2, 3),
+                                    ns=(10, 100, 1000), ablation_ns="100")
     trained = fake_workflow["train"]
     assert trained[0] == "stage1" and len(trained) == 1 + 27 and len(set(trained)) == len(trained)
     assert len(fake_workflow["evaluate"]) == 4 * 27       # test and labeled training frames, real and twins
@@ -408,7 +409,8 @@ def test_experiment_runs_every_cell_once_and_skips_finished_ones(tmp_path, fake_
     # started again: nothing is trained or evaluated twice, the same results
     fake_workflow["train"].clear()
     fake_workflow["evaluate"].clear()
-    again = exp.experiment_command("label-efficiency", preset="tiny", out=str(tmp_path), seeds="1,2,3")
+    again = exp.experiment_command("label-efficiency", preset="tiny", out=str(tmp_path), seeds="1,2,3",
+                                   ns="10,100,1000", ablation_ns="100")
     assert fake_workflow["train"] == [] and fake_workflow["evaluate"] == []
     assert again["summary"] == report["summary"]
     # a finished cell trained with other settings is not silently reused
