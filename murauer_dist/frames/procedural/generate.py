@@ -74,18 +74,18 @@ def synth_data(out: str | os.PathLike, frames_train: int = 4000, frames_test: in
     if settings is not None and realism is not None and settings.realism.name != realism:
         raise SynthDataError(f"realism {realism!r} and settings of realism {settings.realism.name!r} disagree")
     _check_writable(Path(out))
+    settings = settings or GeneratorSettings.for_dataset(dataset or DEFAULT_DATASET,
+                                                         realism=REALISM_PROFILES[realism or DEFAULT_PROFILE])
     # One generator per folder: a second one (another experiment on the same data.root) would clear the
     # files this one is writing.
     with FolderLock(out, "synth-data OUT"):
-        return _generate(_prepare_output(Path(out), overwrite), int(seed), counts, settings, dataset, realism,
-                         workers, progress, timings)
+        return _generate(_prepare_output(Path(out), overwrite), int(seed), counts, settings, workers, progress,
+                         timings)
 
 
-def _generate(root: Path, seed: int, counts: dict, settings, dataset, realism, workers: int, progress,
+def _generate(root: Path, seed: int, counts: dict, settings: GeneratorSettings, workers: int, progress,
               timings) -> Path:
     keep_freed_memory()                     # here and in the forked workers: no fresh pages per image
-    settings = settings or GeneratorSettings.for_dataset(dataset or DEFAULT_DATASET,
-                                                         realism=REALISM_PROFILES[realism or DEFAULT_PROFILE])
     sequences = {split: make_split_sequence(seed, split, n, settings) for split, n in counts.items()}
     total = sum(counts.values())
     if progress is None and not sys.stderr.isatty():
