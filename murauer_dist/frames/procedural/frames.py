@@ -131,8 +131,8 @@ class FrameRenderer:
             # come from the hand model fitted to that frame.
             actor = self.posed(index, self.actor(index), arm=self._arm(twin=False), surface=self._surface())
             twin = self.twin(index)
-            labeled = twin if profile.twin == "fitted" else \
-                self.posed(index, self.actor(index), fitted=True) if profile.fitting.enabled else actor
+            # posed(fitted=True) is the true pose where the profile has no fitting error
+            labeled = twin if profile.twin == "fitted" else self.posed(index, self.actor(index), fitted=True)
             capsules = realism.pad_capsules([actor, twin])
         a = np.stack([rig.to_camera(c["a"], cam) for c in capsules for cam in (1, 2, 3)])
         b = np.stack([rig.to_camera(c["b"], cam) for c in capsules for cam in (1, 2, 3)])
