@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from murauer_dist.recipes import experiment as exp
+from murauer_dist.recipes import experiment_options as options
 from murauer_dist.recipes.experiment_report import check_targets, paired_differences, paired_interval, summarize
 from murauer_dist.config import ConfigError, load_config, save_config
 from murauer_dist.eval.result_files import write_result_file
@@ -262,20 +263,20 @@ def test_each_training_seed_is_paired_with_its_label_seed():
     assert exp.Cell("real_synth", 10, 1, (), 7).overrides(stage1)[-2:] == ["data.n_labeled=10", "data.label_seed=7"]
     assert not any("label_seed" in item for c in cells if c.method == "synth_only" for item in c.overrides(stage1))
     # default: each training seed is its own label seed; "fixed": the config's data.label_seed for every cell
-    assert exp.parse_label_seeds("", (1, 2, 3)) == (1, 2, 3) and exp.parse_label_seeds(None, (4,)) == (4,)
-    assert exp.parse_label_seeds("11,12,13", (1, 2, 3)) == (11, 12, 13)
-    assert exp.parse_label_seeds("fixed", (1, 2)) is None
+    assert options.parse_label_seeds("", (1, 2, 3)) == (1, 2, 3) and options.parse_label_seeds(None, (4,)) == (4,)
+    assert options.parse_label_seeds("11,12,13", (1, 2, 3)) == (11, 12, 13)
+    assert options.parse_label_seeds("fixed", (1, 2)) is None
     assert exp.plan_cells(("real_synth",), (10,), (1, 2), (), None, None)[0].name == "real_synth-n10-s1"
     with pytest.raises(exp.ExperimentError, match="one label seed per training seed"):
-        exp.parse_label_seeds("5,6", (1, 2, 3))
+        options.parse_label_seeds("5,6", (1, 2, 3))
     with pytest.raises(exp.ExperimentError, match="--label-seeds must be distinct"):
-        exp.parse_label_seeds("5,5,6", (1, 2, 3))
+        options.parse_label_seeds("5,5,6", (1, 2, 3))
     with pytest.raises(exp.ExperimentError, match="one label seed per training seed"):
         exp.experiment_command("label-efficiency", seeds="1,2", label_seeds="3")
 
 
 def test_cells_with_weight_candidates_and_option_errors():
-    select = exp.parse_select("lambda_g=1e-4,1e-3;loss.lambda_m=1e-5")
+    select = options.parse_select("lambda_g=1e-4,1e-3;loss.lambda_m=1e-5")
     assert select == {"lambda_g": (1e-4, 1e-3), "lambda_m": (1e-5,)}
     cells = exp.plan_cells(("real_synth", "view_only", "murauer"), (100,), (1, 2), (100,), select)
     names = {cell.name for cell in cells}
@@ -288,11 +289,11 @@ def test_cells_with_weight_candidates_and_option_errors():
         exp.plan_cells(("synth_only", "real_synth"), (100,), (1,), (100,), {"lambda_g": (1e-4,)})
     for bad in ("lambda_q=1", "lambda_g", "lambda_g=a", "lambda_g=-1"):
         with pytest.raises(exp.ExperimentError):
-            exp.parse_select(bad)
-    assert exp.parse_ints((1, 2, 3), "--seeds") == (1, 2, 3) and exp.parse_ints(100, "--ns") == (100,)
-    assert exp.parse_methods(("murauer", "real_synth")) == ("murauer", "real_synth")
+            options.parse_select(bad)
+    assert options.parse_ints((1, 2, 3), "--seeds") == (1, 2, 3) and options.parse_ints(100, "--ns") == (100,)
+    assert options.parse_methods(("murauer", "real_synth")) == ("murauer", "real_synth")
     with pytest.raises(exp.ExperimentError, match="unknown method"):
-        exp.parse_methods("murauer,mauerer")
+        options.parse_methods("murauer,mauerer")
     with pytest.raises(exp.ExperimentError, match="validation split only"):
         exp.experiment_command("label-efficiency", select="lambda_g=1e-3", select_on="test")
 
