@@ -49,6 +49,7 @@ from murauer_dist.recipes.experiment_options import (ExperimentError, parse_ints
                                                      parse_select)
 from murauer_dist.eval.evaluate import eval_dir
 from murauer_dist.eval.result_files import read_result_file
+from murauer_dist.recipes.experiment_plots import plot_errors, plot_sources
 from murauer_dist.recipes.experiment_report import (ABLATIONS, STAGE1_DIR, check_targets, paired_differences,
                                                     summarize, write_report)
 from murauer_dist.folder_lock import FolderLock
@@ -356,6 +357,8 @@ def label_efficiency(preset: str, out: Path, overrides: list[str], methods=DEFAU
                                        .mean())),
               "minutes": (time.perf_counter() - start) / 60}
     table = write_report(report, out)
+    plot_errors(summary, report["methods"], report["n"], out / "label_efficiency.png")
+    plot_sources(summary, report["methods"], report["n"], out / "error_sources.png")
     print("\n" + table + f"\nwrote {out / 'results.json'}, {out / 'results.md'}, {out / 'label_efficiency.png'} "
           f"({report['minutes']:.1f} min)")
     return report
